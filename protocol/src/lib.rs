@@ -1,0 +1,466 @@
+//! Wire types of the Teleconsult signaling protocol, version 1.
+//!
+//! Every WebSocket frame is a JSON text object tagged by `"type"`. A request
+//! that expects a reply carries an `"id"`, echoed in the reply (and in an
+//! `error` caused by it). `docs/protocol.md` is the prose contract; these types
+//! are the same contract in code, shared by the server and every Rust client.
+//!
+//! The server parses with [`ClientMessage`] and answers with [`ServerMessage`];
+//! clients do the reverse. Unknown fields are ignored so that minor additions
+//! stay compatible; an unknown `type` is an error (`unknown_type`).
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks. A client sends it in `hello`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest text frame the server accepts, in bytes. SDP with a few
+/// m-lines is ~5 kB; this leaves room without letting a peer make us buffer
+/// megabytes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// Which of a participant's two peer connections a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerConnection {
+    /// The connection the client offers, carrying its own audio and video.
+    Publish,
+    /// The connection the server offers, carrying everyone else's tracks.
+    Subscribe,
+}
+
+/// The role a join token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A clinician leading the visit.
+    Clinician,
+    /// The patient the visit is for.
+    Patient,
+    /// Someone the visit invites: a family member or an interpreter.
+    Guest,
+}
+
+impl Role {
+    /// The lowercase name used on the wire and in tokens.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Clinician => "clinician",
+            Role::Patient => "patient",
+            Role::Guest => "guest",
+        }
+    }
+}
+
+/// Kind of a media track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    /// Opus audio.
+    Audio,
+    /// VP8 or H.264 video.
+    Video,
+}
+
+/// An ICE candidate as browsers serialise `RTCIceCandidateInit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    /// The `candidate:` attribute line, e.g. `candidate:1 1 udp 2122260223 192.0.2.1 54400 typ host`.
+    pub candidate: String,
+    /// The media section the candidate belongs to, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    /// The index of that media section, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+}
+
+/// A participant as other participants see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    /// Server-assigned id, stable for the participant's stay (including resumes).
+    pub participant_id: String,
+    /// Role granted by the join token.
+    pub role: Role,
+    /// The name to show, as given in the join token.
+    pub display_name: String,
+    /// Whether their microphone is muted.
+    pub audio_muted: bool,
+    /// Whether their camera is off.
+    pub video_muted: bool,
+}
+
+/// One remote track in the subscribe connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    /// The participant publishing this track.
+    pub participant_id: String,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// The media section (`a=mid`) carrying it in the subscribe connection.
+    pub mid: String,
+    /// The `msid` track id in the subscribe SDP.
+    pub track_id: String,
+}
+
+/// Messages a client sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message on every connection.
+    Hello {
+        /// Request id, echoed in `welcome`.
+        #[serde(default)]
+        id: Option<String>,
+        /// Protocol version the client speaks; must equal [`PROTOCOL_VERSION`].
+        protocol: u32,
+    },
+    /// Take a seat in the room the token names.
+    Join {
+        #[serde(default)]
+        id: Option<String>,
+        /// A join JWT.
+        token: String,
+    },
+    /// Take back a seat after the WebSocket dropped, within the grace period.
+    Resume {
+        #[serde(default)]
+        id: Option<String>,
+        /// The `resume_token` from `joined` (or the last `resumed`).
+        resume_token: String,
+    },
+    /// SDP offer for the publish connection: the first one, an ICE restart, or
+    /// a renegotiation.
+    PublishOffer {
+        #[serde(default)]
+        id: Option<String>,
+        sdp: String,
+    },
+    /// SDP answer to a `subscribe_offer`.
+    SubscribeAnswer {
+        #[serde(default)]
+        id: Option<String>,
+        sdp: String,
+    },
+    /// Ask the server for a fresh subscribe offer with new ICE credentials.
+    SubscribeRestart {
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// A client ICE candidate (optional: the server learns addresses from checks).
+    Trickle {
+        #[serde(default)]
+        id: Option<String>,
+        connection: PeerConnection,
+        candidate: IceCandidate,
+    },
+    /// Tell the room the client muted or unmuted a track.
+    Mute {
+        #[serde(default)]
+        id: Option<String>,
+        kind: TrackKind,
+        muted: bool,
+    },
+    /// Leave the room for good.
+    Leave {
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// Round-trip probe; answered with `pong`.
+    Ping {
+        #[serde(default)]
+        id: Option<String>,
+    },
+}
+
+impl ClientMessage {
+    /// The request id, if the client gave one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            ClientMessage::Hello { id, .. }
+            | ClientMessage::Join { id, .. }
+            | ClientMessage::Resume { id, .. }
+            | ClientMessage::PublishOffer { id, .. }
+            | ClientMessage::SubscribeAnswer { id, .. }
+            | ClientMessage::SubscribeRestart { id }
+            | ClientMessage::Trickle { id, .. }
+            | ClientMessage::Mute { id, .. }
+            | ClientMessage::Leave { id }
+            | ClientMessage::Ping { id } => id.as_deref(),
+        }
+    }
+
+    /// The wire name of the message type, for metrics and logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Hello { .. } => "hello",
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Resume { .. } => "resume",
+            ClientMessage::PublishOffer { .. } => "publish_offer",
+            ClientMessage::SubscribeAnswer { .. } => "subscribe_answer",
+            ClientMessage::SubscribeRestart { .. } => "subscribe_restart",
+            ClientMessage::Trickle { .. } => "trickle",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Leave { .. } => "leave",
+            ClientMessage::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// Messages the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Reply to `hello`.
+    Welcome {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        protocol: u32,
+        /// Seconds a dropped connection may take to `resume`.
+        resume_grace_secs: u64,
+    },
+    /// Reply to `join`: the client now holds a seat.
+    Joined {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room_id: String,
+        participant_id: String,
+        role: Role,
+        /// Secret for `resume`; rotated on every resume.
+        resume_token: String,
+        /// Everyone else already in the room.
+        participants: Vec<ParticipantInfo>,
+    },
+    /// Reply to `resume`.
+    Resumed {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        room_id: String,
+        participant_id: String,
+        role: Role,
+        resume_token: String,
+        participants: Vec<ParticipantInfo>,
+    },
+    /// Reply to `publish_offer`.
+    PublishAnswer {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        sdp: String,
+    },
+    /// The server's offer for the subscribe connection. The client answers
+    /// with `subscribe_answer`.
+    SubscribeOffer { sdp: String },
+    /// Someone took a seat.
+    ParticipantJoined { participant: ParticipantInfo },
+    /// Someone left, was removed, or their resume grace ran out.
+    ParticipantLeft {
+        participant_id: String,
+        /// `left`, `timeout`, `removed` or `room_closed`.
+        reason: String,
+    },
+    /// A remote track now flows in the subscribe connection.
+    TrackAdded { track: TrackInfo },
+    /// A remote track was removed from the subscribe connection.
+    TrackRemoved { track: TrackInfo },
+    /// Someone muted or unmuted.
+    MuteChanged {
+        participant_id: String,
+        kind: TrackKind,
+        muted: bool,
+    },
+    /// The room is closing; the server closes the socket after this.
+    RoomClosed {
+        /// `closed`, `empty` or `server_shutdown`.
+        reason: String,
+    },
+    /// Reply to `ping`.
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// Generic acknowledgement of a request that has no other reply.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
+    /// A request failed. `code` is stable; `message` is for people.
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Stable error codes of the WebSocket protocol. See `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, or not an object with a string `type`.
+    BadJson,
+    /// The `type` is not one this protocol version knows.
+    UnknownType,
+    /// The message is well-formed JSON but a field is missing or has the wrong type.
+    BadMessage,
+    /// The frame is larger than [`MAX_MESSAGE_BYTES`]; the connection is closed.
+    MessageTooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryNotSupported,
+    /// `hello` carried a protocol version the server does not speak.
+    UnsupportedVersion,
+    /// A message other than `hello` arrived first.
+    HelloRequired,
+    /// `join` or `resume` arrived on a connection that already holds a seat.
+    AlreadyJoined,
+    /// The message needs a seat; send `join` first.
+    NotJoined,
+    /// The join token is malformed, unsigned, or signed with the wrong key or algorithm.
+    InvalidToken,
+    /// The join token has expired.
+    TokenExpired,
+    /// The room already holds its maximum number of participants.
+    RoomFull,
+    /// The room is closed or closing.
+    RoomClosed,
+    /// The resume token is unknown or its grace period has ended.
+    ResumeFailed,
+    /// The SDP did not parse or could not be applied.
+    InvalidSdp,
+    /// A `subscribe_answer` arrived when no subscribe offer was pending.
+    NoPendingOffer,
+    /// The ICE candidate did not parse.
+    InvalidCandidate,
+    /// The client sends too many messages; slow down.
+    RateLimited,
+    /// Something failed on the server; the request may be retried.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The snake_case wire form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::MessageTooLarge => "message_too_large",
+            ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::InvalidToken => "invalid_token",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::RoomClosed => "room_closed",
+            ErrorCode::ResumeFailed => "resume_failed",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::NoPendingOffer => "no_pending_offer",
+            ErrorCode::InvalidCandidate => "invalid_candidate",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a text frame could not become a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeError {
+    /// `bad_json`, `unknown_type` or `bad_message`.
+    pub code: ErrorCode,
+    /// What was wrong, without echoing the frame.
+    pub message: String,
+}
+
+/// Parses one client text frame, telling apart broken JSON, an unknown
+/// `type` and a known type with bad fields, so each gets its own code.
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
+        code: ErrorCode::BadJson,
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
+        return Err(DecodeError {
+            code: ErrorCode::BadJson,
+            message: "expected a JSON object with a string \"type\"".into(),
+        });
+    };
+    const KNOWN: [&str; 10] = [
+        "hello",
+        "join",
+        "resume",
+        "publish_offer",
+        "subscribe_answer",
+        "subscribe_restart",
+        "trickle",
+        "mute",
+        "leave",
+        "ping",
+    ];
+    if !KNOWN.contains(&kind.as_str()) {
+        return Err(DecodeError {
+            code: ErrorCode::UnknownType,
+            // The type is echoed truncated so a hostile peer cannot bloat logs.
+            message: format!("unknown message type {:?}", kind.chars().take(32).collect::<String>()),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| DecodeError {
+        code: ErrorCode::BadMessage,
+        message: format!("invalid {kind} message: {e}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_known_messages() {
+        let m = decode_client_message(r#"{"type":"hello","protocol":1}"#).unwrap();
+        assert_eq!(m, ClientMessage::Hello { id: None, protocol: 1 });
+        let m = decode_client_message(
+            r#"{"type":"trickle","id":"7","connection":"publish","candidate":{"candidate":"candidate:1 1 udp 1 127.0.0.1 9 typ host","sdpMid":"0"}}"#,
+        )
+        .unwrap();
+        assert_eq!(m.id(), Some("7"));
+        assert_eq!(m.type_name(), "trickle");
+    }
+
+    #[test]
+    fn tells_apart_the_three_decode_failures() {
+        assert_eq!(decode_client_message("{not json").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(decode_client_message("[1,2]").unwrap_err().code, ErrorCode::BadJson);
+        assert_eq!(decode_client_message(r#"{"type":"dance"}"#).unwrap_err().code, ErrorCode::UnknownType);
+        assert_eq!(decode_client_message(r#"{"type":"hello"}"#).unwrap_err().code, ErrorCode::BadMessage);
+        assert_eq!(
+            decode_client_message(r#"{"type":"mute","kind":"smell","muted":true}"#).unwrap_err().code,
+            ErrorCode::BadMessage
+        );
+    }
+
+    #[test]
+    fn error_code_wire_form_matches_as_str() {
+        for code in [ErrorCode::BadJson, ErrorCode::RoomFull, ErrorCode::NoPendingOffer, ErrorCode::Internal] {
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn server_messages_are_tagged_snake_case() {
+        let m = ServerMessage::Error { id: Some("3".into()), code: ErrorCode::RoomFull, message: "full".into() };
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["code"], "room_full");
+        let back: ServerMessage = serde_json::from_value(v).unwrap();
+        assert_eq!(back, m);
+    }
+}

@@ -1,0 +1,244 @@
+//! The types of the SFU's one public face: ids, options, events, stats and errors.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Opaque id of a room. The sfu gives it no meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(pub String);
+
+/// Opaque id of a participant, unique within its room.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ParticipantId(pub String);
+
+impl std::fmt::Display for RoomId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which of a participant's two peer connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Connection {
+    /// Client-offered; carries the participant's own tracks to the sfu.
+    Publish,
+    /// Server-offered; carries everyone else's tracks to the participant.
+    Subscribe,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TrackKind {
+    /// Audio (Opus).
+    Audio,
+    /// Video (VP8 or H.264).
+    Video,
+}
+
+/// Settings of the media plane.
+#[derive(Debug, Clone)]
+pub struct SfuConfig {
+    /// Addresses advertised as ICE host candidates; one socket is bound per
+    /// address, all on the worker's port.
+    pub media_ips: Vec<IpAddr>,
+    /// First UDP port; worker N uses `port + N`. 0 picks an ephemeral port
+    /// per worker.
+    pub port: u16,
+    /// Number of media workers (threads, one port each).
+    pub workers: usize,
+    /// Default room capacity.
+    pub max_participants: usize,
+    /// A participant none of whose connections has sent a packet for this
+    /// long is removed.
+    pub peer_timeout: Duration,
+    /// Minimum spacing of keyframe requests to one publisher track.
+    pub keyframe_interval: Duration,
+    /// How often per-peer stats are refreshed.
+    pub stats_interval: Duration,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        SfuConfig {
+            media_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            port: 0,
+            workers: 1,
+            max_participants: 6,
+            peer_timeout: Duration::from_secs(20),
+            keyframe_interval: Duration::from_millis(500),
+            stats_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Options of one room.
+#[derive(Debug, Clone, Default)]
+pub struct RoomOptions {
+    /// Capacity; `None` uses [`SfuConfig::max_participants`].
+    pub max_participants: Option<usize>,
+}
+
+/// A remote track as it appears in one subscriber's subscribe connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedTrack {
+    /// Who publishes it.
+    pub publisher: ParticipantId,
+    /// Audio or video.
+    pub kind: TrackKind,
+    /// Its media section in the subscriber's subscribe connection.
+    pub mid: String,
+    /// The msid track id in the subscribe SDP (the msid stream id is the
+    /// publisher's participant id).
+    pub track_id: String,
+}
+
+/// Why the sfu removed a participant on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RemovedReason {
+    /// No packet from any of its connections within the peer timeout.
+    Timeout,
+    /// Its peer connection failed (closed by the client, or a fatal DTLS error).
+    ConnectionFailed,
+    /// The room was closed.
+    RoomClosed,
+    /// The sfu is shutting down.
+    Shutdown,
+}
+
+impl RemovedReason {
+    /// A stable snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovedReason::Timeout => "timeout",
+            RemovedReason::ConnectionFailed => "connection_failed",
+            RemovedReason::RoomClosed => "room_closed",
+            RemovedReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// Something that happened to one participant, delivered on the channel
+/// returned by `add_participant`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ParticipantEvent {
+    /// A new offer for the subscribe connection; answer with
+    /// `SfuHandle::answer_subscribe`.
+    SubscribeOffer {
+        /// SDP text.
+        sdp: String,
+    },
+    /// A remote track was added to the subscribe connection (sent just before
+    /// the offer that carries it).
+    TrackAdded(SubscribedTrack),
+    /// A remote track was removed from the subscribe connection.
+    TrackRemoved(SubscribedTrack),
+    /// One of the participant's connections completed ICE and DTLS.
+    Connected(Connection),
+    /// The sfu removed the participant; no more events follow.
+    Removed(RemovedReason),
+}
+
+/// Media counters of one participant, summed over its tracks.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ParticipantStats {
+    /// The room.
+    pub room: Option<RoomId>,
+    /// The participant.
+    pub participant: Option<ParticipantId>,
+    /// RTP packets received from the participant.
+    pub packets_in: u64,
+    /// RTP payload bytes received from the participant.
+    pub bytes_in: u64,
+    /// RTP packets sent to the participant.
+    pub packets_out: u64,
+    /// RTP payload bytes sent to the participant.
+    pub bytes_out: u64,
+    /// Fraction of the participant's packets lost on the way in (0..1), from our receiver side.
+    pub loss_in: Option<f32>,
+    /// Fraction of our packets the participant reports lost (0..1), from its receiver reports.
+    pub loss_out: Option<f32>,
+    /// Round-trip time, from RTCP or ICE.
+    pub rtt: Option<Duration>,
+    /// Inbound jitter, in RTP timestamp units of the video track (or audio if none).
+    pub jitter: Option<u32>,
+    /// NACKs the participant sent us (as a subscriber).
+    pub nacks_received: u64,
+    /// PLIs and FIRs the participant sent us (as a subscriber).
+    pub keyframe_requests_received: u64,
+}
+
+/// Counters of one media worker, for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Worker index.
+    pub worker: usize,
+    /// The worker's UDP port.
+    pub port: u16,
+    /// Rooms on this worker.
+    pub rooms: u64,
+    /// Participants on this worker.
+    pub participants: u64,
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Datagrams dropped: unparseable, or for no known peer.
+    pub datagrams_dropped: u64,
+    /// RTP packets written to subscribers.
+    pub packets_forwarded: u64,
+    /// RTP payload bytes written to subscribers.
+    pub bytes_forwarded: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// UDP sends that failed.
+    pub send_errors: u64,
+    /// Peers dropped after an internal fault (caught, never fatal to others).
+    pub peer_faults: u64,
+}
+
+/// Why an `SfuHandle` call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SfuError {
+    /// No room with that id.
+    #[error("no such room")]
+    RoomNotFound,
+    /// The room holds its maximum number of participants.
+    #[error("the room is full")]
+    RoomFull,
+    /// No participant with that id in the room.
+    #[error("no such participant")]
+    ParticipantNotFound,
+    /// The participant is already in the room.
+    #[error("participant already in the room")]
+    ParticipantExists,
+    /// The SDP did not parse or could not be applied.
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    /// A subscribe answer arrived with no offer pending.
+    #[error("no subscribe offer is pending")]
+    NoPendingOffer,
+    /// The ICE candidate did not parse.
+    #[error("invalid ICE candidate")]
+    InvalidCandidate,
+    /// A UDP socket could not be bound.
+    #[error("cannot bind media socket {addr}: {reason}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        reason: String,
+    },
+    /// The configuration is unusable.
+    #[error("invalid sfu config: {0}")]
+    Config(&'static str),
+    /// The media worker has stopped (shutdown or fault).
+    #[error("the media worker has stopped")]
+    WorkerGone,
+}
