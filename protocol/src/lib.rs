@@ -143,10 +143,14 @@ pub enum ClientMessage {
         id: Option<String>,
         sdp: String,
     },
-    /// Ask the server for a fresh subscribe offer with new ICE credentials.
+    /// Ask the server for a fresh subscribe offer: an ICE restart on the
+    /// existing connection, or, with `new_connection`, an offer for a brand-new
+    /// connection (after a page reload) carrying every current track.
     SubscribeRestart {
         #[serde(default)]
         id: Option<String>,
+        #[serde(default)]
+        new_connection: bool,
     },
     /// A client ICE candidate (optional: the server learns addresses from checks).
     Trickle {
@@ -183,7 +187,7 @@ impl ClientMessage {
             | ClientMessage::Resume { id, .. }
             | ClientMessage::PublishOffer { id, .. }
             | ClientMessage::SubscribeAnswer { id, .. }
-            | ClientMessage::SubscribeRestart { id }
+            | ClientMessage::SubscribeRestart { id, .. }
             | ClientMessage::Trickle { id, .. }
             | ClientMessage::Mute { id, .. }
             | ClientMessage::Leave { id }
@@ -269,6 +273,10 @@ pub enum ServerMessage {
         kind: TrackKind,
         muted: bool,
     },
+    /// The server dropped this participant's media connections (`timeout`:
+    /// no packet for too long; `connection_failed`). The seat is kept: send a
+    /// new `publish_offer` (from a new connection) to come back.
+    MediaRemoved { reason: String },
     /// The room is closing; the server closes the socket after this.
     RoomClosed {
         /// `closed`, `empty` or `server_shutdown`.

@@ -596,7 +596,7 @@ impl MediaCore {
         }
         for (_, _, mid, publish) in due_keyframes {
             if let Some(key) = publish {
-                self.send_keyframe_request(now, key, mid);
+                self.send_keyframe_request(key, mid);
             }
         }
 
@@ -740,7 +740,7 @@ impl MediaCore {
     fn run_actions(&mut self, now: Instant) {
         while let Some(action) = self.actions.pop_front() {
             match action {
-                Action::Forward(f) => self.forward(now, f),
+                Action::Forward(f) => self.forward(f),
                 Action::TrackPublished { room, publisher, mid, kind } => {
                     self.track_published(now, &room, &publisher, mid, kind)
                 }
@@ -752,7 +752,7 @@ impl MediaCore {
                     let open = self.open_tracks_of(&room, &subscriber);
                     self.request_keyframes_for(now, &room, &open);
                 }
-                Action::Negotiate { room, participant } => self.negotiate(now, &room, &participant),
+                Action::Negotiate { room, participant } => self.negotiate(&room, &participant),
                 Action::Connected { room, participant, connection } => {
                     if let Some(p) = self.rooms.get(&room).and_then(|r| r.participants.get(&participant)) {
                         let _ = p.events.send(ParticipantEvent::Connected(connection));
@@ -873,7 +873,7 @@ impl MediaCore {
     }
 
     /// Sends a subscribe offer if something changed and none is pending.
-    fn negotiate(&mut self, now: Instant, room_id: &RoomId, participant: &ParticipantId) {
+    fn negotiate(&mut self, room_id: &RoomId, participant: &ParticipantId) {
         let Some(p) = self.rooms.get(room_id).and_then(|r| r.participants.get(participant)) else { return };
         let events = p.events.clone();
         let Some(key) = p.subscribe else { return };
@@ -973,13 +973,13 @@ impl MediaCore {
         let send_now = t.keyframes.request(now);
         let publish = p.publish;
         if send_now && let Some(key) = publish {
-            self.send_keyframe_request(now, key, mid);
+            self.send_keyframe_request(key, mid);
         } else if let Some(at) = t.keyframes.deferred_until() {
             self.next_wake = self.next_wake.min(at);
         }
     }
 
-    fn send_keyframe_request(&mut self, now: Instant, key: PeerKey, mid: Mid) {
+    fn send_keyframe_request(&mut self, key: PeerKey, mid: Mid) {
         let Some(peer) = self.peers.get_mut(&key) else { return };
         if let Some(rx) = peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
             rx.request_keyframe(KeyframeRequestKind::Pli);
@@ -990,7 +990,7 @@ impl MediaCore {
 
     // ----- forwarding -----------------------------------------------------
 
-    fn forward(&mut self, now: Instant, f: Forward) {
+    fn forward(&mut self, f: Forward) {
         let Some(room) = self.rooms.get(&f.room) else { return };
         let subscribers: Vec<PeerKey> = room
             .participants

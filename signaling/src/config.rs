@@ -21,17 +21,161 @@ pub struct ServeArgs {
     /// HTTP listen address. Default 127.0.0.1:8080.
     #[arg(long, env = "TELECONSULT_HTTP_ADDR")]
     pub http_addr: Option<SocketAddr>,
-    /// First UDP port for media; worker N listens on port + N. Default 50000.
+    /// First UDP port for media; worker N listens on port + N. 0 picks free
+    /// ports. Default 50000.
     #[arg(long, env = "TELECONSULT_MEDIA_PORT")]
     pub media_port: Option<u16>,
-    /// Address the media sockets bind to. Default 0.0.0.0.
-    #[arg(long, env = "TELECONSULT_MEDIA_BIND")]
-    pub media_bind: Option<IpAddr>,
-    /// Number of media workers (one UDP socket each). Default 1.
+    /// Number of media workers (one UDP port each). Default 1.
     #[arg(long, env = "TELECONSULT_MEDIA_WORKERS")]
     pub media_workers: Option<usize>,
-    /// Addresses advertised as ICE candidates, comma-separated. Default:
-    /// 127.0.0.1 plus the host's non-loopback interface addresses.
+    /// Addresses advertised as ICE candidates (and bound), comma-separated.
+    /// Default: 127.0.0.1 plus the host's non-loopback addresses.
+    #[arg(long, env = "TELECONSULT_MEDIA_IPS", value_delimiter = ',')]
+    pub media_ips: Option<Vec<IpAddr>>,
+    /// Most participants in one room. Default 6.
+    #[arg(long, env = "TELECONSULT_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    /// Seconds a dropped WebSocket may take to resume its seat. Default 30.
+    #[arg(long, env = "TELECONSULT_RESUME_GRACE_SECS")]
+    pub resume_grace_secs: Option<u64>,
+    /// Seconds without any media packet before a participant's media is
+    /// dropped. Default 20.
+    #[arg(long, env = "TELECONSULT_PEER_TIMEOUT_SECS")]
+    pub peer_timeout_secs: Option<u64>,
+    /// Secret that signs tokens (at least 32 bytes). Default: random at
+    /// start, so tokens do not survive a restart.
+    #[arg(long, env = "TELECONSULT_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: Option<String>,
+    /// Log format: `text` or `json`. Default text.
+    #[arg(long, env = "TELECONSULT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// Create a demo room and print ready-to-use join links.
+    #[arg(long)]
+    pub demo: bool,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The TOML file: the same settings, by the same names as the flags (with
+/// underscores).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    http_addr: Option<SocketAddr>,
+    media_port: Option<u16>,
+    media_workers: Option<usize>,
+    media_ips: Option<Vec<IpAddr>>,
+    max_participants: Option<usize>,
+    resume_grace_secs: Option<u64>,
+    peer_timeout_secs: Option<u64>,
+    token_secret: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP listen address.
+    pub http_addr: SocketAddr,
+    /// First media UDP port (0 picks ephemeral ports).
+    pub media_port: u16,
+    /// Media worker count.
+    pub media_workers: usize,
+    /// Advertised (and bound) candidate addresses.
+    pub media_ips: Vec<IpAddr>,
+    /// Room capacity.
+    pub max_participants: usize,
+    /// Resume grace period.
+    pub resume_grace: Duration,
+    /// Silent-peer timeout.
+    pub peer_timeout: Duration,
+    /// Token secret, if configured.
+    pub token_secret: Option<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Whether to create the demo room.
+    pub demo: bool,
+}
+
+/// Settings that could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {name}: {why}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// Why.
+        why: &'static str,
+    },
+}
+
+impl ServeArgs {
+    /// Merges flags and variables (already in `self`) over the file and defaults.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let file = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|source| ConfigError::Parse { path: path.clone(), source })?
+            }
+            None => FileConfig::default(),
+        };
+        let config = Config {
+            http_addr: self.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            media_port: self.media_port.or(file.media_port).unwrap_or(50000),
+            media_workers: self.media_workers.or(file.media_workers).unwrap_or(1),
+            media_ips: self.media_ips.or(file.media_ips).unwrap_or_else(default_media_ips),
+            max_participants: self.max_participants.or(file.max_participants).unwrap_or(6),
+            resume_grace: Duration::from_secs(self.resume_grace_secs.or(file.resume_grace_secs).unwrap_or(30)),
+            peer_timeout: Duration::from_secs(self.peer_timeout_secs.or(file.peer_timeout_secs).unwrap_or(20)),
+            token_secret: self.token_secret.or(file.token_secret),
+            log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            demo: self.demo,
+        };
+        if config.media_workers == 0 || config.media_workers > 64 {
+            return Err(ConfigError::Invalid { name: "media_workers", why: "must be 1 to 64" });
+        }
+        if config.max_participants < 2 || config.max_participants > 50 {
+            return Err(ConfigError::Invalid { name: "max_participants", why: "must be 2 to 50" });
+        }
+        if config.media_ips.is_empty() {
+            return Err(ConfigError::Invalid { name: "media_ips", why: "must name at least one address" });
+        }
+        if config.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
+            return Err(ConfigError::Invalid { name: "token_secret", why: "must be at least 32 bytes" });
+        }
+        Ok(config)
+    }
+}
+
+/// 127.0.0.1 plus the host's non-loopback interface addresses.
 pub fn default_media_ips() -> Vec<IpAddr> {
     let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
     if let Ok(interfaces) = if_addrs::get_if_addrs() {

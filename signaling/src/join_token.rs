@@ -63,6 +63,9 @@ pub enum TokenError {
     /// Signing failed (a server-side fault).
     #[error("could not sign the token")]
     Signing,
+    /// The key material is unusable (empty).
+    #[error("the signing key is unusable")]
+    BadKey,
 }
 
 /// A set of HS256 keys by `kid`: one signs, all verify.
@@ -84,28 +87,28 @@ impl std::fmt::Debug for TokenKeys {
 
 impl TokenKeys {
     /// Keys from one secret, used to sign and verify under `kid`.
-    pub fn from_secret(kid: &str, secret: &[u8]) -> Self {
+    pub fn from_secret(kid: &str, secret: &[u8]) -> Result<Self, TokenError> {
         let mut decoding = HashMap::new();
-        decoding.insert(kid.to_string(), DecodingKey::from_secret(secret));
-        TokenKeys {
+        decoding.insert(kid.to_string(), DecodingKey::from_secret(secret).map_err(|_| TokenError::BadKey)?);
+        Ok(TokenKeys {
             signing_kid: kid.to_string(),
-            encoding: EncodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret).map_err(|_| TokenError::BadKey)?,
             decoding,
             leeway_secs: 5,
-        }
+        })
     }
 
     /// Also accept tokens signed by an older key, so rotation does not
     /// invalidate tokens already handed out.
-    pub fn with_verify_only(mut self, kid: &str, secret: &[u8]) -> Self {
-        self.decoding.insert(kid.to_string(), DecodingKey::from_secret(secret));
-        self
+    pub fn with_verify_only(mut self, kid: &str, secret: &[u8]) -> Result<Self, TokenError> {
+        self.decoding.insert(kid.to_string(), DecodingKey::from_secret(secret).map_err(|_| TokenError::BadKey)?);
+        Ok(self)
     }
 
     /// Fresh random keys (32 bytes), for a server without a configured secret.
     pub fn random() -> Self {
         let secret: [u8; 32] = rand::random();
-        Self::from_secret("k1", &secret)
+        Self::from_secret("k1", &secret).expect("a 32-byte secret is never empty")
     }
 
     /// Signs claims with the current key.
@@ -188,7 +191,7 @@ mod tests {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn keys() -> TokenKeys {
-        TokenKeys::from_secret("k1", b"0123456789abcdef0123456789abcdef")
+        TokenKeys::from_secret("k1", b"0123456789abcdef0123456789abcdef").unwrap()
     }
 
     #[test]
@@ -221,19 +224,20 @@ mod tests {
         assert_eq!(keys().verify_join(&format!("{none_header}.{}.", parts[1])), Err(TokenError::Invalid));
         let rs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
         assert_eq!(keys().verify_join(&format!("{rs_header}.{}.{}", parts[1], parts[2])), Err(TokenError::Invalid));
-        let other = TokenKeys::from_secret("k1", b"another secret another secret!!!");
+        let other = TokenKeys::from_secret("k1", b"another secret another secret!!!").unwrap();
         assert_eq!(other.verify_join(&good), Err(TokenError::Invalid));
-        let other_kid = TokenKeys::from_secret("k2", b"0123456789abcdef0123456789abcdef");
+        let other_kid = TokenKeys::from_secret("k2", b"0123456789abcdef0123456789abcdef").unwrap();
         assert_eq!(other_kid.verify_join(&good), Err(TokenError::Invalid));
         assert_eq!(keys().verify_join("garbage"), Err(TokenError::Invalid));
     }
 
     #[test]
     fn rotated_key_still_verifies() {
-        let old = TokenKeys::from_secret("k1", b"old secret old secret old secret");
+        let old = TokenKeys::from_secret("k1", b"old secret old secret old secret").unwrap();
         let t = old.mint_join("r", Role::Guest, "G", "s", unix_now(), 60).unwrap();
-        let new = TokenKeys::from_secret("k2", b"new secret new secret new secret")
-            .with_verify_only("k1", b"old secret old secret old secret");
+        let new = TokenKeys::from_secret("k2", b"new secret new secret new secret").unwrap()
+            .with_verify_only("k1", b"old secret old secret old secret")
+            .unwrap();
         assert!(new.verify_join(&t).is_ok());
     }
 }

@@ -1,0 +1,407 @@
+//! One WebSocket session at `/ws`, speaking protocol v1.
+//!
+//! A session reads client frames, checks each against the session's state
+//! (hello first, a seat for media messages), and writes replies and events
+//! through an outbound queue drained by a writer task. Whatever a client
+//! sends, the worst it can get is an `error` and, for oversized frames, a
+//! closed socket: never a panic, never harm to other seats.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use teleconsult_protocol::{
+    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PeerConnection, ServerMessage, TrackInfo,
+    decode_client_message,
+};
+use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason, RoomId, RoomOptions, SfuError};
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use crate::join_token::TokenError;
+use crate::room_registry::{Outbound, SeatError, SeatRef};
+use crate::server::App;
+
+/// Outbound queue depth per session; a client that lets it fill is too slow
+/// and loses messages rather than stalling the room.
+const OUTBOX_DEPTH: usize = 256;
+
+/// Token bucket: sustained messages per second, and burst.
+const RATE_PER_SEC: f64 = 20.0;
+const RATE_BURST: f64 = 60.0;
+
+/// Runs a session to completion.
+pub async fn run(socket: WebSocket, app: Arc<App>) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX_DEPTH);
+
+    let writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outbound::Message(m) => {
+                    let Ok(text) = serde_json::to_string(&m) else { continue };
+                    if sink.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Close(code, reason) => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await;
+                    break;
+                }
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let mut session = Session { app: app.clone(), tx: tx.clone(), hello: false, seat: None, bucket: RATE_BURST, last_refill: Instant::now() };
+    let mut shutdown = app.shutdown.clone();
+    app.metrics_ws_connections(1);
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                match frame {
+                    Message::Text(text) => {
+                        if !session.handle_text(text.as_str()).await {
+                            break;
+                        }
+                    }
+                    Message::Binary(_) => session.error(None, ErrorCode::BinaryNotSupported, "binary frames are not part of the protocol"),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => {}
+                }
+            }
+            _ = shutdown.changed() => {
+                session.send(ServerMessage::RoomClosed { reason: "server_shutdown".into() });
+                let _ = tx.send(Outbound::Close(1001, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+    session.on_socket_closed().await;
+    drop(session);
+    drop(tx);
+    let _ = writer.await;
+    app.metrics_ws_connections(-1);
+}
+
+struct Session {
+    app: Arc<App>,
+    tx: mpsc::Sender<Outbound>,
+    hello: bool,
+    seat: Option<SeatRef>,
+    bucket: f64,
+    last_refill: Instant,
+}
+
+impl Session {
+    fn send(&self, message: ServerMessage) {
+        let _ = self.tx.try_send(Outbound::Message(message));
+    }
+
+    fn error(&self, id: Option<String>, code: ErrorCode, message: &str) {
+        self.app.metrics_ws_error(code);
+        self.send(ServerMessage::Error { id, code, message: message.to_string() });
+    }
+
+    fn rate_ok(&mut self) -> bool {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.last_refill).as_secs_f64();
+        self.last_refill = now;
+        self.bucket = (self.bucket + elapsed * RATE_PER_SEC).min(RATE_BURST);
+        if self.bucket >= 1.0 {
+            self.bucket -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Handles one text frame. Returns false when the session must end.
+    async fn handle_text(&mut self, text: &str) -> bool {
+        if text.len() > MAX_MESSAGE_BYTES {
+            self.error(None, ErrorCode::MessageTooLarge, "message larger than 65536 bytes; closing");
+            let _ = self.tx.send(Outbound::Close(1009, "message too large")).await;
+            return false;
+        }
+        if !self.rate_ok() {
+            self.error(None, ErrorCode::RateLimited, "too many messages; slow down");
+            return true;
+        }
+        let message = match decode_client_message(text) {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(None, e.code, &e.message);
+                return true;
+            }
+        };
+        self.app.metrics_ws_message(message.type_name());
+        let id = message.id().map(str::to_owned);
+        if !self.hello && !matches!(message, ClientMessage::Hello { .. }) {
+            self.error(id, ErrorCode::HelloRequired, "send hello first");
+            return true;
+        }
+        match message {
+            ClientMessage::Hello { id, protocol } => {
+                if protocol != PROTOCOL_VERSION {
+                    self.error(id, ErrorCode::UnsupportedVersion, &format!("this server speaks protocol {PROTOCOL_VERSION}"));
+                    let _ = self.tx.send(Outbound::Close(4001, "unsupported protocol version")).await;
+                    return false;
+                }
+                self.hello = true;
+                self.send(ServerMessage::Welcome {
+                    id,
+                    protocol: PROTOCOL_VERSION,
+                    resume_grace_secs: self.app.config.resume_grace.as_secs(),
+                });
+            }
+            ClientMessage::Join { id, token } => self.join(id, &token).await,
+            ClientMessage::Resume { id, resume_token } => self.resume(id, &resume_token).await,
+            ClientMessage::Ping { id } => self.send(ServerMessage::Pong { id }),
+            other => {
+                let Some(seat) = self.seat.clone() else {
+                    self.error(id, ErrorCode::NotJoined, "join a room first");
+                    return true;
+                };
+                return self.seated(seat, other).await;
+            }
+        }
+        true
+    }
+
+    async fn join(&mut self, id: Option<String>, token: &str) {
+        if self.seat.is_some() {
+            return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
+        }
+        let claims = match self.app.keys.verify_join(token) {
+            Ok(c) => c,
+            Err(TokenError::Expired) => return self.error(id, ErrorCode::TokenExpired, "the join token has expired"),
+            Err(_) => return self.error(id, ErrorCode::InvalidToken, "the join token is not valid"),
+        };
+        let participant = crate::secret::random_id("p");
+        let joined = self.app.rooms.join(
+            &claims.room,
+            participant.clone(),
+            claims.role,
+            claims.name.clone(),
+            claims.sub.clone(),
+            self.app.config.max_participants,
+            self.tx.clone(),
+        );
+        let (seat, resume_token, others) = match joined {
+            Ok(j) => j,
+            Err(SeatError::RoomFull) => return self.error(id, ErrorCode::RoomFull, "the room is full"),
+            Err(_) => return self.error(id, ErrorCode::Internal, "could not take a seat"),
+        };
+        let room = RoomId(claims.room.clone());
+        let options = RoomOptions { max_participants: Some(self.app.config.max_participants) };
+        if self.app.sfu.create_room(room, options).await.is_err() {
+            self.app.rooms.leave(&seat.room, &seat.participant);
+            return self.error(id, ErrorCode::Internal, "the media server is unavailable");
+        }
+        info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), "joined");
+        let me = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.info.clone());
+        self.send(ServerMessage::Joined {
+            id,
+            room_id: seat.room.clone(),
+            participant_id: seat.participant.clone(),
+            role: claims.role,
+            resume_token,
+            participants: others,
+        });
+        if let Some(me) = me {
+            self.app.rooms.broadcast(&seat.room, Some(&seat.participant), &ServerMessage::ParticipantJoined { participant: me });
+        }
+        self.seat = Some(seat);
+    }
+
+    async fn resume(&mut self, id: Option<String>, resume_token: &str) {
+        if self.seat.is_some() {
+            return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
+        }
+        let Ok((seat, new_token, role, others, pending_offer)) = self.app.rooms.resume(resume_token, self.tx.clone())
+        else {
+            return self.error(id, ErrorCode::ResumeFailed, "unknown resume token, or the grace period has ended");
+        };
+        info!(room = %seat.room, participant = %seat.participant, "resumed");
+        self.send(ServerMessage::Resumed {
+            id,
+            room_id: seat.room.clone(),
+            participant_id: seat.participant.clone(),
+            role,
+            resume_token: new_token,
+            participants: others,
+        });
+        if let Some(sdp) = pending_offer {
+            self.send(ServerMessage::SubscribeOffer { sdp });
+        }
+        self.seat = Some(seat);
+    }
+
+    /// Messages that need a seat. Returns false when the session must end.
+    async fn seated(&mut self, seat: SeatRef, message: ClientMessage) -> bool {
+        let room = RoomId(seat.room.clone());
+        let participant = ParticipantId(seat.participant.clone());
+        let sfu = &self.app.sfu;
+        match message {
+            ClientMessage::PublishOffer { id, sdp } => {
+                let in_sfu = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.in_sfu).unwrap_or(false);
+                let result = if in_sfu {
+                    sfu.publish_offer(&room, &participant, sdp).await
+                } else {
+                    let options = RoomOptions { max_participants: Some(self.app.config.max_participants) };
+                    match sfu.create_room(room.clone(), options).await {
+                        Ok(()) => match sfu.add_participant(&room, participant.clone(), sdp).await {
+                            Ok((answer, events)) => {
+                                self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.in_sfu = true);
+                                tokio::spawn(pump_media_events(self.app.clone(), seat.clone(), events));
+                                Ok(answer)
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Err(e) => Err(e),
+                    }
+                };
+                match result {
+                    Ok(sdp) => self.send(ServerMessage::PublishAnswer { id, sdp }),
+                    Err(e) => self.sfu_error(id, e),
+                }
+            }
+            ClientMessage::SubscribeAnswer { id, sdp } => match sfu.answer_subscribe(&room, &participant, sdp).await {
+                Ok(()) => {
+                    self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.pending_subscribe_offer = None);
+                    self.send(ServerMessage::Ack { id });
+                }
+                Err(e) => self.sfu_error(id, e),
+            },
+            ClientMessage::SubscribeRestart { id, new_connection } => {
+                match sfu.restart_subscribe(&room, &participant, new_connection).await {
+                    Ok(()) => self.send(ServerMessage::Ack { id }),
+                    Err(e) => self.sfu_error(id, e),
+                }
+            }
+            ClientMessage::Trickle { id, connection, candidate } => {
+                let connection = match connection {
+                    PeerConnection::Publish => Connection::Publish,
+                    PeerConnection::Subscribe => Connection::Subscribe,
+                };
+                match sfu.trickle(&room, &participant, connection, candidate.candidate).await {
+                    // Trickle before the connection exists is harmless: ICE-lite learns addresses from checks.
+                    Ok(()) | Err(SfuError::ParticipantNotFound) | Err(SfuError::RoomNotFound) => {}
+                    Err(e) => self.sfu_error(id, e),
+                }
+            }
+            ClientMessage::Mute { id, kind, muted } => {
+                if self.app.rooms.set_muted(&seat.room, &seat.participant, kind, muted).is_some() {
+                    self.app.rooms.broadcast(
+                        &seat.room,
+                        Some(&seat.participant),
+                        &ServerMessage::MuteChanged { participant_id: seat.participant.clone(), kind, muted },
+                    );
+                }
+                self.send(ServerMessage::Ack { id });
+            }
+            ClientMessage::Leave { id } => {
+                self.send(ServerMessage::Ack { id });
+                leave_room(&self.app, &seat.room, &seat.participant, "left").await;
+                self.seat = None;
+                let _ = self.tx.send(Outbound::Close(1000, "left")).await;
+                return false;
+            }
+            // Handled before a seat is needed.
+            ClientMessage::Hello { .. } | ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Ping { .. } => {}
+        }
+        true
+    }
+
+    fn sfu_error(&self, id: Option<String>, e: SfuError) {
+        let code = match &e {
+            SfuError::RoomFull => ErrorCode::RoomFull,
+            SfuError::InvalidSdp(_) => ErrorCode::InvalidSdp,
+            SfuError::NoPendingOffer => ErrorCode::NoPendingOffer,
+            SfuError::InvalidCandidate => ErrorCode::InvalidCandidate,
+            SfuError::RoomNotFound => ErrorCode::RoomClosed,
+            _ => ErrorCode::Internal,
+        };
+        let message = match &e {
+            // str0m's SDP errors describe the SDP, not the peer; keep them short.
+            SfuError::InvalidSdp(why) => format!("invalid SDP: {}", why.chars().take(200).collect::<String>()),
+            other => other.to_string(),
+        };
+        self.error(id, code, &message);
+    }
+
+    /// The socket is gone: keep the seat for the grace period, then free it.
+    async fn on_socket_closed(&mut self) {
+        let Some(seat) = self.seat.take() else { return };
+        if !self.app.rooms.detach(&seat, Instant::now()) {
+            return;
+        }
+        debug!(room = %seat.room, participant = %seat.participant, "socket dropped; seat held for resume");
+        let app = self.app.clone();
+        let grace = app.config.resume_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            if app.rooms.still_detached(&seat) {
+                info!(room = %seat.room, participant = %seat.participant, "resume grace ended; seat freed");
+                leave_room(&app, &seat.room, &seat.participant, "timeout").await;
+            }
+        });
+    }
+}
+
+/// Frees a seat: media removed, everyone told.
+pub async fn leave_room(app: &App, room: &str, participant: &str, reason: &str) {
+    let Some(seat) = app.rooms.leave(room, participant) else { return };
+    if seat.in_sfu {
+        let _ = app.sfu.remove_participant(&RoomId(room.to_string()), &ParticipantId(participant.to_string())).await;
+    }
+    info!(room = %room, participant = %participant, reason, "left");
+    app.rooms.broadcast(
+        room,
+        None,
+        &ServerMessage::ParticipantLeft { participant_id: participant.to_string(), reason: reason.to_string() },
+    );
+}
+
+/// Relays one participant's media events to whichever session holds its seat.
+async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::UnboundedReceiver<ParticipantEvent>) {
+    while let Some(event) = events.recv().await {
+        let message = match event {
+            ParticipantEvent::SubscribeOffer { sdp } => {
+                app.rooms.with_seat(&seat.room, &seat.participant, |s| s.pending_subscribe_offer = Some(sdp.clone()));
+                ServerMessage::SubscribeOffer { sdp }
+            }
+            ParticipantEvent::TrackAdded(t) => ServerMessage::TrackAdded { track: track_info(t) },
+            ParticipantEvent::TrackRemoved(t) => ServerMessage::TrackRemoved { track: track_info(t) },
+            ParticipantEvent::Connected(_) => continue,
+            ParticipantEvent::Removed(reason) => {
+                app.rooms.with_seat(&seat.room, &seat.participant, |s| {
+                    s.in_sfu = false;
+                    s.pending_subscribe_offer = None;
+                });
+                if reason == RemovedReason::RoomClosed || reason == RemovedReason::Shutdown {
+                    ServerMessage::RoomClosed { reason: reason.as_str().into() }
+                } else {
+                    ServerMessage::MediaRemoved { reason: reason.as_str().into() }
+                }
+            }
+            _ => continue,
+        };
+        app.rooms.send_to(&seat.room, &seat.participant, message);
+    }
+}
+
+fn track_info(t: teleconsult_sfu::SubscribedTrack) -> TrackInfo {
+    TrackInfo {
+        participant_id: t.publisher.0,
+        kind: match t.kind {
+            teleconsult_sfu::TrackKind::Audio => teleconsult_protocol::TrackKind::Audio,
+            teleconsult_sfu::TrackKind::Video => teleconsult_protocol::TrackKind::Video,
+        },
+        mid: t.mid,
+        track_id: t.track_id,
+    }
+}
+
