@@ -1,1 +1,11 @@
+//! Synthetic Teleconsult participants on webrtc-rs (a WebRTC stack
+//! independent of the SFU's str0m), for integration tests, benchmarks and
+//! load tests. They speak the public WebSocket protocol only.
 
+pub mod participant;
+pub mod signaling_client;
+pub mod synthetic_media;
+pub mod webrtc_peer;
+
+pub use participant::{Participant, ParticipantError, ParticipantOptions};
+pub use signaling_client::{SignalingClient, SignalingError};

@@ -1,0 +1,500 @@
+//! A synthetic participant: joins over the real WebSocket protocol, publishes
+//! synthetic Opus-shaped audio and VP8-shaped video over a webrtc-rs publish
+//! connection, and answers the server's subscribe offers, counting every
+//! packet it receives.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use teleconsult_protocol::{ClientMessage, Role, ServerMessage};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionEventHandler, RTCPeerConnectionState, RTCSessionDescription,
+};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+use crate::signaling_client::{SignalingClient, SignalingError};
+use crate::synthetic_media::{Reception, TrackReception, build_payload, now_micros, parse_payload};
+use crate::webrtc_peer::{build_peer, is_keyframe_request, opus, vp8};
+
+/// Codec prefix of synthetic video: a VP8 payload descriptor (start of
+/// partition) and a byte whose low bit is VP8's inverse keyframe flag.
+const VIDEO_PREFIX_LEN: usize = 2;
+/// Largest RTP payload we write.
+const MAX_PAYLOAD: usize = 1100;
+
+/// How a synthetic participant behaves.
+#[derive(Debug, Clone)]
+pub struct ParticipantOptions {
+    /// e.g. `ws://127.0.0.1:8080/ws`.
+    pub ws_url: String,
+    /// A join token.
+    pub token: String,
+    /// Publish audio (Opus-shaped, 50 packets/s).
+    pub audio: bool,
+    /// Video bitrate in bits/s; 0 publishes no video.
+    pub video_bitrate_bps: u32,
+    /// Video frames per second.
+    pub fps: u32,
+    /// A keyframe at least this often.
+    pub keyframe_interval: Duration,
+}
+
+impl ParticipantOptions {
+    /// Audio and 500 kbit/s video at 30 fps, a keyframe every 3 s.
+    pub fn new(ws_url: impl Into<String>, token: impl Into<String>) -> Self {
+        ParticipantOptions {
+            ws_url: ws_url.into(),
+            token: token.into(),
+            audio: true,
+            video_bitrate_bps: 500_000,
+            fps: 30,
+            keyframe_interval: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Why a participant could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParticipantError {
+    /// Signaling failed.
+    #[error("signaling: {0}")]
+    Signaling(#[from] SignalingError),
+    /// WebRTC failed.
+    #[error("webrtc: {0}")]
+    WebRtc(String),
+}
+
+impl From<webrtc::error::Error> for ParticipantError {
+    fn from(e: webrtc::error::Error) -> Self {
+        ParticipantError::WebRtc(e.to_string())
+    }
+}
+
+/// State shared between the participant and its tasks.
+#[derive(Default)]
+struct Shared {
+    reception: Mutex<Reception>,
+    keyframe_requests: AtomicU64,
+    force_keyframe: AtomicBool,
+    audio_sent: AtomicU32,
+    video_sent: AtomicU32,
+    events: Mutex<Vec<ServerMessage>>,
+    last_subscribe_offer: Mutex<Option<String>>,
+    subscribe_errors: AtomicU64,
+    first_remote_packet_us: Mutex<Option<u64>>,
+}
+
+/// One synthetic participant.
+pub struct Participant {
+    /// Server-assigned id.
+    pub participant_id: String,
+    /// Room id.
+    pub room_id: String,
+    /// The role the token granted.
+    pub role: Role,
+    /// The signaling connection.
+    pub signaling: Arc<SignalingClient>,
+    /// The resume token from `joined`.
+    pub resume_token: String,
+    /// When `join` was sent (microseconds since the epoch).
+    pub join_started_us: u64,
+    shared: Arc<Shared>,
+    publish_pc: Option<Arc<dyn PeerConnection>>,
+    subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
+    publish_state: watch::Receiver<RTCPeerConnectionState>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+struct PublishHandler {
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PublishHandler {
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+}
+
+struct SubscribeHandler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for SubscribeHandler {
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let publisher = track.stream_id().await.to_string();
+        let video = track.kind().await == RtpCodecKind::Video;
+        let shared = self.shared.clone();
+        // Callbacks run on the connection's driver: read in a task of our own.
+        tokio::spawn(async move {
+            let key = (publisher, if video { "video" } else { "audio" });
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let now = now_micros();
+                        let prefix = if video { VIDEO_PREFIX_LEN } else { 0 };
+                        let Some((seq, sent)) = parse_payload(&packet.payload, prefix) else { continue };
+                        let keyframe = video && packet.payload.get(1).is_some_and(|b| b & 1 == 0);
+                        if let Ok(mut first) = shared.first_remote_packet_us.lock() {
+                            first.get_or_insert(now);
+                        }
+                        if let Ok(mut r) = shared.reception.lock() {
+                            r.tracks.entry(key.clone()).or_default().record(seq, sent, now, keyframe);
+                        }
+                    }
+                    TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+impl Participant {
+    /// Connects, says hello and joins with the token. Publishes nothing yet.
+    pub async fn join(options: &ParticipantOptions) -> Result<(Self, mpsc::UnboundedReceiver<ServerMessage>), ParticipantError> {
+        let (client, events) = SignalingClient::connect(&options.ws_url).await?;
+        client.hello().await?;
+        let join_started_us = now_micros();
+        let reply = client.request(ClientMessage::Join { id: None, token: options.token.clone() }).await?;
+        let ServerMessage::Joined { room_id, participant_id, role, resume_token, .. } = reply else {
+            return Err(SignalingError::Unexpected(format!("{reply:?}")).into());
+        };
+        let (_, publish_state) = watch::channel(RTCPeerConnectionState::New);
+        Ok((
+            Participant {
+                participant_id,
+                room_id,
+                role,
+                signaling: Arc::new(client),
+                resume_token,
+                join_started_us,
+                shared: Arc::new(Shared::default()),
+                publish_pc: None,
+                subscribe_pc: Arc::new(tokio::sync::Mutex::new(None)),
+                publish_state,
+                tasks: Vec::new(),
+            },
+            events,
+        ))
+    }
+
+    /// Joins and starts media: publishes as `options` say and answers
+    /// subscribe offers. Returns once the publish connection is up.
+    pub async fn connect(options: &ParticipantOptions) -> Result<Self, ParticipantError> {
+        let (mut p, events) = Self::join(options).await?;
+        p.start_media(options, events).await?;
+        Ok(p)
+    }
+
+    /// Starts the event loop (subscribe offers) and the publish connection.
+    pub async fn start_media(
+        &mut self,
+        options: &ParticipantOptions,
+        events: mpsc::UnboundedReceiver<ServerMessage>,
+    ) -> Result<(), ParticipantError> {
+        self.tasks.push(tokio::spawn(event_loop(
+            events,
+            self.signaling.clone(),
+            self.shared.clone(),
+            self.subscribe_pc.clone(),
+        )));
+        self.publish(options).await
+    }
+
+    async fn publish(&mut self, options: &ParticipantOptions) -> Result<(), ParticipantError> {
+        let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
+        let pc = build_peer(Arc::new(PublishHandler { state: state_tx }), true).await?;
+        self.publish_state = state_rx;
+        let audio_ssrc: u32 = rand::random();
+        let video_ssrc: u32 = rand::random();
+        let send_only = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
+        let stream_id = format!("synthetic-{}", self.participant_id);
+        let mut audio_track = None;
+        if options.audio {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream_id.clone(),
+                "audio".to_owned(),
+                "audio".to_owned(),
+                RtpCodecKind::Audio,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(audio_ssrc), ..Default::default() },
+                    codec: opus(),
+                    ..Default::default()
+                }],
+            )));
+            pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, send_only()).await?;
+            audio_track = Some(track);
+        }
+        let mut video_track = None;
+        if options.video_bitrate_bps > 0 {
+            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+                stream_id.clone(),
+                "video".to_owned(),
+                "video".to_owned(),
+                RtpCodecKind::Video,
+                vec![RTCRtpEncodingParameters {
+                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(video_ssrc), ..Default::default() },
+                    codec: vp8(),
+                    ..Default::default()
+                }],
+            )));
+            pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, send_only()).await?;
+            video_track = Some(track);
+        }
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        let reply = self.signaling.request(ClientMessage::PublishOffer { id: None, sdp }).await?;
+        let ServerMessage::PublishAnswer { sdp, .. } = reply else {
+            return Err(SignalingError::Unexpected(format!("{reply:?}")).into());
+        };
+        pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+        self.publish_pc = Some(pc.clone());
+        self.wait_publish_connected(Duration::from_secs(10)).await?;
+
+        if let Some(track) = audio_track {
+            self.tasks.push(tokio::spawn(send_audio(track, audio_ssrc, self.shared.clone())));
+        }
+        if let Some(track) = video_track {
+            self.tasks.push(tokio::spawn(watch_keyframe_requests(track.clone(), self.shared.clone())));
+            self.tasks.push(tokio::spawn(send_video(track, video_ssrc, options.clone(), self.shared.clone())));
+        }
+        Ok(())
+    }
+
+    async fn wait_publish_connected(&mut self, limit: Duration) -> Result<(), ParticipantError> {
+        let wait = self.publish_state.wait_for(|s| {
+            matches!(s, RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed)
+        });
+        match tokio::time::timeout(limit, wait).await {
+            Ok(Ok(s)) if *s == RTCPeerConnectionState::Connected => Ok(()),
+            Ok(Ok(s)) => Err(ParticipantError::WebRtc(format!("publish connection {}", *s))),
+            _ => Err(ParticipantError::WebRtc("publish connection did not connect in time".into())),
+        }
+    }
+
+    /// Next synthetic sequence number to be sent on our audio or video track
+    /// (so `[a, b)` between two calls is what was sent in between).
+    pub fn sent_seq(&self, video: bool) -> u32 {
+        if video { self.shared.video_sent.load(Ordering::SeqCst) } else { self.shared.audio_sent.load(Ordering::SeqCst) }
+    }
+
+    /// Distinct packets received from `publisher`'s track with synthetic
+    /// sequence numbers in `[start, end)`.
+    pub fn received_in(&self, publisher: &str, video: bool, start: u32, end: u32) -> u64 {
+        let key = (publisher.to_string(), if video { "video" } else { "audio" });
+        self.shared
+            .reception
+            .lock()
+            .map(|r| r.tracks.get(&key).map(|t| t.seqs.count_in(start, end)).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// Packets received so far from `publisher` (both kinds, duplicates included).
+    pub fn packets_from(&self, publisher: &str) -> u64 {
+        self.shared
+            .reception
+            .lock()
+            .map(|r| r.tracks.iter().filter(|((p, _), _)| p == publisher).map(|(_, t)| t.packets).sum())
+            .unwrap_or(0)
+    }
+
+    /// A copy of everything received.
+    pub fn reception(&self) -> Reception {
+        self.shared.reception.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Reception of one remote track, if any packet arrived.
+    pub fn track_reception(&self, publisher: &str, video: bool) -> Option<TrackReception> {
+        let key = (publisher.to_string(), if video { "video" } else { "audio" });
+        self.shared.reception.lock().ok().and_then(|r| r.tracks.get(&key).cloned())
+    }
+
+    /// Keyframe requests (PLI/FIR) received on our video track.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.shared.keyframe_requests.load(Ordering::SeqCst)
+    }
+
+    /// The last subscribe offer's SDP.
+    pub fn last_subscribe_offer(&self) -> Option<String> {
+        self.shared.last_subscribe_offer.lock().ok().and_then(|o| o.clone())
+    }
+
+    /// Every server event (non-reply message) seen so far.
+    pub fn events(&self) -> Vec<ServerMessage> {
+        self.shared.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Subscribe offers that could not be applied.
+    pub fn subscribe_errors(&self) -> u64 {
+        self.shared.subscribe_errors.load(Ordering::SeqCst)
+    }
+
+    /// When the first remote media packet arrived (µs since the epoch).
+    pub fn first_remote_packet_us(&self) -> Option<u64> {
+        self.shared.first_remote_packet_us.lock().ok().and_then(|f| *f)
+    }
+
+    /// Round trip of a `ping`.
+    pub async fn ping(&self) -> Result<Duration, SignalingError> {
+        let t = Instant::now();
+        self.signaling.request(ClientMessage::Ping { id: None }).await?;
+        Ok(t.elapsed())
+    }
+
+    /// Leaves the room and closes the peer connections.
+    pub async fn leave(mut self) {
+        let _ = self.signaling.request(ClientMessage::Leave { id: None }).await;
+        self.shutdown().await;
+    }
+
+    /// Closes peer connections and stops tasks without a `leave`.
+    pub async fn shutdown(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(pc) = self.publish_pc.take() {
+            let _ = pc.close().await;
+        }
+        if let Some(pc) = self.subscribe_pc.lock().await.take() {
+            let _ = pc.close().await;
+        }
+        self.signaling.close();
+    }
+}
+
+/// Answers subscribe offers and records events.
+async fn event_loop(
+    mut events: mpsc::UnboundedReceiver<ServerMessage>,
+    signaling: Arc<SignalingClient>,
+    shared: Arc<Shared>,
+    subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
+) {
+    while let Some(event) = events.recv().await {
+        if let Ok(mut log) = shared.events.lock() {
+            log.push(event.clone());
+        }
+        if let ServerMessage::SubscribeOffer { sdp } = event {
+            if let Ok(mut last) = shared.last_subscribe_offer.lock() {
+                *last = Some(sdp.clone());
+            }
+            if answer_subscribe(&signaling, &shared, &subscribe_pc, sdp).await.is_err() {
+                shared.subscribe_errors.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+async fn answer_subscribe(
+    signaling: &SignalingClient,
+    shared: &Arc<Shared>,
+    subscribe_pc: &tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>,
+    sdp: String,
+) -> Result<(), ParticipantError> {
+    let mut slot = subscribe_pc.lock().await;
+    let pc = match slot.as_ref() {
+        Some(pc) => pc.clone(),
+        None => {
+            let pc = build_peer(Arc::new(SubscribeHandler { shared: shared.clone() }), false).await?;
+            *slot = Some(pc.clone());
+            pc
+        }
+    };
+    pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+    let answer = pc.create_answer(None).await?;
+    pc.set_local_description(answer).await?;
+    // The server is ICE-lite and learns our address from our checks, so the
+    // answer need not wait for candidates.
+    let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+    signaling.request(ClientMessage::SubscribeAnswer { id: None, sdp }).await?;
+    Ok(())
+}
+
+async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
+    while let Some(event) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
+            shared.keyframe_requests.fetch_add(1, Ordering::SeqCst);
+            shared.force_keyframe.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shared>) {
+    let mut seq: u16 = rand::random();
+    let mut timestamp: u32 = rand::random();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let n = shared.audio_sent.fetch_add(1, Ordering::SeqCst);
+        // ~32 kbit/s Opus: 80-byte frames every 20 ms.
+        let payload = build_payload(&[], n, now_micros(), 80);
+        let packet = rtc::rtp::Packet {
+            header: rtc::rtp::Header { version: 2, payload_type: 111, sequence_number: seq, timestamp, ssrc, marker: n == 0, ..Default::default() },
+            payload: payload.into(),
+        };
+        if track.write_rtp(packet).await.is_err() {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+        timestamp = timestamp.wrapping_add(960);
+    }
+}
+
+async fn send_video(track: Arc<TrackLocalStaticRTP>, ssrc: u32, options: ParticipantOptions, shared: Arc<Shared>) {
+    let fps = options.fps.max(1);
+    let mut seq: u16 = rand::random();
+    let mut timestamp: u32 = rand::random();
+    let frame_bytes = (options.video_bitrate_bps / 8 / fps) as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_keyframe: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let forced = shared.force_keyframe.swap(false, Ordering::SeqCst);
+        let keyframe = forced || last_keyframe.is_none_or(|t| t.elapsed() >= options.keyframe_interval);
+        if keyframe {
+            last_keyframe = Some(Instant::now());
+        }
+        // Keyframes are about three times the size of delta frames.
+        let bytes = if keyframe { frame_bytes * 3 } else { frame_bytes }.max(60);
+        let packets = bytes.div_ceil(MAX_PAYLOAD);
+        for i in 0..packets {
+            let n = shared.video_sent.fetch_add(1, Ordering::SeqCst);
+            let len = if i + 1 == packets { bytes - MAX_PAYLOAD * (packets - 1) } else { MAX_PAYLOAD };
+            // S bit on the first packet of a frame; low bit 0 marks a keyframe.
+            let prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
+            let payload = build_payload(&prefix, n, now_micros(), len.max(VIDEO_PREFIX_LEN + 16));
+            let packet = rtc::rtp::Packet {
+                header: rtc::rtp::Header {
+                    version: 2,
+                    payload_type: 96,
+                    sequence_number: seq,
+                    timestamp,
+                    ssrc,
+                    marker: i + 1 == packets,
+                    ..Default::default()
+                },
+                payload: payload.into(),
+            };
+            if track.write_rtp(packet).await.is_err() {
+                return;
+            }
+            seq = seq.wrapping_add(1);
+        }
+        timestamp = timestamp.wrapping_add(90_000 / fps);
+    }
+}

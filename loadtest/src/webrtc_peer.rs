@@ -1,0 +1,134 @@
+//! webrtc-rs peer connections for synthetic clients: building them with a
+//! loopback-only socket, and the interceptor that lets a publisher see
+//! keyframe requests.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
+use rtc::peer_connection::configuration::interceptor_registry::{Registry, register_default_interceptors};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
+use rtc::sansio;
+use rtc::shared::error::Error;
+use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+
+/// Opus as browsers offer it.
+pub fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_OPUS.to_owned(),
+        clock_rate: 48000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// VP8.
+pub fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: MIME_TYPE_VP8.to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: String::new(),
+        rtcp_feedback: vec![],
+    }
+}
+
+fn rtx(apt: u8) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/rtx".to_owned(),
+        clock_rate: 90000,
+        channels: 0,
+        sdp_fmtp_line: format!("apt={apt}"),
+        rtcp_feedback: vec![],
+    }
+}
+
+/// Builds a peer connection bound to 127.0.0.1 only, with Opus (111), VP8
+/// (96) and RTX (97), the default interceptors (NACK, reports, TWCC), and —
+/// for publishers — an interceptor that hands keyframe requests to the
+/// application.
+pub async fn build_peer(
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    surface_keyframe_requests: bool,
+) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
+    let mut media = MediaEngine::default();
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111, ..Default::default() }, RtpCodecKind::Audio)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: vp8(), payload_type: 96, ..Default::default() }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: rtx(96), payload_type: 97, ..Default::default() }, RtpCodecKind::Video)?;
+    let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
+    if surface_keyframe_requests {
+        registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
+    }
+    let settings = webrtc::peer_connection::SettingEngineBuilder::new()
+        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings)
+        .with_handler(handler)
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await?;
+    Ok(Arc::new(pc) as Arc<dyn PeerConnection>)
+}
+
+/// Passes inbound PLI and FIR to the application (through `TrackLocal::poll`)
+/// and drops other RTCP, which the built-in interceptors have already used.
+#[derive(Default)]
+pub struct KeyframeRequestForwarder {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+/// Whether an RTCP packet asks for a keyframe.
+pub fn is_keyframe_request(packet: &dyn rtc::rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+impl sansio::Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtc::rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if requests.is_empty() {
+                return Ok(());
+            }
+            msg.message.packet = Packet::Rtcp(requests);
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}

@@ -1,0 +1,89 @@
+//! Shared set-up for integration tests: a real server on ephemeral loopback
+//! ports, tokens, and polling helpers.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use teleconsult_protocol::Role;
+use teleconsult_signaling::config::{Config, LogFormat};
+use teleconsult_signaling::join_token::unix_now;
+use teleconsult_signaling::server::{RunningServer, start};
+
+pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
+
+pub fn config() -> Config {
+    Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        media_port: 0,
+        media_workers: 1,
+        media_ips: vec![IpAddr::from([127, 0, 0, 1])],
+        max_participants: 6,
+        resume_grace: Duration::from_secs(30),
+        peer_timeout: Duration::from_secs(20),
+        token_secret: Some(SECRET.into()),
+        log_format: LogFormat::Text,
+        demo: false,
+    }
+}
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,webrtc::peer_connection::driver=error".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub async fn server() -> RunningServer {
+    server_with(config()).await
+}
+
+pub async fn server_with(config: Config) -> RunningServer {
+    init_logs();
+    start(config).await.expect("server starts")
+}
+
+pub fn ws_url(server: &RunningServer) -> String {
+    format!("ws://{}/ws", server.http_addr)
+}
+
+pub fn token(server: &RunningServer, room: &str, role: Role, name: &str) -> String {
+    server.app.keys.mint_join(room, role, name, "test", unix_now(), 600).unwrap()
+}
+
+/// Polls `check` every 50 ms until it is true or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The SDP media sections of `sdp` that are live (port not 0, not inactive)
+/// and carry an msid of `participant`.
+pub fn live_sections_of(sdp: &str, participant: &str) -> usize {
+    sdp.split("\nm=")
+        .skip(1)
+        .filter(|section| {
+            let port_zero = section.split_whitespace().nth(1) == Some("0");
+            let inactive = section.lines().any(|l| l.trim() == "a=inactive");
+            let ours = section.lines().any(|l| l.trim().starts_with(&format!("a=msid:{participant} ")));
+            ours && !port_zero && !inactive
+        })
+        .count()
+}
