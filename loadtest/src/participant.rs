@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rtc::media_stream::MediaStreamTrack;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use teleconsult_protocol::{ClientMessage, Role, ServerMessage};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -22,7 +21,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 use crate::signaling_client::{SignalingClient, SignalingError};
 use crate::synthetic_media::{Reception, TrackReception, build_payload, now_micros, parse_payload};
-use crate::webrtc_peer::{build_peer, is_keyframe_request, opus, vp8};
+use crate::webrtc_peer::{build_peer, is_keyframe_request, local_track};
 
 /// Codec prefix of synthetic video: a VP8 payload descriptor (start of
 /// partition) and a byte whose low bit is VP8's inverse keyframe flag.
@@ -222,33 +221,13 @@ impl Participant {
         let stream_id = format!("synthetic-{}", self.participant_id);
         let mut audio_track = None;
         if options.audio {
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                stream_id.clone(),
-                "audio".to_owned(),
-                "audio".to_owned(),
-                RtpCodecKind::Audio,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(audio_ssrc), ..Default::default() },
-                    codec: opus(),
-                    ..Default::default()
-                }],
-            )));
+            let track = local_track(RtpCodecKind::Audio, audio_ssrc, &stream_id);
             pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, send_only()).await?;
             audio_track = Some(track);
         }
         let mut video_track = None;
         if options.video_bitrate_bps > 0 {
-            let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-                stream_id.clone(),
-                "video".to_owned(),
-                "video".to_owned(),
-                RtpCodecKind::Video,
-                vec![RTCRtpEncodingParameters {
-                    rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(video_ssrc), ..Default::default() },
-                    codec: vp8(),
-                    ..Default::default()
-                }],
-            )));
+            let track = local_track(RtpCodecKind::Video, video_ssrc, &stream_id);
             pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, send_only()).await?;
             video_track = Some(track);
         }

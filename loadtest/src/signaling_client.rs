@@ -53,6 +53,7 @@ type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<ServerMessage>>>>;
 pub struct SignalingClient {
     out: mpsc::UnboundedSender<Message>,
     pending: Pending,
+    closed: Arc<std::sync::atomic::AtomicBool>,
     next_id: AtomicU64,
     /// How long a request waits for its reply.
     pub timeout: Duration,
@@ -80,6 +81,8 @@ impl SignalingClient {
             let _ = sink.close().await;
         });
         let pending_reader = pending.clone();
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed_reader = closed.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
                 let Message::Text(text) = frame else {
@@ -103,9 +106,15 @@ impl SignalingClient {
                 }
             }
             // Wake every waiter: the connection is gone.
+            closed_reader.store(true, Ordering::SeqCst);
             pending_reader.lock().await.clear();
         });
-        Ok((SignalingClient { out, pending, next_id: AtomicU64::new(1), timeout: Duration::from_secs(10) }, events))
+        Ok((SignalingClient { out, pending, closed, next_id: AtomicU64::new(1), timeout: Duration::from_secs(10) }, events))
+    }
+
+    /// Whether the server closed the connection.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Sends a raw text frame (for tests of bad input).
@@ -136,6 +145,10 @@ impl SignalingClient {
         let message = with_id(message, id.clone());
         let (tx, rx) = oneshot::channel();
         self.pending.lock().await.insert(id.clone(), tx);
+        if self.is_closed() {
+            self.pending.lock().await.remove(&id);
+            return Err(SignalingError::Closed);
+        }
         self.send(&message)?;
         let reply = match tokio::time::timeout(self.timeout, rx).await {
             Ok(Ok(reply)) => reply,

@@ -132,3 +132,29 @@ impl Interceptor for KeyframeRequestForwarder {
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
+
+/// A local RTP track of `kind` (Opus or VP8) with a fixed SSRC.
+pub fn local_track(
+    kind: RtpCodecKind,
+    ssrc: u32,
+    stream_id: &str,
+) -> Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP> {
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    let (name, codec) = match kind {
+        RtpCodecKind::Video => ("video", vp8()),
+        _ => ("audio", opus()),
+    };
+    Arc::new(webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP::new(
+        rtc::media_stream::MediaStreamTrack::new(
+            stream_id.to_owned(),
+            name.to_owned(),
+            name.to_owned(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+                codec,
+                ..Default::default()
+            }],
+        ),
+    ))
+}

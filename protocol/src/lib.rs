@@ -340,6 +340,8 @@ pub enum ErrorCode {
     NoPendingOffer,
     /// The ICE candidate did not parse.
     InvalidCandidate,
+    /// The message needs media, but no `publish_offer` has been accepted yet.
+    MediaNotStarted,
     /// The client sends too many messages; slow down.
     RateLimited,
     /// Something failed on the server; the request may be retried.
@@ -367,6 +369,7 @@ impl ErrorCode {
             ErrorCode::InvalidSdp => "invalid_sdp",
             ErrorCode::NoPendingOffer => "no_pending_offer",
             ErrorCode::InvalidCandidate => "invalid_candidate",
+            ErrorCode::MediaNotStarted => "media_not_started",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
         }

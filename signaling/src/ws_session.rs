@@ -273,6 +273,9 @@ impl Session {
                     self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.pending_subscribe_offer = None);
                     self.send(ServerMessage::Ack { id });
                 }
+                Err(SfuError::ParticipantNotFound) => {
+                    self.error(id, ErrorCode::NoPendingOffer, "no subscribe offer is pending")
+                }
                 Err(e) => self.sfu_error(id, e),
             },
             ClientMessage::SubscribeRestart { id, new_connection } => {
@@ -322,6 +325,7 @@ impl Session {
             SfuError::NoPendingOffer => ErrorCode::NoPendingOffer,
             SfuError::InvalidCandidate => ErrorCode::InvalidCandidate,
             SfuError::RoomNotFound => ErrorCode::RoomClosed,
+            SfuError::ParticipantNotFound => ErrorCode::MediaNotStarted,
             _ => ErrorCode::Internal,
         };
         let message = match &e {
