@@ -3,6 +3,7 @@
 //! load tests. They speak the public WebSocket protocol only.
 
 pub mod participant;
+pub mod server_process;
 pub mod signaling_client;
 pub mod synthetic_media;
 pub mod webrtc_peer;

@@ -44,6 +44,8 @@ pub struct ParticipantOptions {
     pub fps: u32,
     /// A keyframe at least this often.
     pub keyframe_interval: Duration,
+    /// Negotiate the tracks but send no packets (a pure viewer, for benchmarks).
+    pub send_nothing: bool,
 }
 
 impl ParticipantOptions {
@@ -56,6 +58,7 @@ impl ParticipantOptions {
             video_bitrate_bps: 500_000,
             fps: 30,
             keyframe_interval: Duration::from_secs(3),
+            send_nothing: false,
         }
     }
 }
@@ -242,6 +245,9 @@ impl Participant {
         self.publish_pc = Some(pc.clone());
         self.wait_publish_connected(Duration::from_secs(10)).await?;
 
+        if options.send_nothing {
+            return Ok(());
+        }
         if let Some(track) = audio_track {
             self.tasks.push(tokio::spawn(send_audio(track, audio_ssrc, self.shared.clone())));
         }

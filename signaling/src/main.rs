@@ -110,7 +110,7 @@ fn print_demo(keys: &TokenKeys, http_addr: std::net::SocketAddr) -> anyhow::Resu
         let token = keys.mint_join("demo", role, name, sub, now, ttl).context("minting a demo token")?;
         println!();
         println!("  {} ({name}):", role.as_str());
-        println!("    http://{http_addr}/test/call.html#token={token}");
+        println!("    http://{http_addr}/media-test/call.html#token={token}");
     }
     println!();
     println!("Tokens expire in 12 hours. Tokens are signed with a key made at start-up unless --token-secret is set.");

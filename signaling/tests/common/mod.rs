@@ -33,7 +33,7 @@ pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,webrtc::peer_connection::driver=error".into()),
+                .unwrap_or_else(|_| "warn,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_srtp=error,webrtc=error".into()),
         )
         .with_test_writer()
         .try_init();

@@ -1,0 +1,146 @@
+//! A `teleconsult serve` child process for benchmarks: started on loopback
+//! ports, measured from outside (CPU and memory from /proc, counters from
+//! `/metrics`), and stopped with SIGTERM.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// A running server.
+pub struct ServerProcess {
+    child: Child,
+    binary: PathBuf,
+    secret: String,
+    /// `http://127.0.0.1:PORT`
+    pub base_url: String,
+}
+
+impl ServerProcess {
+    /// Starts `binary serve` on a free loopback port with media on 127.0.0.1
+    /// and a fresh token secret. `extra` are more `serve` flags.
+    pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let secret: String = (0..48).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
+        let child = Command::new(binary)
+            .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
+            .args(extra)
+            .env("TELECONSULT_TOKEN_SECRET", &secret)
+            .env("TELECONSULT_LOG", std::env::var("TELECONSULT_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let server = ServerProcess { child, binary: binary.to_path_buf(), secret, base_url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if server.http_get("/healthz").await.is_ok() {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("server did not become healthy within 20 s")
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`
+    pub fn ws_url(&self) -> String {
+        format!("{}/ws", self.base_url.replacen("http://", "ws://", 1))
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Mints a join token with `teleconsult admin mint-token`.
+    pub fn mint_token(&self, room: &str, role: &str, name: &str) -> anyhow::Result<String> {
+        let out = Command::new(&self.binary)
+            .args(["admin", "mint-token", "--room", room, "--role", role, "--name", name, "--ttl-secs", "7200"])
+            .env("TELECONSULT_TOKEN_SECRET", &self.secret)
+            .output()
+            .context("running admin mint-token")?;
+        if !out.status.success() {
+            bail!("mint-token failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+    }
+
+    /// CPU seconds (user + system) the server has used, from /proc.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).ok()?;
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
+    /// Resident memory in bytes, from /proc.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    }
+
+    /// Sum of a metric's samples in `/metrics` (all label sets).
+    pub async fn metric(&self, name: &str) -> anyhow::Result<f64> {
+        let text = self.http_get("/metrics").await?;
+        Ok(sum_metric(&text, name))
+    }
+
+    /// A plain HTTP/1.1 GET on loopback; returns the body.
+    pub async fn http_get(&self, path: &str) -> anyhow::Result<String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.base_url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed HTTP response") };
+        if !head.starts_with("HTTP/1.1 200") {
+            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        }
+        Ok(body.to_string())
+    }
+
+    /// SIGTERM, then wait (SIGKILL after 10 s).
+    pub fn stop(mut self) -> anyhow::Result<()> {
+        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child.kill()?;
+        Ok(())
+    }
+}
+
+/// Sums every sample of `name` in Prometheus text. Chunked transfer
+/// framing lines, if any, do not parse as samples and are skipped.
+pub fn sum_metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let metric = key.split('{').next()?;
+            (metric == name).then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sums_labelled_samples() {
+        let text = "# HELP x y\nx{worker=\"0\"} 3\nx{worker=\"1\"} 4\nxy 9\n";
+        assert_eq!(super::sum_metric(text, "x"), 7.0);
+    }
+}

@@ -1,0 +1,120 @@
+// Shared set-up for browser tests: a real `teleconsult serve` on loopback
+// ports, and Debian's Chromium driven by playwright-core with fake devices.
+
+import { spawn } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const repoRoot = resolve(here, '..', '..');
+export const screenshotDir = join(here, 'screenshots');
+
+export function serverBinary() {
+  return process.env.TELECONSULT_BIN ?? join(repoRoot, 'target', 'debug', 'teleconsult');
+}
+
+async function freePort() {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+/**
+ * Starts `teleconsult serve --demo` on a free loopback port and returns
+ * { base, links: { clinician, patient, guest }, stop() }.
+ */
+export async function startDemoServer(extraArgs = []) {
+  const port = await freePort();
+  const child = spawn(
+    serverBinary(),
+    ['serve', '--demo', '--http-addr', `127.0.0.1:${port}`, '--media-port', '0', '--media-ips', '127.0.0.1', ...extraArgs],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TELECONSULT_LOG: process.env.TELECONSULT_LOG ?? 'warn' } },
+  );
+  let stdout = '';
+  let stderr = '';
+  child.stderr.on('data', (d) => { stderr += d; });
+  const links = await new Promise((resolveLinks, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not print demo links; stderr: ${stderr}`)), 20000);
+    child.once('exit', (code) => reject(new Error(`server exited with ${code}; stderr: ${stderr}`)));
+    child.stdout.on('data', (d) => {
+      stdout += d;
+      const found = {};
+      let role = null;
+      for (const line of stdout.split('\n')) {
+        const r = line.match(/^\s+(clinician|patient|guest) \(/);
+        if (r) role = r[1];
+        const url = line.match(/(http:\/\/\S+#token=\S+)/);
+        if (url && role) found[role] = url[1];
+      }
+      if (found.clinician && found.patient && found.guest) {
+        clearTimeout(timer);
+        resolveLinks(found);
+      }
+    });
+  });
+  return {
+    base: `http://127.0.0.1:${port}`,
+    links,
+    stderr: () => stderr,
+    async stop() {
+      if (child.exitCode !== null) return child.exitCode;
+      const exited = new Promise((r) => child.once('exit', (code, signal) => r(code ?? signal)));
+      child.kill('SIGTERM');
+      return exited;
+    },
+  };
+}
+
+/**
+ * Launches headless Chromium with fake camera and microphone. Playwright
+ * gives every launch a fresh temporary profile.
+ */
+export async function launchChromium() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+      '--use-fake-device-for-media-stream',
+      '--use-fake-ui-for-media-stream',
+      '--disable-features=WebRtcHideLocalIpsWithMdns',
+    ],
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close();
+    },
+  };
+}
+
+/** Polls `check` until it returns a truthy value or `ms` pass. */
+export async function eventually(check, ms = 20000, every = 250) {
+  const deadline = Date.now() + ms;
+  let last;
+  while (Date.now() < deadline) {
+    last = await check();
+    if (last) return last;
+    await new Promise((r) => setTimeout(r, every));
+  }
+  return last;
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(screenshotDir, { recursive: true });
+  await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
+}
