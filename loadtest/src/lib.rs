@@ -2,6 +2,7 @@
 //! independent of the SFU's str0m), for integration tests, benchmarks and
 //! load tests. They speak the public WebSocket protocol only.
 
+pub mod baseline;
 pub mod participant;
 pub mod server_process;
 pub mod signaling_client;

@@ -68,6 +68,12 @@ async fn forward(
     json: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let subscribers = subscribers.clamp(1, 49);
+    // Baseline first, on a quiet machine: the same stream peer to peer.
+    let mut direct = teleconsult_loadtest::baseline::direct_video_latency(video_kbps, window.min(Duration::from_secs(10)))
+        .await
+        .context("direct baseline")?;
+    let direct_p50 = percentile(&mut direct, 50.0).unwrap_or(0);
+    let direct_p99 = percentile(&mut direct, 99.0).unwrap_or(0);
     let binary = match server_bin {
         Some(b) => b,
         None => default_server_bin()?,
@@ -131,7 +137,14 @@ async fn forward(
     println!("  packets forwarded        {forwarded:.0} ({:.0}/s)", forwarded / elapsed);
     println!("  server CPU               {cpu:.2} s ({:.1}% of one core)", 100.0 * cpu / elapsed);
     println!("  forwarded per CPU-second {per_cpu_second:.0}");
-    println!("  latency publisher->subscriber (video, loopback, both webrtc-rs stacks included) p50 {:.2} ms, p99 {:.2} ms", f64::from(p50) / 1000.0, f64::from(p99) / 1000.0);
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    println!("  latency through the SFU  p50 {:.2} ms, p99 {:.2} ms (video, publisher send to subscriber receive)", ms(p50), ms(p99));
+    println!("  latency direct (no SFU)  p50 {:.2} ms, p99 {:.2} ms (same stream, peer to peer)", ms(direct_p50), ms(direct_p99));
+    println!(
+        "  added by the SFU         p50 {:.2} ms, p99 {:.2} ms",
+        ms(p50.saturating_sub(direct_p50)),
+        ms(p99.saturating_sub(direct_p99))
+    );
     println!("  loss                     {:.3}%", loss * 100.0);
     println!("  server RSS               {:.1} MiB", rss as f64 / 1048576.0);
     if let Some(path) = json {
@@ -143,8 +156,12 @@ async fn forward(
             "packets_forwarded": forwarded,
             "server_cpu_secs": cpu,
             "forwarded_per_cpu_second": per_cpu_second,
-            "latency_p50_ms": f64::from(p50) / 1000.0,
-            "latency_p99_ms": f64::from(p99) / 1000.0,
+            "latency_p50_ms": ms(p50),
+            "latency_p99_ms": ms(p99),
+            "direct_latency_p50_ms": ms(direct_p50),
+            "direct_latency_p99_ms": ms(direct_p99),
+            "added_latency_p50_ms": ms(p50.saturating_sub(direct_p50)),
+            "added_latency_p99_ms": ms(p99.saturating_sub(direct_p99)),
             "loss": loss,
             "server_rss_bytes": rss,
         });

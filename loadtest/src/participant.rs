@@ -83,7 +83,7 @@ impl From<webrtc::error::Error> for ParticipantError {
 
 /// State shared between the participant and its tasks.
 #[derive(Default)]
-struct Shared {
+pub(crate) struct Shared {
     reception: Mutex<Reception>,
     keyframe_requests: AtomicU64,
     force_keyframe: AtomicBool,
@@ -127,8 +127,8 @@ impl PeerConnectionEventHandler for PublishHandler {
     }
 }
 
-struct SubscribeHandler {
-    shared: Arc<Shared>,
+pub(crate) struct SubscribeHandler {
+    pub(crate) shared: Arc<Shared>,
 }
 
 #[async_trait::async_trait]
@@ -159,6 +159,12 @@ impl PeerConnectionEventHandler for SubscribeHandler {
                 }
             }
         });
+    }
+}
+
+impl Shared {
+    pub(crate) fn reception(&self) -> Reception {
+        self.reception.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -297,7 +303,7 @@ impl Participant {
 
     /// A copy of everything received.
     pub fn reception(&self) -> Reception {
-        self.shared.reception.lock().map(|r| r.clone()).unwrap_or_default()
+        self.shared.reception()
     }
 
     /// Reception of one remote track, if any packet arrived.
@@ -439,7 +445,7 @@ async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shar
     }
 }
 
-async fn send_video(track: Arc<TrackLocalStaticRTP>, ssrc: u32, options: ParticipantOptions, shared: Arc<Shared>) {
+pub(crate) async fn send_video(track: Arc<TrackLocalStaticRTP>, ssrc: u32, options: ParticipantOptions, shared: Arc<Shared>) {
     let fps = options.fps.max(1);
     let mut seq: u16 = rand::random();
     let mut timestamp: u32 = rand::random();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{eventually, server, token, ws_url};
+use common::{eventually, server, token, wait_event, ws_url};
 use teleconsult_loadtest::{Participant, ParticipantOptions, SignalingClient};
 use teleconsult_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
 use teleconsult_signaling::join_token::{TokenKeys, unix_now};
@@ -15,12 +15,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Waits for the next `error` event (errors without an id come as events).
 async fn next_error(events: &mut UnboundedReceiver<ServerMessage>) -> Option<ErrorCode> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let m = tokio::time::timeout_at(deadline, events.recv()).await.ok()??;
-        if let ServerMessage::Error { code, .. } = m {
-            return Some(code);
-        }
+    match wait_event(events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Error { .. })).await? {
+        ServerMessage::Error { code, .. } => Some(code),
+        _ => None,
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, eventually, server, server_with, token, ws_url};
+use common::{config, eventually, server, server_with, token, wait_event, ws_url};
 use teleconsult_loadtest::{Participant, ParticipantOptions, SignalingClient};
 use teleconsult_protocol::{ClientMessage, ErrorCode, Role, ServerMessage};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -19,21 +19,6 @@ async fn join(url: &str, token: String) -> (SignalingClient, UnboundedReceiver<S
         panic!("expected joined")
     };
     (c, e, participant_id, resume_token)
-}
-
-/// Collects events until `pred` matches one, or `limit` passes.
-async fn wait_event(
-    events: &mut UnboundedReceiver<ServerMessage>,
-    limit: Duration,
-    pred: impl Fn(&ServerMessage) -> bool,
-) -> Option<ServerMessage> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        let m = tokio::time::timeout_at(deadline, events.recv()).await.ok()??;
-        if pred(&m) {
-            return Some(m);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use teleconsult_protocol::Role;
+use teleconsult_protocol::{Role, ServerMessage};
+use tokio::sync::mpsc::UnboundedReceiver;
 use teleconsult_signaling::config::{Config, LogFormat};
 use teleconsult_signaling::join_token::unix_now;
 use teleconsult_signaling::server::{RunningServer, start};
@@ -86,4 +87,19 @@ pub fn live_sections_of(sdp: &str, participant: &str) -> usize {
             ours && !port_zero && !inactive
         })
         .count()
+}
+
+/// Reads events until `pred` matches one (returned), or `limit` passes.
+pub async fn wait_event(
+    events: &mut UnboundedReceiver<ServerMessage>,
+    limit: Duration,
+    pred: impl Fn(&ServerMessage) -> bool,
+) -> Option<ServerMessage> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let m = tokio::time::timeout_at(deadline, events.recv()).await.ok()??;
+        if pred(&m) {
+            return Some(m);
+        }
+    }
 }
