@@ -3,6 +3,7 @@
 //! load tests. They speak the public WebSocket protocol only.
 
 pub mod baseline;
+pub mod lossy_relay;
 pub mod participant;
 pub mod server_process;
 pub mod signaling_client;

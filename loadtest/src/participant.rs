@@ -46,6 +46,9 @@ pub struct ParticipantOptions {
     pub keyframe_interval: Duration,
     /// Negotiate the tracks but send no packets (a pure viewer, for benchmarks).
     pub send_nothing: bool,
+    /// Reach the server's subscribe connection through a relay: (server media
+    /// address, relay address). The server's candidates are rewritten.
+    pub subscribe_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 }
 
 impl ParticipantOptions {
@@ -59,6 +62,7 @@ impl ParticipantOptions {
             fps: 30,
             keyframe_interval: Duration::from_secs(3),
             send_nothing: false,
+            subscribe_via: None,
         }
     }
 }
@@ -216,6 +220,7 @@ impl Participant {
             self.signaling.clone(),
             self.shared.clone(),
             self.subscribe_pc.clone(),
+            options.subscribe_via,
         )));
         self.publish(options).await
     }
@@ -371,6 +376,7 @@ async fn event_loop(
     signaling: Arc<SignalingClient>,
     shared: Arc<Shared>,
     subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
+    via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
 ) {
     while let Some(event) = events.recv().await {
         if let Ok(mut log) = shared.events.lock() {
@@ -380,6 +386,10 @@ async fn event_loop(
             if let Ok(mut last) = shared.last_subscribe_offer.lock() {
                 *last = Some(sdp.clone());
             }
+            let sdp = match via {
+                Some((server, relay)) => crate::lossy_relay::redirect_candidates(&sdp, server, relay),
+                None => sdp,
+            };
             if answer_subscribe(&signaling, &shared, &subscribe_pc, sdp).await.is_err() {
                 shared.subscribe_errors.fetch_add(1, Ordering::SeqCst);
             }
