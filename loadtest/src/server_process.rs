@@ -24,8 +24,11 @@ impl ServerProcess {
     pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let secret: String = (0..48).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
+        let db = std::env::temp_dir().join(format!("teleconsult-bench-{}-{port}.db", std::process::id()));
         let child = Command::new(binary)
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
+            .arg("--db")
+            .arg(&db)
             .args(extra)
             .env("TELECONSULT_TOKEN_SECRET", &secret)
             .env("TELECONSULT_LOG", std::env::var("TELECONSULT_LOG").unwrap_or_else(|_| "warn".into()))
@@ -54,10 +57,10 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// Mints a join token with `teleconsult admin mint-token`.
+    /// Mints a join token (admitted: no waiting room) with `teleconsult admin mint-token`.
     pub fn mint_token(&self, room: &str, role: &str, name: &str) -> anyhow::Result<String> {
         let out = Command::new(&self.binary)
-            .args(["admin", "mint-token", "--room", room, "--role", role, "--name", name, "--ttl-secs", "7200"])
+.args(["admin", "mint-token", "--admitted", "--room", room, "--role", role, "--name", name, "--ttl-secs", "7200"])
             .env("TELECONSULT_TOKEN_SECRET", &self.secret)
             .output()
             .context("running admin mint-token")?;

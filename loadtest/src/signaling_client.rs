@@ -198,6 +198,10 @@ fn with_id(message: ClientMessage, new_id: String) -> ClientMessage {
         ClientMessage::SubscribeRestart { new_connection, .. } => ClientMessage::SubscribeRestart { id, new_connection },
         ClientMessage::Trickle { connection, candidate, .. } => ClientMessage::Trickle { id, connection, candidate },
         ClientMessage::Mute { kind, muted, .. } => ClientMessage::Mute { id, kind, muted },
+        ClientMessage::Admit { participant_id, .. } => ClientMessage::Admit { id, participant_id },
+        ClientMessage::Deny { participant_id, message, .. } => ClientMessage::Deny { id, participant_id, message },
+        ClientMessage::AskToWait { participant_id, message, .. } => ClientMessage::AskToWait { id, participant_id, message },
+        ClientMessage::EndVisit { .. } => ClientMessage::EndVisit { id },
         ClientMessage::Leave { .. } => ClientMessage::Leave { id },
         ClientMessage::Ping { .. } => ClientMessage::Ping { id },
     }

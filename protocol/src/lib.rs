@@ -89,6 +89,13 @@ pub struct ParticipantInfo {
     pub audio_muted: bool,
     /// Whether their camera is off.
     pub video_muted: bool,
+    /// Whether they are in the call (false: in the waiting room).
+    #[serde(default = "yes")]
+    pub admitted: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// One remote track in the subscribe connection.
@@ -166,6 +173,32 @@ pub enum ClientMessage {
         kind: TrackKind,
         muted: bool,
     },
+    /// Clinicians only: let a waiting participant into the call.
+    Admit {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+    },
+    /// Clinicians only: turn a waiting participant away, with an optional message.
+    Deny {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+        #[serde(default)]
+        message: Option<String>,
+    },
+    /// Clinicians only: send a waiting participant a message ("5 minutes").
+    AskToWait {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+        message: String,
+    },
+    /// Clinicians only: end the visit for everyone.
+    EndVisit {
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// Leave the room for good.
     Leave {
         #[serde(default)]
@@ -190,6 +223,10 @@ impl ClientMessage {
             | ClientMessage::SubscribeRestart { id, .. }
             | ClientMessage::Trickle { id, .. }
             | ClientMessage::Mute { id, .. }
+            | ClientMessage::Admit { id, .. }
+            | ClientMessage::Deny { id, .. }
+            | ClientMessage::AskToWait { id, .. }
+            | ClientMessage::EndVisit { id }
             | ClientMessage::Leave { id }
             | ClientMessage::Ping { id } => id.as_deref(),
         }
@@ -206,6 +243,10 @@ impl ClientMessage {
             ClientMessage::SubscribeRestart { .. } => "subscribe_restart",
             ClientMessage::Trickle { .. } => "trickle",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Admit { .. } => "admit",
+            ClientMessage::Deny { .. } => "deny",
+            ClientMessage::AskToWait { .. } => "ask_to_wait",
+            ClientMessage::EndVisit { .. } => "end_visit",
             ClientMessage::Leave { .. } => "leave",
             ClientMessage::Ping { .. } => "ping",
         }
@@ -233,6 +274,8 @@ pub enum ServerMessage {
         role: Role,
         /// Secret for `resume`; rotated on every resume.
         resume_token: String,
+        /// Whether the seat is in the call; false means the waiting room.
+        admitted: bool,
         /// Everyone else already in the room.
         participants: Vec<ParticipantInfo>,
     },
@@ -244,8 +287,31 @@ pub enum ServerMessage {
         participant_id: String,
         role: Role,
         resume_token: String,
+        admitted: bool,
         participants: Vec<ParticipantInfo>,
     },
+    /// To clinicians: someone is in the waiting room (sent on arrival, when
+    /// a clinician joins, and when the questionnaire changes).
+    ParticipantWaiting {
+        participant: ParticipantInfo,
+        /// Seconds since they arrived.
+        waited_secs: u64,
+        /// The visit's questionnaire answers, if the patient gave them.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        questionnaire: Option<serde_json::Value>,
+        /// Answers that need attention: `fever`, `breathlessness`, `pain`.
+        #[serde(default)]
+        red_flags: Vec<String>,
+    },
+    /// To a waiting participant: you are in the call; send `publish_offer`.
+    Admitted { participants: Vec<ParticipantInfo> },
+    /// To a waiting participant: the clinician turned you away. The socket closes.
+    Denied {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// To a waiting participant: a message from the clinician ("5 minutes").
+    WaitMessage { message: String },
     /// Reply to `publish_offer`.
     PublishAnswer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -344,6 +410,16 @@ pub enum ErrorCode {
     MediaNotStarted,
     /// The client sends too many messages; slow down.
     RateLimited,
+    /// Media needs admission from the waiting room first.
+    NotAdmitted,
+    /// The role may not do this (e.g. a patient sending `admit`).
+    Forbidden,
+    /// No participant with that id in this room.
+    ParticipantNotFound,
+    /// The participant is not in the waiting room.
+    NotWaiting,
+    /// The visit is over or cancelled.
+    VisitClosed,
     /// Something failed on the server; the request may be retried.
     Internal,
 }
@@ -371,6 +447,11 @@ impl ErrorCode {
             ErrorCode::InvalidCandidate => "invalid_candidate",
             ErrorCode::MediaNotStarted => "media_not_started",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::NotAdmitted => "not_admitted",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ParticipantNotFound => "participant_not_found",
+            ErrorCode::NotWaiting => "not_waiting",
+            ErrorCode::VisitClosed => "visit_closed",
             ErrorCode::Internal => "internal",
         }
     }
@@ -404,7 +485,11 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             message: "expected a JSON object with a string \"type\"".into(),
         });
     };
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 14] = [
+        "admit",
+        "deny",
+        "ask_to_wait",
+        "end_visit",
         "hello",
         "join",
         "resume",

@@ -49,7 +49,19 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`. Default text.
     #[arg(long, env = "TELECONSULT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// Create a demo room and print ready-to-use join links.
+    /// SQLite database file. Default `teleconsult.db`.
+    #[arg(long, env = "TELECONSULT_DB")]
+    pub db: Option<PathBuf>,
+    /// Public base URL, used in patient links. Default `http://<http-addr>`.
+    #[arg(long, env = "TELECONSULT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Minutes before a visit's start that its links open. Default 30.
+    #[arg(long, env = "TELECONSULT_LINK_OPENS_BEFORE_MINS")]
+    pub link_opens_before_mins: Option<i64>,
+    /// Minutes after a visit's end that its links stay valid. Default 120.
+    #[arg(long, env = "TELECONSULT_LINK_CLOSES_AFTER_MINS")]
+    pub link_closes_after_mins: Option<i64>,
+    /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
 }
@@ -78,6 +90,10 @@ struct FileConfig {
     peer_timeout_secs: Option<u64>,
     token_secret: Option<String>,
     log_format: Option<LogFormat>,
+    db: Option<PathBuf>,
+    public_url: Option<String>,
+    link_opens_before_mins: Option<i64>,
+    link_closes_after_mins: Option<i64>,
 }
 
 /// Fully resolved settings.
@@ -101,7 +117,15 @@ pub struct Config {
     pub token_secret: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
-    /// Whether to create the demo room.
+    /// SQLite file.
+    pub db_path: PathBuf,
+    /// Public base URL (no trailing slash); `None`: `http://` plus the bound address.
+    pub public_url: Option<String>,
+    /// Links open this long before the visit's start (seconds).
+    pub link_opens_before: i64,
+    /// Links close this long after the visit's end (seconds).
+    pub link_closes_after: i64,
+    /// Whether to create the demo data.
     pub demo: bool,
 }
 
@@ -157,8 +181,15 @@ impl ServeArgs {
             peer_timeout: Duration::from_secs(self.peer_timeout_secs.or(file.peer_timeout_secs).unwrap_or(20)),
             token_secret: self.token_secret.or(file.token_secret),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
+            db_path: self.db.or(file.db).unwrap_or_else(|| PathBuf::from("teleconsult.db")),
+            public_url: self.public_url.or(file.public_url).map(|u| u.trim_end_matches('/').to_string()),
+            link_opens_before: 60 * self.link_opens_before_mins.or(file.link_opens_before_mins).unwrap_or(30),
+            link_closes_after: 60 * self.link_closes_after_mins.or(file.link_closes_after_mins).unwrap_or(120),
             demo: self.demo,
         };
+        if !(0..=7 * 24 * 3600).contains(&config.link_opens_before) || !(0..=7 * 24 * 3600).contains(&config.link_closes_after) {
+            return Err(ConfigError::Invalid { name: "link_opens_before_mins/link_closes_after_mins", why: "must be 0 to 10080" });
+        }
         if config.media_workers == 0 || config.media_workers > 64 {
             return Err(ConfigError::Invalid { name: "media_workers", why: "must be 1 to 64" });
         }

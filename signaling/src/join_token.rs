@@ -41,6 +41,10 @@ pub struct JoinClaims {
     pub nbf: u64,
     /// Expires at (Unix seconds).
     pub exp: u64,
+    /// Skips the waiting room. Set only by `admin mint-token --admitted` and
+    /// the demo's test links; links never set it.
+    #[serde(default)]
+    pub admitted: bool,
 }
 
 /// Why a token was refused. Each maps to a protocol error code.
@@ -118,7 +122,9 @@ impl TokenKeys {
         jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|_| TokenError::Signing)
     }
 
-    /// Mints a join token valid from now for `ttl_secs`.
+    /// Mints a join token valid from now for `ttl_secs`. `admitted` tokens
+    /// skip the waiting room.
+    #[allow(clippy::too_many_arguments)]
     pub fn mint_join(
         &self,
         room: &str,
@@ -127,6 +133,7 @@ impl TokenKeys {
         sub: &str,
         now_unix: u64,
         ttl_secs: u64,
+        admitted: bool,
     ) -> Result<String, TokenError> {
         self.sign(&JoinClaims {
             iss: ISSUER.into(),
@@ -138,6 +145,7 @@ impl TokenKeys {
             iat: now_unix,
             nbf: now_unix,
             exp: now_unix + ttl_secs,
+            admitted,
         })
     }
 
@@ -197,7 +205,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let now = unix_now();
-        let t = keys().mint_join("room-1", Role::Patient, "P", "link:1", now, 60).unwrap();
+        let t = keys().mint_join("room-1", Role::Patient, "P", "link:1", now, 60, false).unwrap();
         let c = keys().verify_join(&t).unwrap();
         assert_eq!(c.room, "room-1");
         assert_eq!(c.role, Role::Patient);
@@ -206,9 +214,9 @@ mod tests {
     #[test]
     fn expired_and_not_yet_valid_are_told_apart() {
         let now = unix_now();
-        let t = keys().mint_join("r", Role::Guest, "G", "s", now - 3600, 60).unwrap();
+        let t = keys().mint_join("r", Role::Guest, "G", "s", now - 3600, 60, false).unwrap();
         assert_eq!(keys().verify_join(&t), Err(TokenError::Expired));
-        let mut c = keys().verify_join(&keys().mint_join("r", Role::Guest, "G", "s", now, 60).unwrap()).unwrap();
+        let mut c = keys().verify_join(&keys().mint_join("r", Role::Guest, "G", "s", now, 60, false).unwrap()).unwrap();
         c.nbf = now + 3600;
         c.exp = now + 7200;
         let t = keys().sign(&c).unwrap();
@@ -218,7 +226,7 @@ mod tests {
     #[test]
     fn alg_none_and_wrong_key_and_unknown_kid_are_invalid() {
         let now = unix_now();
-        let good = keys().mint_join("r", Role::Clinician, "C", "s", now, 60).unwrap();
+        let good = keys().mint_join("r", Role::Clinician, "C", "s", now, 60, false).unwrap();
         let parts: Vec<&str> = good.split('.').collect();
         let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
         assert_eq!(keys().verify_join(&format!("{none_header}.{}.", parts[1])), Err(TokenError::Invalid));
@@ -234,7 +242,7 @@ mod tests {
     #[test]
     fn rotated_key_still_verifies() {
         let old = TokenKeys::from_secret("k1", b"old secret old secret old secret").unwrap();
-        let t = old.mint_join("r", Role::Guest, "G", "s", unix_now(), 60).unwrap();
+        let t = old.mint_join("r", Role::Guest, "G", "s", unix_now(), 60, false).unwrap();
         let new = TokenKeys::from_secret("k2", b"new secret new secret new secret").unwrap()
             .with_verify_only("k1", b"old secret old secret old secret")
             .unwrap();

@@ -5,12 +5,23 @@
 
 #![deny(missing_docs)]
 
+pub mod api_extract;
+pub mod accounts;
+pub mod auth_api;
+pub mod clock;
 pub mod config;
 pub mod http_error;
+pub mod join_api;
 pub mod join_token;
 pub mod metrics;
 pub mod room_registry;
+pub mod questionnaire;
 pub mod secret;
 pub mod server;
+pub mod staff_auth;
+pub mod store;
+pub mod timefmt;
+pub mod visit_rooms;
+pub mod visits_api;
 pub mod web_assets;
 pub mod ws_session;

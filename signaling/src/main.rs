@@ -1,12 +1,16 @@
 //! `teleconsult`: run the server, or administer it.
 
+use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use teleconsult_protocol::Role;
-use teleconsult_signaling::config::{LogFormat, ServeArgs};
+use teleconsult_signaling::accounts;
+use teleconsult_signaling::config::{Config, LogFormat, ServeArgs};
 use teleconsult_signaling::join_token::{TokenKeys, unix_now};
+use teleconsult_signaling::server::App;
+use teleconsult_signaling::store::{Specialty, StaffRole, Store};
 
 #[derive(Parser)]
 #[command(name = "teleconsult", version, about = "Teleconsultation server: signaling and media in one process")]
@@ -19,8 +23,14 @@ struct Cli {
 enum Command {
     /// Run signaling and the embedded media server.
     Serve(ServeArgs),
-    /// Administration commands.
+    /// Administration commands (they open the database directly).
     Admin {
+        /// TOML settings file (for `db` and `token_secret`).
+        #[arg(long, env = "TELECONSULT_CONFIG", global = true)]
+        config: Option<PathBuf>,
+        /// SQLite database file. Default `teleconsult.db`.
+        #[arg(long, env = "TELECONSULT_DB", global = true)]
+        db: Option<PathBuf>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -28,20 +38,54 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Print a join token for a room. Needs the server's token secret
-    /// (`--token-secret`, TELECONSULT_TOKEN_SECRET, or the config file).
+    /// Create a staff account. The password is read from standard input
+    /// (or prompted for on a terminal), never from the command line.
+    CreateClinician {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Name shown to patients.
+        #[arg(long)]
+        name: String,
+        /// oncologist, surgeon, radiotherapist, psychologist, social_worker,
+        /// nurse, apa_teacher, dietitian, physician or other.
+        #[arg(long, value_parser = parse_specialty)]
+        specialty: Specialty,
+        /// clinician, admin or ops.
+        #[arg(long, value_parser = parse_role, default_value = "clinician")]
+        role: StaffRole,
+    },
+    /// List staff accounts.
+    ListClinicians,
+    /// Disable an account: it can no longer sign in, and its sessions end.
+    DisableClinician {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Enable a disabled account.
+    EnableClinician {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Set a new password (read from standard input or a prompt); signs the
+    /// account out everywhere.
+    ResetPassword {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+    },
+    /// Print a join token for a room. Needs the server's token secret.
     MintToken {
-        /// TOML settings file holding `token_secret`.
-        #[arg(long, env = "TELECONSULT_CONFIG")]
-        config: Option<PathBuf>,
         /// The server's token secret.
         #[arg(long, env = "TELECONSULT_TOKEN_SECRET", hide_env_values = true)]
         token_secret: Option<String>,
-        /// Room id.
+        /// Room id (a visit id, or any id for an ad-hoc room).
         #[arg(long)]
         room: String,
         /// clinician, patient or guest.
-        #[arg(long, value_parser = parse_role)]
+        #[arg(long, value_parser = parse_join_role)]
         role: Role,
         /// Display name shown to the others.
         #[arg(long)]
@@ -49,10 +93,24 @@ enum AdminCommand {
         /// Validity in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl_secs: u64,
+        /// Skip the waiting room (for tests and ad-hoc rooms).
+        #[arg(long)]
+        admitted: bool,
     },
 }
 
-fn parse_role(s: &str) -> Result<Role, String> {
+fn parse_specialty(s: &str) -> Result<Specialty, String> {
+    s.parse().map_err(|_| {
+        let all: Vec<&str> = Specialty::ALL.iter().map(|v| v.as_str()).collect();
+        format!("expected one of {}", all.join(", "))
+    })
+}
+
+fn parse_role(s: &str) -> Result<StaffRole, String> {
+    s.parse().map_err(|_| "expected clinician, admin or ops".to_string())
+}
+
+fn parse_join_role(s: &str) -> Result<Role, String> {
     match s {
         "clinician" => Ok(Role::Clinician),
         "patient" => Ok(Role::Patient),
@@ -65,7 +123,7 @@ fn init_logs(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     // str0m at warn: its debug logs can carry peer addresses.
     let filter = EnvFilter::try_from_env("TELECONSULT_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn,tower_http=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,str0m=warn,is=warn,dimpl=warn,tower_http=warn,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -78,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
-        Command::Admin { command } => admin(command),
+        Command::Admin { config, db, command } => admin(config, db, command).await,
     }
 }
 
@@ -88,7 +146,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let demo = config.demo;
     let server = teleconsult_signaling::server::start(config).await.context("starting the server")?;
     if demo {
-        print_demo(&server.app.keys, server.http_addr)?;
+        print_demo(&server.app).await?;
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -96,42 +154,163 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints ready-to-use tokens and links for the demo room.
-fn print_demo(keys: &TokenKeys, http_addr: std::net::SocketAddr) -> anyhow::Result<()> {
-    let now = unix_now();
+const DEMO_CLINICIAN: &str = "clinician@demo.teleconsult.test";
+const DEMO_ADMIN: &str = "admin@demo.teleconsult.test";
+const DEMO_OPS: &str = "ops@demo.teleconsult.test";
+const DEMO_PASSWORD: &str = "demo-password";
+
+/// Creates (once) demo accounts and a demo visit, and prints how to use them.
+async fn print_demo(app: &App) -> anyhow::Result<()> {
+    let now = app.clock.now();
+    for (email, name, specialty, role) in [
+        (DEMO_CLINICIAN, "Dr Claire Martin", Specialty::Oncologist, StaffRole::Clinician),
+        (DEMO_ADMIN, "Demo Admin", Specialty::Other, StaffRole::Admin),
+        (DEMO_OPS, "Demo Ops", Specialty::Other, StaffRole::Ops),
+    ] {
+        match accounts::create_clinician(&app.store, email, name, specialty, role, DEMO_PASSWORD, now).await {
+            Ok(_) | Err(accounts::AccountError::EmailTaken) => {}
+            Err(e) => bail!("creating demo account {email}: {e}"),
+        }
+    }
+    let clinician = app.store.clinician_by_email(DEMO_CLINICIAN).await?.context("demo clinician")?;
+    let (visit_id, patient_url) = demo_visit(app, &clinician.id, now).await?;
+
+    println!("Teleconsult demo — listening on {}", app.public_url);
+    println!();
+    println!("Staff accounts (password \"{DEMO_PASSWORD}\", for this demo database only):");
+    println!("  clinician  {DEMO_CLINICIAN}");
+    println!("  admin      {DEMO_ADMIN}");
+    println!("  ops        {DEMO_OPS}");
+    println!();
+    println!("A follow-up visit {visit_id} with \"Demo Patient\" starts in 5 minutes. The patient's link:");
+    println!("  {patient_url}");
+    println!();
+    println!("Media test room \"demo\" (no waiting room). Open each link in its own browser window:");
     let ttl = 12 * 3600;
-    let people = [
+    for (role, name, sub) in [
         (Role::Clinician, "Dr Demo", "demo-clinician"),
         (Role::Patient, "Demo Patient", "demo-patient"),
         (Role::Guest, "Demo Interpreter", "demo-guest"),
-    ];
-    println!("Demo room \"demo\" is ready. Open these links (each in its own browser window):");
-    for (role, name, sub) in people {
-        let token = keys.mint_join("demo", role, name, sub, now, ttl).context("minting a demo token")?;
+    ] {
+        let token = app.keys.mint_join("demo", role, name, sub, unix_now(), ttl, true).context("minting a demo token")?;
         println!();
         println!("  {} ({name}):", role.as_str());
-        println!("    http://{http_addr}/media-test/call.html#token={token}");
+        println!("    {}/media-test/call.html#token={token}", app.public_url);
     }
     println!();
-    println!("Tokens expire in 12 hours. Tokens are signed with a key made at start-up unless --token-secret is set.");
+    println!("Tokens are signed with a key made at start-up unless --token-secret is set.");
     Ok(())
 }
 
-fn admin(command: AdminCommand) -> anyhow::Result<()> {
-    match command {
-        AdminCommand::MintToken { config, token_secret, room, role, name, ttl_secs } => {
-            let args = ServeArgs { config, token_secret, ..Default::default() };
-            let resolved = args.resolve().context("settings")?;
-            let Some(secret) = resolved.token_secret else {
-                bail!("no token secret: pass --token-secret, set TELECONSULT_TOKEN_SECRET, or put token_secret in the config file");
-            };
-            let keys = TokenKeys::from_secret("k1", secret.as_bytes()).context("token secret")?;
-            let sub = format!("admin-minted-{}", teleconsult_signaling::secret::random_id("t"));
-            let token = keys.mint_join(&room, role, &name, &sub, unix_now(), ttl_secs).context("minting")?;
-            println!("{token}");
-            Ok(())
+async fn demo_visit(app: &App, clinician_id: &str, now: i64) -> anyhow::Result<(String, String)> {
+    use teleconsult_signaling::store::{LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
+    let patient = Patient {
+        id: teleconsult_signaling::secret::random_id("pt"),
+        display_name: "Demo Patient".into(),
+        hospital_id: Some("DEMO-0001".into()),
+        contact: None,
+        created_at: now,
+    };
+    let start = now + 5 * 60;
+    let visit = Visit {
+        id: teleconsult_signaling::secret::random_id("v"),
+        patient_id: patient.id.clone(),
+        clinician_id: clinician_id.to_string(),
+        scheduled_start: start,
+        duration_minutes: 20,
+        kind: VisitKind::FollowUp,
+        status: VisitStatus::Scheduled,
+        questionnaire: None,
+        created_at: now,
+        started_at: None,
+        ended_at: None,
+        cancelled_at: None,
+    };
+    let (link, token) = teleconsult_signaling::visits_api::new_link(app, &visit, LinkRole::Patient, None);
+    let new_visit = NewVisit {
+        id: visit.id.clone(),
+        patient_id: patient.id.clone(),
+        clinician_id: clinician_id.to_string(),
+        scheduled_start: start,
+        duration_minutes: 20,
+        kind: VisitKind::FollowUp,
+    };
+    let audit = teleconsult_signaling::visit_rooms::audit_event(app, "system", "created", &visit.id, Some("demo".into()));
+    app.store.create_visit(Some(&patient), &new_visit, &link, &audit, now).await?;
+    Ok((visit.id, format!("{}/join/{token}", app.public_url)))
+}
+
+/// Reads a password: a prompt on a terminal, else one line of standard input.
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password(prompt)?;
+        let again = rpassword::prompt_password("Again: ")?;
+        if first != again {
+            bail!("the two passwords differ");
         }
+        Ok(first)
+    } else {
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
     }
+}
+
+async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminCommand) -> anyhow::Result<()> {
+    let mint_secret = match &command {
+        AdminCommand::MintToken { token_secret, .. } => token_secret.clone(),
+        _ => None,
+    };
+    let resolved: Config = ServeArgs { config, db, token_secret: mint_secret, ..Default::default() }.resolve().context("settings")?;
+    let now = unix_now() as i64;
+    if let AdminCommand::MintToken { room, role, name, ttl_secs, admitted, .. } = command {
+        let Some(secret) = resolved.token_secret else {
+            bail!("no token secret: pass --token-secret, set TELECONSULT_TOKEN_SECRET, or put token_secret in the config file");
+        };
+        let keys = TokenKeys::from_secret("k1", secret.as_bytes()).context("token secret")?;
+        let sub = format!("admin-minted-{}", teleconsult_signaling::secret::random_id("t"));
+        let token = keys.mint_join(&room, role, &name, &sub, unix_now(), ttl_secs, admitted).context("minting")?;
+        println!("{token}");
+        return Ok(());
+    }
+    let store = Store::open(&resolved.db_path).await.with_context(|| format!("opening {}", resolved.db_path.display()))?;
+    match command {
+        AdminCommand::CreateClinician { email, name, specialty, role } => {
+            let password = read_password("Password: ")?;
+            let c = accounts::create_clinician(&store, &email, &name, specialty, role, &password, now).await?;
+            println!("created {} {} ({}, {})", c.id, c.email, c.role.as_str(), c.specialty.as_str());
+        }
+        AdminCommand::ListClinicians => {
+            for c in store.list_clinicians().await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    c.id,
+                    c.email,
+                    c.role.as_str(),
+                    c.specialty.as_str(),
+                    if c.active { "active" } else { "disabled" },
+                    c.display_name
+                );
+            }
+        }
+        AdminCommand::DisableClinician { email } => set_active(&store, &email, false, now).await?,
+        AdminCommand::EnableClinician { email } => set_active(&store, &email, true, now).await?,
+        AdminCommand::ResetPassword { email } => {
+            let password = read_password("New password: ")?;
+            accounts::reset_password(&store, &email, &password, now).await?;
+            println!("password reset; the account is signed out everywhere");
+        }
+        AdminCommand::MintToken { .. } => {}
+    }
+    Ok(())
+}
+
+async fn set_active(store: &Store, email: &str, active: bool, now: i64) -> anyhow::Result<()> {
+    let email = accounts::normalise_email(email)?;
+    let account = store.clinician_by_email(&email).await?.context("no such account")?;
+    store.set_clinician_active(&account.id, active, now).await?;
+    println!("{} {}", account.email, if active { "enabled" } else { "disabled" });
+    Ok(())
 }
 
 async fn shutdown_signal() {

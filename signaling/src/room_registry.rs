@@ -44,6 +44,8 @@ pub struct Seat {
     pub in_sfu: bool,
     /// The last subscribe offer not yet answered, resent on resume.
     pub pending_subscribe_offer: Option<String>,
+    /// When the seat was taken (for waiting times).
+    pub arrived_at: Instant,
 }
 
 /// Why a seat could not be taken.
@@ -56,6 +58,12 @@ pub enum SeatError {
     /// Unknown or expired resume token.
     #[error("unknown resume token")]
     UnknownResumeToken,
+    /// No such participant in the room.
+    #[error("no such participant")]
+    NotFound,
+    /// The participant is not waiting.
+    #[error("the participant is not waiting")]
+    NotWaiting,
 }
 
 /// A seat reference: room id, participant id and attachment epoch.
@@ -99,6 +107,7 @@ impl RoomRegistry {
         display_name: String,
         subject: String,
         capacity: usize,
+        admitted: bool,
         outbox: Outbox,
     ) -> Result<(SeatRef, String, Vec<ParticipantInfo>), SeatError> {
         let mut inner = self.lock();
@@ -109,7 +118,7 @@ impl RoomRegistry {
             }
             return Err(SeatError::RoomFull);
         }
-        let others: Vec<ParticipantInfo> = seats.values().map(|s| s.info.clone()).collect();
+        let others: Vec<ParticipantInfo> = seats.values().filter(|s| s.info.admitted).map(|s| s.info.clone()).collect();
         let resume_token = crate::secret::random_token();
         seats.insert(
             participant_id.clone(),
@@ -120,6 +129,7 @@ impl RoomRegistry {
                     display_name,
                     audio_muted: false,
                     video_muted: false,
+                    admitted,
                 },
                 subject,
                 outbox: Some(outbox),
@@ -128,6 +138,7 @@ impl RoomRegistry {
                 detached_at: None,
                 in_sfu: false,
                 pending_subscribe_offer: None,
+                arrived_at: Instant::now(),
             },
         );
         inner.resume.insert(resume_token.clone(), (room.to_string(), participant_id.clone()));
@@ -140,13 +151,16 @@ impl RoomRegistry {
         &self,
         resume_token: &str,
         outbox: Outbox,
-    ) -> Result<(SeatRef, String, Role, Vec<ParticipantInfo>, Option<String>), SeatError> {
+    ) -> Result<(SeatRef, String, ParticipantInfo, Vec<ParticipantInfo>, Option<String>), SeatError> {
         let mut inner = self.lock();
         let (room, participant) = inner.resume.remove(resume_token).ok_or(SeatError::UnknownResumeToken)?;
         let new_token = crate::secret::random_token();
         let Some(seats) = inner.rooms.get_mut(&room) else { return Err(SeatError::UnknownResumeToken) };
-        let others: Vec<ParticipantInfo> =
-            seats.iter().filter(|(id, _)| **id != participant).map(|(_, s)| s.info.clone()).collect();
+        let others: Vec<ParticipantInfo> = seats
+            .iter()
+            .filter(|(id, s)| **id != participant && s.info.admitted)
+            .map(|(_, s)| s.info.clone())
+            .collect();
         let Some(seat) = seats.get_mut(&participant) else { return Err(SeatError::UnknownResumeToken) };
         if let Some(old) = seat.outbox.replace(outbox) {
             let _ = old.try_send(Outbound::Close(4000, "resumed elsewhere"));
@@ -154,11 +168,11 @@ impl RoomRegistry {
         seat.epoch += 1;
         seat.detached_at = None;
         seat.resume_token = new_token.clone();
-        let role = seat.info.role;
+        let me = seat.info.clone();
         let pending = seat.pending_subscribe_offer.clone();
         let seat_ref = SeatRef { room: room.clone(), participant: participant.clone(), epoch: seat.epoch };
         inner.resume.insert(new_token.clone(), (room, participant));
-        Ok((seat_ref, new_token, role, others, pending))
+        Ok((seat_ref, new_token, me, others, pending))
     }
 
     /// Marks the seat detached if `seat` still holds it. Returns true if it did.
@@ -197,12 +211,12 @@ impl RoomRegistry {
         Some(seat)
     }
 
-    /// Sends a message to everyone in the room except `except`.
+    /// Sends a message to everyone in the call (admitted seats) except `except`.
     pub fn broadcast(&self, room: &str, except: Option<&str>, message: &ServerMessage) {
         let inner = self.lock();
         let Some(seats) = inner.rooms.get(room) else { return };
         for (id, seat) in seats {
-            if Some(id.as_str()) == except {
+            if Some(id.as_str()) == except || !seat.info.admitted {
                 continue;
             }
             if let Some(outbox) = &seat.outbox {
@@ -239,6 +253,58 @@ impl RoomRegistry {
         })
     }
 
+    /// Sends a message to every clinician seat of the room.
+    pub fn send_to_clinicians(&self, room: &str, message: &ServerMessage) {
+        let inner = self.lock();
+        let Some(seats) = inner.rooms.get(room) else { return };
+        for seat in seats.values().filter(|s| s.info.role == Role::Clinician) {
+            if let Some(outbox) = &seat.outbox {
+                let _ = outbox.try_send(Outbound::Message(message.clone()));
+            }
+        }
+    }
+
+    /// Everyone in the waiting room, with seconds waited.
+    pub fn waiting(&self, room: &str) -> Vec<(ParticipantInfo, u64)> {
+        let inner = self.lock();
+        let Some(seats) = inner.rooms.get(room) else { return Vec::new() };
+        seats
+            .values()
+            .filter(|s| !s.info.admitted)
+            .map(|s| (s.info.clone(), s.arrived_at.elapsed().as_secs()))
+            .collect()
+    }
+
+    /// Lets a waiting participant into the call. Returns its info and the
+    /// others in the call.
+    pub fn admit(&self, room: &str, participant: &str) -> Result<(ParticipantInfo, Vec<ParticipantInfo>), SeatError> {
+        let mut inner = self.lock();
+        let seats = inner.rooms.get_mut(room).ok_or(SeatError::NotFound)?;
+        let others: Vec<ParticipantInfo> =
+            seats.iter().filter(|(id, s)| *id != participant && s.info.admitted).map(|(_, s)| s.info.clone()).collect();
+        let seat = seats.get_mut(participant).ok_or(SeatError::NotFound)?;
+        if seat.info.admitted {
+            return Err(SeatError::NotWaiting);
+        }
+        seat.info.admitted = true;
+        Ok((seat.info.clone(), others))
+    }
+
+    /// The info of a seat, if it exists.
+    pub fn info(&self, room: &str, participant: &str) -> Option<ParticipantInfo> {
+        self.with_seat(room, participant, |s| s.info.clone())
+    }
+
+    /// Removes every seat of a room and returns them (to tell them why).
+    pub fn close_room(&self, room: &str) -> Vec<Seat> {
+        let mut inner = self.lock();
+        let seats = inner.rooms.remove(room).unwrap_or_default();
+        for seat in seats.values() {
+            inner.resume.remove(&seat.resume_token);
+        }
+        seats.into_values().collect()
+    }
+
     /// Every room's id with its seat count.
     pub fn room_sizes(&self) -> Vec<(String, usize)> {
         self.lock().rooms.iter().map(|(id, seats)| (id.clone(), seats.len())).collect()
@@ -263,17 +329,17 @@ mod tests {
         let reg = RoomRegistry::default();
         for i in 0..2 {
             let (tx, _rx) = outbox();
-            reg.join("r", format!("p{i}"), Role::Guest, "G".into(), "s".into(), 2, tx).unwrap();
+            reg.join("r", format!("p{i}"), Role::Guest, "G".into(), "s".into(), 2, true, tx).unwrap();
         }
         let (tx, _rx) = outbox();
-        assert_eq!(reg.join("r", "p3".into(), Role::Guest, "G".into(), "s".into(), 2, tx).unwrap_err(), SeatError::RoomFull);
+        assert_eq!(reg.join("r", "p3".into(), Role::Guest, "G".into(), "s".into(), 2, true, tx).unwrap_err(), SeatError::RoomFull);
     }
 
     #[test]
     fn resume_rotates_token_and_stale_detach_is_ignored() {
         let reg = RoomRegistry::default();
         let (tx, _rx) = outbox();
-        let (seat, token, _) = reg.join("r", "p".into(), Role::Patient, "P".into(), "s".into(), 6, tx).unwrap();
+        let (seat, token, _) = reg.join("r", "p".into(), Role::Patient, "P".into(), "s".into(), 6, true, tx).unwrap();
         assert!(reg.detach(&seat, Instant::now()));
         let (tx2, _rx2) = outbox();
         let (seat2, token2, _, _, _) = reg.resume(&token, tx2).unwrap();
@@ -291,7 +357,7 @@ mod tests {
     fn leave_frees_the_seat_and_the_token() {
         let reg = RoomRegistry::default();
         let (tx, _rx) = outbox();
-        let (_, token, _) = reg.join("r", "p".into(), Role::Patient, "P".into(), "s".into(), 6, tx).unwrap();
+        let (_, token, _) = reg.join("r", "p".into(), Role::Patient, "P".into(), "s".into(), 6, true, tx).unwrap();
         assert!(reg.leave("r", "p").is_some());
         assert!(reg.room_sizes().is_empty());
         let (tx, _rx) = outbox();

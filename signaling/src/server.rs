@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use teleconsult_protocol::ErrorCode;
 use teleconsult_sfu::{SfuConfig, SfuHandle};
 use tokio::net::TcpListener;
@@ -16,7 +16,11 @@ use tokio::sync::watch;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::info;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::staff_auth::LoginThrottle;
+use crate::store::Store;
+use crate::{auth_api, join_api, visits_api};
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
@@ -38,6 +42,14 @@ pub struct App {
     pub rooms: RoomRegistry,
     /// Counters.
     pub metrics: Metrics,
+    /// The durable store.
+    pub store: Store,
+    /// Wall-clock time (injectable for tests).
+    pub clock: Arc<dyn Clock>,
+    /// Failed-login slowdown.
+    pub login_throttle: LoginThrottle,
+    /// Base URL for links (no trailing slash).
+    pub public_url: String,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -74,6 +86,14 @@ pub enum StartError {
     /// The token secret is unusable.
     #[error("the token secret is unusable")]
     BadSecret,
+    /// The database could not be opened or migrated.
+    #[error("database {path}: {source}")]
+    Store {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: crate::store::StoreError,
+    },
     /// The HTTP listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -84,8 +104,18 @@ pub enum StartError {
     },
 }
 
-/// Starts signaling and the embedded sfu.
+/// Starts signaling and the embedded sfu, on the system clock.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Starts with a given clock (tests use a manual one).
+pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    let store = Store::open(&config.db_path)
+        .await
+        .map_err(|source| StartError::Store { path: config.db_path.clone(), source })?;
+    // Pay for the dummy password hash now, not on the first unknown email.
+    tokio::task::spawn_blocking(crate::staff_auth::warm_up).await.ok();
     let keys = match &config.token_secret {
         Some(secret) => TokenKeys::from_secret("k1", secret.as_bytes()).map_err(|_| StartError::BadSecret)?,
         None => TokenKeys::random(),
@@ -99,22 +129,27 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         ..SfuConfig::default()
     })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let app = Arc::new(App {
         config: config.clone(),
         keys,
         sfu,
         rooms: RoomRegistry::default(),
         metrics: Metrics::default(),
+        store,
+        clock,
+        login_throttle: LoginThrottle::default(),
+        public_url,
         shutdown: shutdown_rx.clone(),
     });
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
-    let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let router = router(app.clone());
     let mut shutdown_signal = shutdown_rx;
     let serve_task = tokio::spawn(async move {
-        let result = axum::serve(listener, router)
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = shutdown_signal.wait_for(|v| *v).await;
             })
@@ -150,6 +185,23 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/auth/login", post(auth_api::login))
+        .route("/api/auth/refresh", post(auth_api::refresh))
+        .route("/api/auth/logout", post(auth_api::logout))
+        .route("/api/auth/me", get(auth_api::me))
+        .route("/api/visits", get(visits_api::list).post(visits_api::create))
+        .route("/api/visits/{id}", get(visits_api::get).patch(visits_api::reschedule))
+        .route("/api/visits/{id}/cancel", post(visits_api::cancel))
+        .route("/api/visits/{id}/start", post(visits_api::start))
+        .route("/api/visits/{id}/end", post(visits_api::end))
+        .route("/api/visits/{id}/guest-links", post(visits_api::guest_link))
+        .route("/api/visits/{id}/join-token", post(visits_api::join_token))
+        .route("/api/visits/{id}/audit", get(visits_api::audit))
+        .route("/api/join/{token}", post(join_api::exchange))
+        .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
+        .route("/join/{token}", get(join_page))
+        .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(crate::web_assets::serve)
         .with_state(app)
         .layer(SetResponseHeaderLayer::overriding(
@@ -162,6 +214,24 @@ pub fn router(app: Arc<App>) -> Router {
         ))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+}
+
+/// The OpenAPI document (hand-written; a test checks it names every route).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn api_not_found() -> Response {
+    crate::http_error::ApiError::not_found().into_response()
+}
+
+/// The patient's join page. The token stays in the path and never leaves
+/// the page: `Referrer-Policy: no-referrer` is on every response.
+async fn join_page() -> Response {
+    crate::web_assets::asset_response("join.html")
+        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

@@ -12,8 +12,8 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use teleconsult_protocol::{
-    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, PeerConnection, ServerMessage, TrackInfo,
-    decode_client_message,
+    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ParticipantInfo, PeerConnection, Role, ServerMessage,
+    TrackInfo, decode_client_message,
 };
 use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason, RoomId, RoomOptions, SfuError};
 use tokio::sync::mpsc;
@@ -22,6 +22,11 @@ use tracing::{debug, info};
 use crate::join_token::TokenError;
 use crate::room_registry::{Outbound, SeatError, SeatRef};
 use crate::server::App;
+use crate::store::VisitStatus;
+use crate::visit_rooms::audit_if_visit;
+
+/// Longest note a clinician may send a waiting participant, in characters.
+const MAX_NOTE_CHARS: usize = 500;
 
 /// Outbound queue depth per session; a client that lets it fill is too slow
 /// and loses messages rather than stalling the room.
@@ -54,7 +59,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         let _ = sink.close().await;
     });
 
-    let mut session = Session { app: app.clone(), tx: tx.clone(), hello: false, seat: None, bucket: RATE_BURST, last_refill: Instant::now() };
+    let mut session = Session { app: app.clone(), tx: tx.clone(), hello: false, seat: None, role: None, subject: String::new(), bucket: RATE_BURST, last_refill: Instant::now() };
     let mut shutdown = app.shutdown.clone();
     app.metrics_ws_connections(1);
     loop {
@@ -91,6 +96,9 @@ struct Session {
     tx: mpsc::Sender<Outbound>,
     hello: bool,
     seat: Option<SeatRef>,
+    /// The seat's role and token subject (for authorization and audit).
+    role: Option<Role>,
+    subject: String,
     bucket: f64,
     last_refill: Instant,
 }
@@ -179,6 +187,16 @@ impl Session {
             Err(TokenError::Expired) => return self.error(id, ErrorCode::TokenExpired, "the join token has expired"),
             Err(_) => return self.error(id, ErrorCode::InvalidToken, "the join token is not valid"),
         };
+        // A room that is a visit must still be open.
+        match self.app.store.visit_by_id(&claims.room).await {
+            Ok(Some(v)) if !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress) => {
+                return self.error(id, ErrorCode::VisitClosed, "this visit is over or cancelled");
+            }
+            Ok(_) => {}
+            Err(_) => return self.error(id, ErrorCode::Internal, "could not check the visit"),
+        }
+        // Clinicians go straight in; patients and guests wait to be admitted.
+        let admitted = claims.role == Role::Clinician || claims.admitted;
         let participant = crate::secret::random_id("p");
         let joined = self.app.rooms.join(
             &claims.room,
@@ -187,6 +205,7 @@ impl Session {
             claims.name.clone(),
             claims.sub.clone(),
             self.app.config.max_participants,
+            admitted,
             self.tx.clone(),
         );
         let (seat, resume_token, others) = match joined {
@@ -194,24 +213,32 @@ impl Session {
             Err(SeatError::RoomFull) => return self.error(id, ErrorCode::RoomFull, "the room is full"),
             Err(_) => return self.error(id, ErrorCode::Internal, "could not take a seat"),
         };
-        let room = RoomId(claims.room.clone());
-        let options = RoomOptions { max_participants: Some(self.app.config.max_participants) };
-        if self.app.sfu.create_room(room, options).await.is_err() {
-            self.app.rooms.leave(&seat.room, &seat.participant);
-            return self.error(id, ErrorCode::Internal, "the media server is unavailable");
-        }
-        info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), "joined");
-        let me = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.info.clone());
+        info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), admitted, "joined");
+        audit_if_visit(&self.app, &seat.room, &claims.sub, "joined", Some(format!("{} {}", seat.participant, claims.role.as_str()))).await;
+        self.role = Some(claims.role);
+        self.subject = claims.sub.clone();
         self.send(ServerMessage::Joined {
             id,
             room_id: seat.room.clone(),
             participant_id: seat.participant.clone(),
             role: claims.role,
             resume_token,
+            admitted,
             participants: others,
         });
-        if let Some(me) = me {
-            self.app.rooms.broadcast(&seat.room, Some(&seat.participant), &ServerMessage::ParticipantJoined { participant: me });
+        if let Some(me) = self.app.rooms.info(&seat.room, &seat.participant) {
+            if admitted {
+                self.app.rooms.broadcast(&seat.room, Some(&seat.participant), &ServerMessage::ParticipantJoined { participant: me });
+            } else {
+                let message = waiting_message(&self.app, &seat.room, me, 0).await;
+                self.app.rooms.send_to_clinicians(&seat.room, &message);
+            }
+        }
+        if claims.role == Role::Clinician {
+            // Show the clinician who is already waiting.
+            for (info, waited) in self.app.rooms.waiting(&seat.room) {
+                self.send(waiting_message(&self.app, &seat.room, info, waited).await);
+            }
         }
         self.seat = Some(seat);
     }
@@ -220,21 +247,29 @@ impl Session {
         if self.seat.is_some() {
             return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
         }
-        let Ok((seat, new_token, role, others, pending_offer)) = self.app.rooms.resume(resume_token, self.tx.clone())
+        let Ok((seat, new_token, me, others, pending_offer)) = self.app.rooms.resume(resume_token, self.tx.clone())
         else {
             return self.error(id, ErrorCode::ResumeFailed, "unknown resume token, or the grace period has ended");
         };
         info!(room = %seat.room, participant = %seat.participant, "resumed");
+        self.role = Some(me.role);
+        self.subject = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
         self.send(ServerMessage::Resumed {
             id,
             room_id: seat.room.clone(),
             participant_id: seat.participant.clone(),
-            role,
+            role: me.role,
             resume_token: new_token,
+            admitted: me.admitted,
             participants: others,
         });
         if let Some(sdp) = pending_offer {
             self.send(ServerMessage::SubscribeOffer { sdp });
+        }
+        if me.role == Role::Clinician {
+            for (info, waited) in self.app.rooms.waiting(&seat.room) {
+                self.send(waiting_message(&self.app, &seat.room, info, waited).await);
+            }
         }
         self.seat = Some(seat);
     }
@@ -243,6 +278,26 @@ impl Session {
     async fn seated(&mut self, seat: SeatRef, message: ClientMessage) -> bool {
         let room = RoomId(seat.room.clone());
         let participant = ParticipantId(seat.participant.clone());
+        let admitted = self.app.rooms.info(&seat.room, &seat.participant).is_some_and(|i| i.admitted);
+        let clinician = self.role == Some(Role::Clinician);
+        let needs_media = matches!(
+            message,
+            ClientMessage::PublishOffer { .. }
+                | ClientMessage::SubscribeAnswer { .. }
+                | ClientMessage::SubscribeRestart { .. }
+                | ClientMessage::Trickle { .. }
+                | ClientMessage::Mute { .. }
+        );
+        if needs_media && !admitted {
+            self.error(message.id().map(str::to_owned), ErrorCode::NotAdmitted, "wait until the clinician admits you");
+            return true;
+        }
+        let clinician_only =
+            matches!(message, ClientMessage::Admit { .. } | ClientMessage::Deny { .. } | ClientMessage::AskToWait { .. } | ClientMessage::EndVisit { .. });
+        if clinician_only && !clinician {
+            self.error(message.id().map(str::to_owned), ErrorCode::Forbidden, "only a clinician may do this");
+            return true;
+        }
         let sfu = &self.app.sfu;
         match message {
             ClientMessage::PublishOffer { id, sdp } => {
@@ -305,6 +360,71 @@ impl Session {
                 }
                 self.send(ServerMessage::Ack { id });
             }
+            ClientMessage::Admit { id, participant_id } => match self.app.rooms.admit(&seat.room, &participant_id) {
+                Ok((info, others)) => {
+                    self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Admitted { participants: others });
+                    self.app.rooms.broadcast(&seat.room, Some(&participant_id), &ServerMessage::ParticipantJoined { participant: info });
+                    audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(participant_id.clone())).await;
+                    info!(room = %seat.room, participant = %participant_id, "admitted");
+                    self.send(ServerMessage::Ack { id });
+                }
+                Err(e) => self.seat_error(id, e),
+            },
+            ClientMessage::Deny { id, participant_id, message } => {
+                if let Some(m) = &message
+                    && m.chars().count() > MAX_NOTE_CHARS
+                {
+                    self.error(id, ErrorCode::BadMessage, "message is longer than 500 characters");
+                    return true;
+                }
+                match self.app.rooms.info(&seat.room, &participant_id) {
+                    None => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
+                    Some(info) if info.admitted => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
+                    Some(_) => {
+                        self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Denied { message });
+                        if let Some(target) = self.app.rooms.leave(&seat.room, &participant_id)
+                            && let Some(outbox) = target.outbox
+                        {
+                            let _ = outbox.try_send(Outbound::Close(4003, "denied"));
+                        }
+                        self.app.rooms.send_to_clinicians(
+                            &seat.room,
+                            &ServerMessage::ParticipantLeft { participant_id: participant_id.clone(), reason: "denied".into() },
+                        );
+                        audit_if_visit(&self.app, &seat.room, &self.subject, "denied", Some(participant_id.clone())).await;
+                        self.send(ServerMessage::Ack { id });
+                    }
+                }
+            }
+            ClientMessage::AskToWait { id, participant_id, message } => {
+                if message.chars().count() > MAX_NOTE_CHARS {
+                    self.error(id, ErrorCode::BadMessage, "message is longer than 500 characters");
+                    return true;
+                }
+                match self.app.rooms.info(&seat.room, &participant_id) {
+                    None => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
+                    Some(info) if info.admitted => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
+                    Some(_) => {
+                        self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::WaitMessage { message });
+                        self.send(ServerMessage::Ack { id });
+                    }
+                }
+            }
+            ClientMessage::EndVisit { id } => {
+                self.send(ServerMessage::Ack { id: id.clone() });
+                let clinician_id = self.subject.strip_prefix("clinician:").unwrap_or(&self.subject).to_string();
+                let is_visit = matches!(self.app.store.visit_by_id(&seat.room).await, Ok(Some(_)));
+                if is_visit {
+                    if let Err(e) = crate::visits_api::end_visit(&self.app, &clinician_id, None, &seat.room).await {
+                        self.error(id, ErrorCode::VisitClosed, &e.message);
+                        return true;
+                    }
+                } else {
+                    crate::visit_rooms::close_room(&self.app, &seat.room, "visit_ended").await;
+                }
+                self.seat = None;
+                return false;
+            }
             ClientMessage::Leave { id } => {
                 self.send(ServerMessage::Ack { id });
                 leave_room(&self.app, &seat.room, &seat.participant, "left").await;
@@ -316,6 +436,13 @@ impl Session {
             ClientMessage::Hello { .. } | ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Ping { .. } => {}
         }
         true
+    }
+
+    fn seat_error(&self, id: Option<String>, e: SeatError) {
+        match e {
+            SeatError::NotWaiting => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
+            _ => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
+        }
     }
 
     fn sfu_error(&self, id: Option<String>, e: SfuError) {
@@ -355,18 +482,35 @@ impl Session {
     }
 }
 
-/// Frees a seat: media removed, everyone told.
+/// Frees a seat: media removed, everyone told, audited.
 pub async fn leave_room(app: &App, room: &str, participant: &str, reason: &str) {
     let Some(seat) = app.rooms.leave(room, participant) else { return };
+    audit_if_visit(app, room, &seat.subject, "left", Some(format!("{participant} {reason}"))).await;
     if seat.in_sfu {
         let _ = app.sfu.remove_participant(&RoomId(room.to_string()), &ParticipantId(participant.to_string())).await;
     }
     info!(room = %room, participant = %participant, reason, "left");
-    app.rooms.broadcast(
-        room,
-        None,
-        &ServerMessage::ParticipantLeft { participant_id: participant.to_string(), reason: reason.to_string() },
-    );
+    let left = ServerMessage::ParticipantLeft { participant_id: participant.to_string(), reason: reason.to_string() };
+    if seat.info.admitted {
+        app.rooms.broadcast(room, None, &left);
+    } else {
+        app.rooms.send_to_clinicians(room, &left);
+    }
+}
+
+/// A `participant_waiting` message, with the visit's questionnaire for patients.
+async fn waiting_message(app: &App, room: &str, participant: ParticipantInfo, waited_secs: u64) -> ServerMessage {
+    let questionnaire = if participant.role == Role::Patient {
+        app.store.visit_by_id(room).await.ok().flatten().and_then(|v| v.questionnaire)
+    } else {
+        None
+    };
+    let red_flags = questionnaire
+        .as_ref()
+        .and_then(|q| serde_json::from_value::<crate::questionnaire::Answers>(q.clone()).ok())
+        .map(|a| a.red_flags().into_iter().map(str::to_owned).collect())
+        .unwrap_or_default();
+    ServerMessage::ParticipantWaiting { participant, waited_secs, questionnaire, red_flags }
 }
 
 /// Relays one participant's media events to whichever session holds its seat.

@@ -105,14 +105,14 @@ async fn bad_input_never_hurts_a_running_call() {
 
     // --- Tokens ---
     let now = unix_now();
-    let expired = server.app.keys.mint_join(room, Role::Patient, "P", "s", now - 7200, 60).unwrap();
+    let expired = server.app.keys.mint_join(room, Role::Patient, "P", "s", now - 7200, 60, true).unwrap();
     assert_eq!(join_error(&url, expired).await, Some(ErrorCode::TokenExpired));
     let good = token(&server, room, Role::Patient, "P");
     let payload = good.split('.').nth(1).unwrap().to_string();
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT","kid":"k1"}"#);
     assert_eq!(join_error(&url, format!("{header}.{payload}.")).await, Some(ErrorCode::InvalidToken));
     let wrong_key = TokenKeys::from_secret("k1", b"somebody else's secret, 32+ bytes").unwrap();
-    let forged = wrong_key.mint_join(room, Role::Clinician, "Mallory", "s", now, 600).unwrap();
+    let forged = wrong_key.mint_join(room, Role::Clinician, "Mallory", "s", now, 600, true).unwrap();
     assert_eq!(join_error(&url, forged).await, Some(ErrorCode::InvalidToken));
     assert_eq!(join_error(&url, "not.a.jwt".into()).await, Some(ErrorCode::InvalidToken));
 

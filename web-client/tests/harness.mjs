@@ -4,6 +4,7 @@
 import { spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -35,7 +36,8 @@ export async function startDemoServer(extraArgs = []) {
   const port = await freePort();
   const child = spawn(
     serverBinary(),
-    ['serve', '--demo', '--http-addr', `127.0.0.1:${port}`, '--media-port', '0', '--media-ips', '127.0.0.1', ...extraArgs],
+    ['serve', '--demo', '--http-addr', `127.0.0.1:${port}`, '--media-port', '0', '--media-ips', '127.0.0.1',
+      '--db', join(tmpdir(), `teleconsult-browser-test-${process.pid}-${port}.db`), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TELECONSULT_LOG: process.env.TELECONSULT_LOG ?? 'warn' } },
   );
   let stdout = '';

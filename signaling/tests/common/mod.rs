@@ -26,8 +26,24 @@ pub fn config() -> Config {
         peer_timeout: Duration::from_secs(20),
         token_secret: Some(SECRET.into()),
         log_format: LogFormat::Text,
+        db_path: temp_db(),
+        public_url: None,
+        link_opens_before: 30 * 60,
+        link_closes_after: 2 * 3600,
         demo: false,
     }
+}
+
+/// A fresh database file under the system temp directory.
+pub fn temp_db() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("teleconsult-test-{}-{}.db", std::process::id(), rand_suffix()))
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    (u64::from(nanos) << 16) | NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 pub fn init_logs() {
@@ -53,8 +69,9 @@ pub fn ws_url(server: &RunningServer) -> String {
     format!("ws://{}/ws", server.http_addr)
 }
 
+/// A join token for an ad-hoc room that skips the waiting room.
 pub fn token(server: &RunningServer, room: &str, role: Role, name: &str) -> String {
-    server.app.keys.mint_join(room, role, name, "test", unix_now(), 600).unwrap()
+    server.app.keys.mint_join(room, role, name, "test", unix_now(), 600, true).unwrap()
 }
 
 /// Polls `check` every 50 ms until it is true or `limit` passes.

@@ -1,0 +1,173 @@
+//! `/api/auth/*`: staff sign-in, refresh, sign-out.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::api_extract::{ApiJson, Staff};
+use crate::http_error::ApiError;
+use crate::join_token::ISSUER;
+use crate::server::App;
+use crate::staff_auth::{
+    ACCESS_TTL_SECS, ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES, API_AUDIENCE, AccessClaims, REFRESH_COOKIE,
+    REFRESH_TTL_SECS, token_hash, verify_dummy, verify_password,
+};
+use crate::store::{Clinician, RefreshToken};
+
+/// `POST /api/auth/login` body.
+#[derive(Debug, Deserialize)]
+pub struct LoginRequest {
+    /// Account email.
+    pub email: String,
+    /// Password.
+    pub password: String,
+}
+
+fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password")
+}
+
+/// Signs in. The same answer, in the same time, for an unknown email and a
+/// wrong password.
+pub async fn login(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> Result<Response, ApiError> {
+    let email = body.email.trim().to_lowercase();
+    if email.len() > 320 || body.password.len() > 1024 {
+        return Err(invalid_credentials());
+    }
+    let email_key = format!("email:{email}");
+    let address_key = format!("ip:{}", peer.ip());
+    let keys = [(email_key.as_str(), ACCOUNT_FREE_FAILURES), (address_key.as_str(), ADDRESS_FREE_FAILURES)];
+    if let Some(wait) = app.login_throttle.retry_after(&keys, Instant::now()) {
+        let secs = wait.as_secs().max(1);
+        let mut response =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", format!("too many failed sign-ins; try again in {secs} s"))
+                .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(response);
+    }
+    let account = app.store.clinician_by_email(&email).await?;
+    let password = body.password.clone();
+    // argon2 is CPU-bound: keep it off the async workers.
+    let ok = tokio::task::spawn_blocking(move || match &account {
+        Some(c) => verify_password(&c.password_hash, &password).then(|| c.clone()),
+        None => {
+            verify_dummy(&password);
+            None
+        }
+    })
+    .await
+    .map_err(ApiError::internal)?;
+    let Some(clinician) = ok.filter(|c| c.active) else {
+        app.login_throttle.failed(&keys, Instant::now());
+        return Err(invalid_credentials());
+    };
+    app.login_throttle.succeeded(&email_key);
+    let family = crate::secret::random_id("rf");
+    issue_session(&app, &clinician, &family, None).await
+}
+
+/// Rotates the refresh cookie and returns a new access token. A refresh
+/// token used twice revokes its whole family (it must have leaked).
+pub async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_refresh", "sign in again");
+    let token = refresh_cookie(&headers).ok_or_else(unauthorized)?;
+    let now = app.clock.now();
+    let new_token = crate::secret::random_token();
+    let new = RefreshToken {
+        id: crate::secret::random_id("r"),
+        clinician_id: String::new(),
+        family_id: String::new(),
+        expires_at: now + REFRESH_TTL_SECS,
+        used_at: None,
+        revoked_at: None,
+    };
+    let old = match app.store.rotate_refresh_token(&token_hash(&token), &new, &token_hash(&new_token), now).await {
+        Ok(old) => old,
+        Err(crate::store::StoreError::Conflict) => {
+            tracing::warn!("refresh token replayed; its family is revoked");
+            return Err(unauthorized());
+        }
+        Err(crate::store::StoreError::NotFound) => return Err(unauthorized()),
+        Err(e) => return Err(e.into()),
+    };
+    let clinician = app.store.clinician_by_id(&old.clinician_id).await?.filter(|c| c.active).ok_or_else(unauthorized)?;
+    session_response(&app, &clinician, &new_token)
+}
+
+/// Revokes the refresh token's family and clears the cookie.
+pub async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    if let Some(token) = refresh_cookie(&headers) {
+        app.store.revoke_refresh_family(&token_hash(&token), app.clock.now()).await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("tc_refresh=; Path=/api/auth; Max-Age=0; HttpOnly; Secure; SameSite=Strict"),
+    );
+    Ok(response)
+}
+
+/// The signed-in account.
+pub async fn me(staff: Staff) -> Json<serde_json::Value> {
+    Json(json!({ "clinician": staff.0 }))
+}
+
+async fn issue_session(app: &App, clinician: &Clinician, family: &str, _previous: Option<&str>) -> Result<Response, ApiError> {
+    let now = app.clock.now();
+    let token = crate::secret::random_token();
+    let record = RefreshToken {
+        id: crate::secret::random_id("r"),
+        clinician_id: clinician.id.clone(),
+        family_id: family.to_string(),
+        expires_at: now + REFRESH_TTL_SECS,
+        used_at: None,
+        revoked_at: None,
+    };
+    app.store.insert_refresh_token(&record, &token_hash(&token), now).await?;
+    session_response(app, clinician, &token)
+}
+
+fn session_response(app: &App, clinician: &Clinician, refresh_token: &str) -> Result<Response, ApiError> {
+    let now = crate::join_token::unix_now();
+    let claims = AccessClaims {
+        iss: ISSUER.into(),
+        aud: API_AUDIENCE.into(),
+        sub: clinician.id.clone(),
+        role: clinician.role,
+        iat: now,
+        nbf: now,
+        exp: now + ACCESS_TTL_SECS,
+    };
+    let access = app.keys.sign(&claims).map_err(ApiError::internal)?;
+    let cookie = format!(
+        "{REFRESH_COOKIE}={refresh_token}; Path=/api/auth; Max-Age={REFRESH_TTL_SECS}; HttpOnly; Secure; SameSite=Strict"
+    );
+    let mut response =
+        Json(json!({ "access_token": access, "expires_in": ACCESS_TTL_SECS, "clinician": clinician })).into_response();
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The refresh token from the `Cookie` header.
+fn refresh_cookie(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+        line.split(';').find_map(|pair| {
+            let (name, value) = pair.trim().split_once('=')?;
+            (name == REFRESH_COOKIE && !value.is_empty()).then(|| value.to_string())
+        })
+    })
+}

@@ -1,0 +1,52 @@
+//! Where visits meet live rooms: a visit's room id is the visit id. Ending
+//! a visit closes its room for everyone; both the HTTP API and the
+//! clinician's WebSocket use this one path.
+
+use teleconsult_protocol::ServerMessage;
+use teleconsult_sfu::RoomId;
+use tracing::info;
+
+use crate::room_registry::Outbound;
+use crate::server::App;
+use crate::store::AuditEvent;
+
+/// Closes a live room: every seat is told `room_closed` with `reason` and
+/// its socket closed, and the media room is closed. A room with nobody in
+/// it is a no-op.
+pub async fn close_room(app: &App, room: &str, reason: &str) {
+    let seats = app.rooms.close_room(room);
+    for seat in &seats {
+        if let Some(outbox) = &seat.outbox {
+            let _ = outbox.try_send(Outbound::Message(ServerMessage::RoomClosed { reason: reason.to_string() }));
+            let _ = outbox.try_send(Outbound::Close(1000, "room closed"));
+        }
+    }
+    // The media room may already be gone (emptied); that is fine.
+    let _ = app.sfu.close_room(&RoomId(room.to_string())).await;
+    info!(room, seats = seats.len(), reason, "room closed");
+}
+
+/// An audit event now, with no personal data.
+pub fn audit_event(app: &App, actor: &str, action: &str, visit_id: &str, detail: Option<String>) -> AuditEvent {
+    AuditEvent {
+        at: app.clock.now(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        visit_id: Some(visit_id.to_string()),
+        detail,
+    }
+}
+
+/// Records an audit event if `room` is a visit; logs (without personal
+/// data) if the store fails, since a call must not fail for want of a log line.
+pub async fn audit_if_visit(app: &App, room: &str, actor: &str, action: &str, detail: Option<String>) {
+    match app.store.visit_by_id(room).await {
+        Ok(Some(_)) => {
+            if let Err(e) = app.store.audit(&audit_event(app, actor, action, room, detail)).await {
+                tracing::error!(error = %e, room, action, "audit write failed");
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, room, action, "audit lookup failed"),
+    }
+}
