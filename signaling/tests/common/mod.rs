@@ -120,3 +120,146 @@ pub async fn wait_event(
         }
     }
 }
+
+/// One HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+    /// The API error code, if the body is an API error.
+    pub fn code(&self) -> Option<String> {
+        self.json()["error"]["code"].as_str().map(str::to_owned)
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A minimal HTTP/1.1 client over loopback (one request per connection).
+pub async fn http(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server.http_addr).await.expect("connect");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", server.http_addr);
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            request.push_str("Content-Type: application/json\r\n");
+        }
+        request.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    } else {
+        request.push_str("Content-Length: 0\r\n");
+    }
+    request.push_str("\r\n");
+    if let Some(b) = body {
+        request.push_str(b);
+    }
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))).collect();
+    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    HttpResponse { status, headers, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A signed-in staff member's bearer header value.
+pub struct Session {
+    pub access: String,
+    pub refresh_cookie: String,
+    pub clinician_id: String,
+}
+
+pub async fn create_staff(server: &RunningServer, email: &str, role: teleconsult_signaling::store::StaffRole) -> String {
+    use teleconsult_signaling::store::Specialty;
+    teleconsult_signaling::accounts::create_clinician(
+        &server.app.store,
+        email,
+        &format!("Dr {email}"),
+        Specialty::Oncologist,
+        role,
+        "a long enough password",
+        server.app.clock.now(),
+    )
+    .await
+    .expect("account")
+    .id
+}
+
+pub async fn login(server: &RunningServer, email: &str) -> Session {
+    let body = serde_json::json!({"email": email, "password": "a long enough password"}).to_string();
+    let r = http(server, "POST", "/api/auth/login", &[], Some(&body)).await;
+    assert_eq!(r.status, 200, "login {email}: {}", r.body);
+    let cookie = r.header("set-cookie").expect("refresh cookie").split(';').next().unwrap().to_string();
+    let v = r.json();
+    Session {
+        access: v["access_token"].as_str().unwrap().to_string(),
+        refresh_cookie: cookie,
+        clinician_id: v["clinician"]["id"].as_str().unwrap().to_string(),
+    }
+}
+
+impl Session {
+    pub fn bearer(&self) -> String {
+        format!("Bearer {}", self.access)
+    }
+}
+
+/// Creates a visit for `session` starting `in_secs` from the server's clock;
+/// returns (visit id, patient link token).
+pub async fn create_visit(server: &RunningServer, session: &Session, in_secs: i64) -> (String, String) {
+    let start = teleconsult_signaling::timefmt::rfc3339(server.app.clock.now() + in_secs);
+    let body = serde_json::json!({
+        "patient": {"display_name": "Jeanne Dupont", "hospital_id": "H-123"},
+        "scheduled_start": start,
+        "duration_minutes": 20,
+        "kind": "follow_up"
+    })
+    .to_string();
+    let r = http(server, "POST", "/api/visits", &[("Authorization", &session.bearer())], Some(&body)).await;
+    assert_eq!(r.status, 201, "create visit: {}", r.body);
+    let v = r.json();
+    let url = v["patient_link"]["url"].as_str().unwrap();
+    let token = url.rsplit('/').next().unwrap().to_string();
+    (v["visit"]["id"].as_str().unwrap().to_string(), token)
+}
+
+/// A server on a manual clock set to `now`.
+pub async fn server_at(now: i64) -> (RunningServer, std::sync::Arc<teleconsult_signaling::clock::ManualClock>) {
+    init_logs();
+    let clock = std::sync::Arc::new(teleconsult_signaling::clock::ManualClock::new(now));
+    let server = teleconsult_signaling::server::start_with_clock(config(), clock.clone()).await.expect("server starts");
+    (server, clock)
+}
