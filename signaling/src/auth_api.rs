@@ -49,7 +49,8 @@ pub async fn login(
     let address_key = format!("ip:{}", peer.ip());
     let keys = [(email_key.as_str(), ACCOUNT_FREE_FAILURES), (address_key.as_str(), ADDRESS_FREE_FAILURES)];
     if let Some(wait) = app.login_throttle.retry_after(&keys, Instant::now()) {
-        let secs = wait.as_secs().max(1);
+        // Rounded up, so that waiting exactly this long is always enough.
+        let secs = wait.as_millis().div_ceil(1000).max(1);
         let mut response =
             ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", format!("too many failed sign-ins; try again in {secs} s"))
                 .into_response();

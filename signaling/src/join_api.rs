@@ -39,7 +39,8 @@ async fn resolve(app: &App, token: &str) -> Result<(Link, Visit), ApiError> {
     if matches!(visit.status, VisitStatus::Completed | VisitStatus::NoShow) {
         return Err(ApiError::new(StatusCode::GONE, "visit_ended", "this visit is over"));
     }
-    if now < link.valid_from {
+    // A visit its clinician has already started is open to its links.
+    if now < link.valid_from && visit.status != VisitStatus::InProgress {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "link_not_yet_valid", "this link opens later")
             .with_details(json!({ "valid_from": rfc3339(link.valid_from), "scheduled_start": rfc3339(visit.scheduled_start) })));
     }

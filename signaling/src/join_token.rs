@@ -17,7 +17,7 @@ pub const ISSUER: &str = "teleconsult";
 pub const JOIN_AUDIENCE: &str = "teleconsult/join";
 
 /// Longest display name accepted in a token, in characters.
-pub const MAX_DISPLAY_NAME_CHARS: usize = 80;
+pub const MAX_DISPLAY_NAME_CHARS: usize = 200;
 
 /// Claims of a join token.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

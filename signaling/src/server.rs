@@ -203,6 +203,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/join/{token}", get(join_page))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(crate::web_assets::serve)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -221,6 +222,11 @@ pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    crate::http_error::ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method")
+        .into_response()
 }
 
 async fn api_not_found() -> Response {
@@ -249,4 +255,29 @@ async fn ws(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response 
         .max_message_size(WS_TRANSPORT_LIMIT)
         .max_frame_size(WS_TRANSPORT_LIMIT)
         .on_upgrade(move |socket| crate::ws_session::run(socket, app))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every `/api` route in `router` is documented in the OpenAPI document,
+    /// and every documented path is a real route: the document cannot drift.
+    #[test]
+    fn openapi_documents_every_api_route() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("openapi.json is JSON");
+        let documented: Vec<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
+        let source = include_str!("server.rs");
+        let routes: Vec<&str> = source
+            .split(".route(\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|path| path.starts_with("/api/") && !path.contains('*'))
+            .collect();
+        assert!(routes.len() >= 15, "found the routes ({routes:?})");
+        for route in &routes {
+            assert!(documented.contains(route), "{route} is missing from docs/openapi.json");
+        }
+        for path in documented.iter().filter(|p| p.starts_with("/api/")) {
+            assert!(routes.contains(path), "docs/openapi.json documents {path}, which is not a route");
+        }
+    }
 }

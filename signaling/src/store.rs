@@ -337,7 +337,7 @@ pub struct RefreshToken {
 pub struct AuditEvent {
     /// When (Unix seconds).
     pub at: i64,
-    /// Who: `clinician:<id>`, `link:<id>`, `participant:<id>`, `system`.
+    /// Who: `clinician:<id>` (admins too), `link:<id>`, or `system`.
     pub actor: String,
     /// What: `created`, `link_used`, `joined`, `admitted`, `denied`, `left`, `started`, `ended`, `cancelled`, …
     pub action: String,
@@ -578,6 +578,16 @@ impl Store {
     pub async fn patient_by_id(&self, id: &str) -> StoreResult<Option<Patient>> {
         let row = sqlx::query("SELECT * FROM patients WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
         row.as_ref().map(patient_from).transpose()
+    }
+
+    /// Whether `clinician_id` has (had) a visit with `patient_id`.
+    pub async fn patient_seen_by(&self, patient_id: &str, clinician_id: &str) -> StoreResult<bool> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM visits WHERE patient_id = $1 AND clinician_id = $2")
+            .bind(patient_id)
+            .bind(clinician_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>("n").map_err(|_| StoreError::Corrupt("n"))? > 0)
     }
 
     // ----- visits and links -----

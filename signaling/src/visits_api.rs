@@ -215,6 +215,13 @@ pub async fn create(State(app): State<Arc<App>>, staff: Staff, ApiJson(body): Ap
     let (patient_id, new_patient) = match (&body.patient.id, &body.patient.display_name) {
         (Some(id), None) => {
             app.store.patient_by_id(id).await?.ok_or_else(|| ApiError::invalid("patient.id", "no such patient"))?;
+            // A clinician books existing patients they have seen; admins any.
+            if staff.0.role != StaffRole::Admin && !app.store.patient_seen_by(id, &staff.0.id).await? {
+                return Err(ApiError::forbidden());
+            }
+            if body.patient.hospital_id.is_some() || body.patient.contact.is_some() {
+                return Err(ApiError::invalid("patient", "give only the id of an existing patient"));
+            }
             (id.clone(), None)
         }
         (None, Some(name)) => {
@@ -352,8 +359,13 @@ pub async fn cancel(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<St
 
 /// `POST /api/visits/{id}/start`: creates the media room (idempotent).
 pub async fn start(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let visit =
-        transition(&app, &staff, &id, &[VisitStatus::Scheduled, VisitStatus::InProgress], VisitStatus::InProgress, "started").await?;
+    let current = visit_for(&app, &staff, &id).await?;
+    // Starting twice is harmless, and audited once.
+    let visit = if current.status == VisitStatus::InProgress {
+        current
+    } else {
+        transition(&app, &staff, &id, &[VisitStatus::Scheduled], VisitStatus::InProgress, "started").await?
+    };
     let options = RoomOptions { max_participants: Some(app.config.max_participants) };
     app.sfu.create_room(RoomId(id.clone()), options).await.map_err(ApiError::internal)?;
     Ok(Json(json!({ "visit": visit_json(&app, &visit).await? })))
@@ -392,8 +404,9 @@ pub async fn guest_link(
     State(app): State<Arc<App>>,
     staff: Staff,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"))?;
     // The body is optional: none, `{}` and `{"label": …}` all work.
     let input: GuestLinkInput = if body.iter().all(|b| b.is_ascii_whitespace()) {
         GuestLinkInput::default()

@@ -411,10 +411,15 @@ impl Session {
                 }
             }
             ClientMessage::EndVisit { id } => {
-                self.send(ServerMessage::Ack { id: id.clone() });
                 let clinician_id = self.subject.strip_prefix("clinician:").unwrap_or(&self.subject).to_string();
-                let is_visit = matches!(self.app.store.visit_by_id(&seat.room).await, Ok(Some(_)));
-                if is_visit {
+                let visit = self.app.store.visit_by_id(&seat.room).await.ok().flatten();
+                if visit.as_ref().is_some_and(|v| !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress)) {
+                    self.error(id, ErrorCode::VisitClosed, "the visit is already over");
+                    return true;
+                }
+                // Acknowledge first: closing the room closes this socket too.
+                self.send(ServerMessage::Ack { id: id.clone() });
+                if visit.is_some() {
                     if let Err(e) = crate::visits_api::end_visit(&self.app, &clinician_id, None, &seat.room).await {
                         self.error(id, ErrorCode::VisitClosed, &e.message);
                         return true;

@@ -218,3 +218,41 @@ async fn hostile_input_is_stored_intact_or_rejected_never_a_500() {
     assert_eq!((r.status, r.code().as_deref()), (404, Some("not_found")));
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_patients_early_starts_and_repeated_starts() {
+    let (server, _clock) = server_at(NOW).await;
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    create_staff(&server, "other@h.fr", StaffRole::Clinician).await;
+    let s = login(&server, "onco@h.fr").await;
+    let other = login(&server, "other@h.fr").await;
+    let bearer = s.bearer();
+    let auth = [("Authorization", bearer.as_str())];
+    let (visit, link) = create_visit(&server, &s, 3 * 3600).await;
+    let patient_id = http(&server, "GET", &format!("/api/visits/{visit}"), &auth, None).await.json()["visit"]["patient"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Booking an existing patient: fine for their clinician, refused for a stranger.
+    let start = teleconsult_signaling::timefmt::rfc3339(NOW + 86_400);
+    let body = json!({"patient": {"id": patient_id}, "scheduled_start": start, "duration_minutes": 15}).to_string();
+    assert_eq!(http(&server, "POST", "/api/visits", &auth, Some(&body)).await.status, 201);
+    let r = http(&server, "POST", "/api/visits", &[("Authorization", &other.bearer())], Some(&body)).await;
+    assert_eq!((r.status, r.code().as_deref()), (403, Some("forbidden")));
+
+    // Started three hours early: the patient's link works at once.
+    assert_eq!(http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(), Some("link_not_yet_valid"));
+    for _ in 0..2 {
+        assert_eq!(http(&server, "POST", &format!("/api/visits/{visit}/start"), &auth, None).await.status, 200);
+    }
+    assert_eq!(http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.status, 200);
+    let audit = http(&server, "GET", &format!("/api/visits/{visit}/audit"), &auth, None).await.json();
+    let started = audit["events"].as_array().unwrap().iter().filter(|e| e["action"] == "started").count();
+    assert_eq!(started, 1, "two starts, one audit event");
+
+    // A wrong method is a JSON 405.
+    let r = http(&server, "DELETE", &format!("/api/visits/{visit}"), &auth, None).await;
+    assert_eq!((r.status, r.code().as_deref()), (405, Some("method_not_allowed")));
+    server.shutdown().await;
+}
