@@ -203,7 +203,7 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
 }
 
 async fn demo_visit(app: &App, clinician_id: &str, now: i64) -> anyhow::Result<(String, String)> {
-    use teleconsult_signaling::store::{LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
+    use teleconsult_signaling::store::{NewVisit, Patient, VisitKind};
     let patient = Patient {
         id: teleconsult_signaling::secret::random_id("pt"),
         display_name: "Demo Patient".into(),
@@ -211,32 +211,17 @@ async fn demo_visit(app: &App, clinician_id: &str, now: i64) -> anyhow::Result<(
         contact: None,
         created_at: now,
     };
-    let start = now + 5 * 60;
-    let visit = Visit {
+    let new_visit = NewVisit {
         id: teleconsult_signaling::secret::random_id("v"),
         patient_id: patient.id.clone(),
         clinician_id: clinician_id.to_string(),
-        scheduled_start: start,
-        duration_minutes: 20,
-        kind: VisitKind::FollowUp,
-        status: VisitStatus::Scheduled,
-        questionnaire: None,
-        created_at: now,
-        started_at: None,
-        ended_at: None,
-        cancelled_at: None,
-    };
-    let (link, token) = teleconsult_signaling::visits_api::new_link(app, &visit, LinkRole::Patient, None);
-    let new_visit = NewVisit {
-        id: visit.id.clone(),
-        patient_id: patient.id.clone(),
-        clinician_id: clinician_id.to_string(),
-        scheduled_start: start,
+        scheduled_start: now + 5 * 60,
         duration_minutes: 20,
         kind: VisitKind::FollowUp,
     };
-    let audit = teleconsult_signaling::visit_rooms::audit_event(app, "system", "created", &visit.id, Some("demo".into()));
-    app.store.create_visit(Some(&patient), &new_visit, &link, &audit, now).await?;
+    let (visit, _, token) = teleconsult_signaling::visits_api::book(app, "system", Some(&patient), &new_visit)
+        .await
+        .map_err(|e| anyhow::anyhow!("booking the demo visit: {}", e.message))?;
     Ok((visit.id, format!("{}/join/{token}", app.public_url)))
 }
 

@@ -117,14 +117,14 @@ fn parse_start(text: &str, now: i64) -> Result<i64, ApiError> {
     Ok(t)
 }
 
-/// A new link for `visit`, valid around its schedule. Returns the record and
-/// the token (shown once, never stored).
-pub fn new_link(app: &App, visit: &Visit, role: LinkRole, label: Option<String>) -> (Link, String) {
+/// A new link for a visit scheduled over `[start, end)`, valid around that
+/// time. Returns the record and the token (shown once, never stored).
+pub fn new_link(app: &App, visit_id: &str, (start, end): (i64, i64), role: LinkRole, label: Option<String>) -> (Link, String) {
     let token = crate::secret::random_token();
-    let (valid_from, valid_until) = link_window(app, visit.scheduled_start, visit.scheduled_end());
+    let (valid_from, valid_until) = link_window(app, start, end);
     let link = Link {
         id: crate::secret::random_id("l"),
-        visit_id: visit.id.clone(),
+        visit_id: visit_id.to_string(),
         role,
         label,
         token_hash: token_hash(&token),
@@ -251,26 +251,20 @@ pub async fn create(State(app): State<Arc<App>>, staff: Staff, ApiJson(body): Ap
         duration_minutes: body.duration_minutes,
         kind: body.kind.unwrap_or(VisitKind::FollowUp),
     };
-    // The link needs the visit's times; build a provisional visit for them.
-    let provisional = Visit {
-        id: new_visit.id.clone(),
-        patient_id: new_visit.patient_id.clone(),
-        clinician_id: new_visit.clinician_id.clone(),
-        scheduled_start,
-        duration_minutes: new_visit.duration_minutes,
-        kind: new_visit.kind,
-        status: VisitStatus::Scheduled,
-        questionnaire: None,
-        created_at: now,
-        started_at: None,
-        ended_at: None,
-        cancelled_at: None,
-    };
-    let (link, token) = new_link(&app, &provisional, LinkRole::Patient, None);
-    let audit = audit_event(&app, &actor(&staff), "created", &new_visit.id, None);
-    let visit = app.store.create_visit(new_patient.as_ref(), &new_visit, &link, &audit, now).await?;
+    let (visit, link, token) = book(&app, &actor(&staff), new_patient.as_ref(), &new_visit).await?;
     let body = json!({ "visit": visit_json(&app, &visit).await?, "patient_link": link_json(&app, &link, Some(&token)) });
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// Stores a new visit (and its patient, if new) with its patient link and
+/// an audit event, in one transaction. Returns the visit, the link and the
+/// link's token.
+pub async fn book(app: &App, actor: &str, new_patient: Option<&Patient>, new_visit: &NewVisit) -> Result<(Visit, Link, String), ApiError> {
+    let window = (new_visit.scheduled_start, new_visit.scheduled_start + new_visit.duration_minutes * 60);
+    let (link, token) = new_link(app, &new_visit.id, window, LinkRole::Patient, None);
+    let audit = audit_event(app, actor, "created", &new_visit.id, None);
+    let visit = app.store.create_visit(new_patient, new_visit, &link, &audit, app.clock.now()).await?;
+    Ok((visit, link, token))
 }
 
 /// `GET /api/visits?date=…`
@@ -421,7 +415,7 @@ pub async fn guest_link(
     if let Some(l) = &label {
         check_text("label", l, 1, 80)?;
     }
-    let (link, token) = new_link(&app, &visit, LinkRole::Guest, label);
+    let (link, token) = new_link(&app, &visit.id, (visit.scheduled_start, visit.scheduled_end()), LinkRole::Guest, label);
     let audit = audit_event(&app, &actor(&staff), "guest_link_created", &id, Some(link.id.clone()));
     app.store.insert_link(&link, &audit).await?;
     Ok((StatusCode::CREATED, Json(json!({ "link": link_json(&app, &link, Some(&token)) }))).into_response())

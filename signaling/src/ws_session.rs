@@ -371,16 +371,9 @@ impl Session {
                 Err(e) => self.seat_error(id, e),
             },
             ClientMessage::Deny { id, participant_id, message } => {
-                if let Some(m) = &message
-                    && m.chars().count() > MAX_NOTE_CHARS
-                {
-                    self.error(id, ErrorCode::BadMessage, "message is longer than 500 characters");
-                    return true;
-                }
-                match self.app.rooms.info(&seat.room, &participant_id) {
-                    None => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
-                    Some(info) if info.admitted => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
-                    Some(_) => {
+                match self.check_waiting(&seat.room, &participant_id, message.as_deref().unwrap_or("")) {
+                    Err((code, why)) => self.error(id, code, why),
+                    Ok(()) => {
                         self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Denied { message });
                         if let Some(target) = self.app.rooms.leave(&seat.room, &participant_id)
                             && let Some(outbox) = target.outbox
@@ -397,14 +390,9 @@ impl Session {
                 }
             }
             ClientMessage::AskToWait { id, participant_id, message } => {
-                if message.chars().count() > MAX_NOTE_CHARS {
-                    self.error(id, ErrorCode::BadMessage, "message is longer than 500 characters");
-                    return true;
-                }
-                match self.app.rooms.info(&seat.room, &participant_id) {
-                    None => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
-                    Some(info) if info.admitted => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
-                    Some(_) => {
+                match self.check_waiting(&seat.room, &participant_id, &message) {
+                    Err((code, why)) => self.error(id, code, why),
+                    Ok(()) => {
                         self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::WaitMessage { message });
                         self.send(ServerMessage::Ack { id });
                     }
@@ -441,6 +429,19 @@ impl Session {
             ClientMessage::Hello { .. } | ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Ping { .. } => {}
         }
         true
+    }
+
+    /// The target of `deny` or `ask_to_wait` must be in the waiting room,
+    /// and the clinician's note short.
+    fn check_waiting(&self, room: &str, participant_id: &str, note: &str) -> Result<(), (ErrorCode, &'static str)> {
+        if note.chars().count() > MAX_NOTE_CHARS {
+            return Err((ErrorCode::BadMessage, "message is longer than 500 characters"));
+        }
+        match self.app.rooms.info(room, participant_id) {
+            None => Err((ErrorCode::ParticipantNotFound, "no such participant")),
+            Some(info) if info.admitted => Err((ErrorCode::NotWaiting, "the participant is not waiting")),
+            Some(_) => Ok(()),
+        }
     }
 
     fn seat_error(&self, id: Option<String>, e: SeatError) {
