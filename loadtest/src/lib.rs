@@ -3,8 +3,10 @@
 //! load tests. They speak the public WebSocket protocol only.
 
 pub mod baseline;
+pub mod http_client;
 pub mod lossy_relay;
 pub mod participant;
+pub mod scenario;
 pub mod server_process;
 pub mod signaling_client;
 pub mod synthetic_media;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use teleconsult_loadtest::server_process::ServerProcess;
+use teleconsult_loadtest::scenario::{self, LoadOptions, Report, Target};
 use teleconsult_loadtest::synthetic_media::percentile;
 use teleconsult_loadtest::{Participant, ParticipantOptions};
 
@@ -16,8 +17,90 @@ struct Cli {
     command: Command,
 }
 
+/// Load presets (see BENCHMARKS.md).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Preset {
+    /// 50 rooms x 2, 1.5 Mbit/s video + audio: a clinic's busy hour.
+    Consult,
+    /// 5 rooms x 8, 500 kbit/s each: group sessions (APA, therapeutic education).
+    Group,
+    /// 50 rooms x 2 joining within 10 s: the Monday-morning rush.
+    Burst,
+    /// 5 rooms x 2 for 10 s: the CI smoke run.
+    Smoke,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+struct RunArgs {
+    /// Starting point for every setting below.
+    #[arg(long, value_enum, default_value = "consult")]
+    preset: Preset,
+    #[arg(long)]
+    rooms: Option<usize>,
+    #[arg(long)]
+    participants: Option<usize>,
+    #[arg(long)]
+    video_kbps: Option<u32>,
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Seconds between keyframes.
+    #[arg(long)]
+    keyframe_secs: Option<u64>,
+    /// Seconds over which rooms are started.
+    #[arg(long)]
+    ramp_up: Option<u64>,
+    /// Seconds of measurement.
+    #[arg(long)]
+    duration: Option<u64>,
+    /// A running server (host:port) instead of starting one. Needs --email and --password.
+    #[arg(long)]
+    target: Option<std::net::SocketAddr>,
+    #[arg(long, env = "LOADTEST_EMAIL")]
+    email: Option<String>,
+    #[arg(long, env = "LOADTEST_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// The `teleconsult` binary to start (default: next to this one).
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Fail if loss exceeds this percentage.
+    #[arg(long)]
+    max_loss_pct: Option<f64>,
+    /// Fail if one-way latency p99 exceeds this (ms).
+    #[arg(long)]
+    max_latency_p99_ms: Option<f64>,
+    /// Fail if join time p95 exceeds this (ms).
+    #[arg(long)]
+    max_join_p95_ms: Option<f64>,
+    /// Fail if server CPU exceeds this percentage of one core.
+    #[arg(long)]
+    max_cpu_pct: Option<f64>,
+    /// Fail if server RSS exceeds this (MiB).
+    #[arg(long)]
+    max_rss_mib: Option<f64>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// A load run: full API flow per room, real WebRTC, measured end to end.
+    Run(RunArgs),
+    /// Raise the room count until loss exceeds 1% or latency p99 exceeds 50 ms;
+    /// report the last good count and what limited it.
+    Capacity {
+        #[command(flatten)]
+        run: RunArgs,
+        /// First room count.
+        #[arg(long, default_value_t = 10)]
+        start: usize,
+        /// Rooms added per step.
+        #[arg(long, default_value_t = 10)]
+        step: usize,
+        /// Give up above this many rooms.
+        #[arg(long, default_value_t = 200)]
+        max_rooms: usize,
+    },
     /// Forwarding benchmark: one publisher to N subscribers over loopback.
     /// Starts its own server (release build next to this binary by default).
     Forward {
@@ -49,6 +132,8 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     match Cli::parse().command {
+        Command::Run(args) => load_run(args).await,
+        Command::Capacity { run, start, step, max_rooms } => capacity(run, start, step, max_rooms).await,
         Command::Forward { subscribers, duration, video_kbps, server_bin, json } => {
             forward(subscribers, Duration::from_secs(duration.clamp(1, 600)), video_kbps, server_bin, json).await
         }
@@ -174,5 +259,154 @@ async fn forward(
     }
     server.stop()?;
     anyhow::ensure!(loss < 0.05, "loss {:.2}% is over 5%", loss * 100.0);
+    Ok(())
+}
+
+/// Settings and thresholds of a run, from a preset and the flags.
+fn resolve(args: &RunArgs) -> (LoadOptions, Thresholds) {
+    let (rooms, participants, kbps, ramp, duration, th) = match args.preset {
+        Preset::Consult => (50, 2, 1500, 20, 30, Thresholds { loss_pct: 0.5, latency_p99_ms: 20.0, join_p95_ms: 1500.0, cpu_pct: 50.0, rss_mib: 300.0, all_joins: true }),
+        Preset::Group => (5, 8, 500, 10, 30, Thresholds { loss_pct: 0.5, latency_p99_ms: 50.0, join_p95_ms: 3000.0, cpu_pct: 100.0, rss_mib: 300.0, all_joins: true }),
+        Preset::Burst => (50, 2, 500, 10, 10, Thresholds { loss_pct: 1.0, latency_p99_ms: f64::INFINITY, join_p95_ms: 3000.0, cpu_pct: f64::INFINITY, rss_mib: 300.0, all_joins: true }),
+        Preset::Smoke => (5, 2, 300, 2, 10, Thresholds { loss_pct: 1.0, latency_p99_ms: f64::INFINITY, join_p95_ms: f64::INFINITY, cpu_pct: f64::INFINITY, rss_mib: f64::INFINITY, all_joins: true }),
+    };
+    let options = LoadOptions {
+        rooms: args.rooms.unwrap_or(rooms).clamp(1, 500),
+        participants_per_room: args.participants.unwrap_or(participants).clamp(2, 20),
+        video_kbps: args.video_kbps.unwrap_or(kbps).clamp(50, 8000),
+        fps: args.fps.unwrap_or(30).clamp(1, 60),
+        keyframe_interval_secs: args.keyframe_secs.unwrap_or(3).clamp(1, 60),
+        ramp_up_secs: args.ramp_up.unwrap_or(ramp).min(600),
+        duration_secs: args.duration.unwrap_or(duration).clamp(1, 600),
+    };
+    let th = Thresholds {
+        loss_pct: args.max_loss_pct.unwrap_or(th.loss_pct),
+        latency_p99_ms: args.max_latency_p99_ms.unwrap_or(th.latency_p99_ms),
+        join_p95_ms: args.max_join_p95_ms.unwrap_or(th.join_p95_ms),
+        cpu_pct: args.max_cpu_pct.unwrap_or(th.cpu_pct),
+        rss_mib: args.max_rss_mib.unwrap_or(th.rss_mib),
+        all_joins: th.all_joins,
+    };
+    (options, th)
+}
+
+/// Limits a run must stay within; a breach makes the exit status non-zero.
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    loss_pct: f64,
+    latency_p99_ms: f64,
+    join_p95_ms: f64,
+    cpu_pct: f64,
+    rss_mib: f64,
+    all_joins: bool,
+}
+
+impl Thresholds {
+    fn breaches(&self, r: &Report) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.all_joins && r.joins_succeeded < r.joins_attempted {
+            out.push(format!("joins {}/{}", r.joins_succeeded, r.joins_attempted));
+        }
+        if r.loss * 100.0 > self.loss_pct {
+            out.push(format!("loss {:.3}% > {}%", r.loss * 100.0, self.loss_pct));
+        }
+        if r.latency_ms.p99 > self.latency_p99_ms {
+            out.push(format!("latency p99 {:.1} ms > {} ms", r.latency_ms.p99, self.latency_p99_ms));
+        }
+        if r.join_time_ms.p95 > self.join_p95_ms {
+            out.push(format!("join p95 {:.0} ms > {} ms", r.join_time_ms.p95, self.join_p95_ms));
+        }
+        if r.server_cpu_pct > self.cpu_pct {
+            out.push(format!("server CPU {:.1}% > {}%", r.server_cpu_pct, self.cpu_pct));
+        }
+        if r.server_rss_mib > self.rss_mib {
+            out.push(format!("server RSS {:.0} MiB > {} MiB", r.server_rss_mib, self.rss_mib));
+        }
+        out
+    }
+}
+
+/// The target from flags, or a server started for the run.
+async fn target_for(args: &RunArgs) -> anyhow::Result<(Target, Option<ServerProcess>)> {
+    if let Some(addr) = args.target {
+        let (Some(email), Some(password)) = (args.email.clone(), args.password.clone()) else {
+            anyhow::bail!("--target needs --email and --password (or LOADTEST_EMAIL and LOADTEST_PASSWORD)");
+        };
+        return Ok((Target { http: addr, email, password }, None));
+    }
+    let binary = match &args.server_bin {
+        Some(b) => b.clone(),
+        None => default_server_bin()?,
+    };
+    let server = ServerProcess::start(&binary, &["--max-participants", "20"]).await?;
+    let target = Target {
+        http: server.http_addr(),
+        email: teleconsult_loadtest::server_process::BENCH_EMAIL.into(),
+        password: teleconsult_loadtest::server_process::BENCH_PASSWORD.into(),
+    };
+    Ok((target, Some(server)))
+}
+
+async fn load_run(args: RunArgs) -> anyhow::Result<()> {
+    let (options, thresholds) = resolve(&args);
+    let (target, server) = target_for(&args).await?;
+    // Every run is bounded: set-up, the window, and teardown.
+    let limit = Duration::from_secs(options.ramp_up_secs + options.duration_secs + 180);
+    let report = tokio::time::timeout(limit, scenario::run(&target, &options)).await.context("the run exceeded its time bound")??;
+    if let Some(server) = server {
+        server.stop()?;
+    }
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    }
+    let breaches = thresholds.breaches(&report);
+    if breaches.is_empty() {
+        println!("within thresholds");
+        Ok(())
+    } else {
+        anyhow::bail!("thresholds breached: {}", breaches.join("; "))
+    }
+}
+
+async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) -> anyhow::Result<()> {
+    let (base, _) = resolve(&args);
+    let mut rooms = start.max(1);
+    let mut last_good: Option<Report> = None;
+    let mut first_bad: Option<Report> = None;
+    while rooms <= max_rooms {
+        let options = LoadOptions { rooms, ..base.clone() };
+        let (target, server) = target_for(&args).await?;
+        let limit = Duration::from_secs(options.ramp_up_secs + options.duration_secs + 180);
+        let report = tokio::time::timeout(limit, scenario::run(&target, &options)).await.context("a step exceeded its time bound")??;
+        if let Some(server) = server {
+            server.stop()?;
+        }
+        eprintln!("{}", report.table());
+        let good = report.joins_succeeded == report.joins_attempted && report.loss <= 0.01 && report.latency_ms.p99 <= 50.0;
+        if !good {
+            first_bad = Some(report);
+            break;
+        }
+        last_good = Some(report);
+        rooms += step.max(1);
+    }
+    match (&last_good, &first_bad) {
+        (Some(good), bad) => {
+            println!("capacity: {} rooms x {} participants ({} kbit/s video) within loss <= 1% and p99 <= 50 ms", good.options.rooms, good.options.participants_per_room, good.options.video_kbps);
+            println!("  at that load: server CPU {:.0}% of one core, load generator CPU {:.0}%, p99 {:.1} ms, loss {:.3}%", good.server_cpu_pct, good.loadtest_cpu_pct, good.latency_ms.p99, good.loss * 100.0);
+            if let Some(bad) = bad {
+                let limiter = if bad.loadtest_cpu_pct > bad.server_cpu_pct { "the load generator's CPU (its webrtc-rs clients share the 2 cores)" } else { "the server's CPU" };
+                println!("  next step ({} rooms) failed: loss {:.3}%, p99 {:.1} ms; server CPU {:.0}%, load generator CPU {:.0}% -> limited by {limiter}", bad.options.rooms, bad.loss * 100.0, bad.latency_ms.p99, bad.server_cpu_pct, bad.loadtest_cpu_pct);
+            } else {
+                println!("  reached --max-rooms without a failure");
+            }
+        }
+        (None, Some(bad)) => println!("capacity: below {} rooms (loss {:.3}%, p99 {:.1} ms)", bad.options.rooms, bad.loss * 100.0, bad.latency_ms.p99),
+        (None, None) => println!("capacity: no step ran"),
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&serde_json::json!({"last_good": last_good, "first_bad": first_bad}))?)?;
+    }
     Ok(())
 }

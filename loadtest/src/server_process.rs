@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The clinician account a started server has.
+pub const BENCH_EMAIL: &str = "loadtest@teleconsult.test";
+/// Its password.
+pub const BENCH_PASSWORD: &str = "load test password";
+
 /// A running server.
 pub struct ServerProcess {
     child: Child,
@@ -19,12 +24,28 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `binary serve` on a free loopback port with media on 127.0.0.1
-    /// and a fresh token secret. `extra` are more `serve` flags.
+    /// Starts `binary serve` on a free loopback port with media on 127.0.0.1,
+    /// a fresh database and a fresh token secret, after creating the
+    /// clinician account [`BENCH_EMAIL`] in that database. `extra` are more
+    /// `serve` flags.
     pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let secret: String = (0..48).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
         let db = std::env::temp_dir().join(format!("teleconsult-bench-{}-{port}.db", std::process::id()));
+        let _ = std::fs::remove_file(&db);
+        let mut create = Command::new(binary)
+            .args(["admin", "create-clinician", "--email", BENCH_EMAIL, "--name", "Dr Load", "--specialty", "oncologist"])
+            .arg("--db")
+            .arg(&db)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("creating the load-test clinician")?;
+        if let Some(mut stdin) = create.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(format!("{BENCH_PASSWORD}\n").as_bytes())?;
+        }
+        anyhow::ensure!(create.wait()?.success(), "admin create-clinician failed");
         let child = Command::new(binary)
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
             .arg("--db")
@@ -93,22 +114,18 @@ impl ServerProcess {
         Ok(sum_metric(&text, name))
     }
 
-    /// A plain HTTP/1.1 GET on loopback; returns the body.
+    /// The HTTP address.
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.base_url.trim_start_matches("http://").parse().unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A GET on the server; the body of a 200, or an error.
     pub async fn http_get(&self, path: &str) -> anyhow::Result<String> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.base_url.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream
-            .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        let text = String::from_utf8_lossy(&response).to_string();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else { bail!("malformed HTTP response") };
-        if !head.starts_with("HTTP/1.1 200") {
-            bail!("GET {path}: {}", head.lines().next().unwrap_or(""));
+        let r = crate::http_client::request(self.http_addr(), "GET", path, &[], None).await;
+        if r.status != 200 {
+            bail!("GET {path}: {} {}", r.status, r.body.chars().take(200).collect::<String>());
         }
-        Ok(body.to_string())
+        Ok(r.body)
     }
 
     /// SIGTERM, then wait (SIGKILL after 10 s).

@@ -1,0 +1,416 @@
+//! A load scenario: N consultation rooms, each driven through the full
+//! public flow, measured end to end.
+//!
+//! For every room: the clinician (signed in once for the run) books a visit,
+//! starts it, gets a join token and joins; the patient (and any guests)
+//! exchange their links and join the waiting room; the clinician admits
+//! them; everyone publishes synthetic audio and video. Payloads carry their
+//! send time and sequence number, so the receivers measure true latency,
+//! loss and jitter.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use teleconsult_protocol::{ClientMessage, ServerMessage};
+use tokio::sync::Mutex;
+
+use crate::http_client::request;
+use crate::participant::{Participant, ParticipantOptions};
+use crate::synthetic_media::{now_micros, percentile};
+
+/// Where and as whom to run.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The server's HTTP address (loopback or a host the operator names).
+    pub http: SocketAddr,
+    /// A clinician account on it.
+    pub email: String,
+    /// Its password.
+    pub password: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadOptions {
+    /// Consultation rooms.
+    pub rooms: usize,
+    /// People per room: a clinician, a patient, then guests.
+    pub participants_per_room: usize,
+    /// Video bitrate per participant, kbit/s.
+    pub video_kbps: u32,
+    /// Video frames per second.
+    pub fps: u32,
+    /// A keyframe at least this often, seconds.
+    pub keyframe_interval_secs: u64,
+    /// Rooms are started evenly over this many seconds.
+    pub ramp_up_secs: u64,
+    /// Measurement window after everyone is in, seconds.
+    pub duration_secs: u64,
+}
+
+/// Percentiles of one measure.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: usize,
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+impl Percentiles {
+    /// From raw samples in a unit; the result is in `scale` of that unit.
+    pub fn of(samples: &mut [u32], scale: f64) -> Self {
+        Percentiles {
+            count: samples.len(),
+            p50: percentile(samples, 50.0).map(|v| f64::from(v) * scale).unwrap_or(0.0),
+            p95: percentile(samples, 95.0).map(|v| f64::from(v) * scale).unwrap_or(0.0),
+            p99: percentile(samples, 99.0).map(|v| f64::from(v) * scale).unwrap_or(0.0),
+        }
+    }
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// What was run.
+    pub options: LoadOptions,
+    /// Participants that tried to join.
+    pub joins_attempted: usize,
+    /// Participants whose media flowed both ways.
+    pub joins_succeeded: usize,
+    /// Why the others failed (first few).
+    pub join_errors: Vec<String>,
+    /// Link exchange (or join-token fetch) to first remote packet, ms.
+    pub join_time_ms: Percentiles,
+    /// Send to receive, one way through the SFU, ms.
+    pub latency_ms: Percentiles,
+    /// Interarrival jitter per received track, ms.
+    pub jitter_ms: Percentiles,
+    /// Join start to the first keyframe of each remote video, ms.
+    pub first_keyframe_ms: Percentiles,
+    /// `ping` round trips during the window, ms.
+    pub signaling_rtt_ms: Percentiles,
+    /// Packets sent in the window that never arrived, fraction.
+    pub loss: f64,
+    /// Packets expected in the window.
+    pub packets_expected: u64,
+    /// Server CPU over the window, percent of one core (from `/metrics`).
+    pub server_cpu_pct: f64,
+    /// Server resident memory at the end, MiB (from `/metrics`).
+    pub server_rss_mib: f64,
+    /// This load generator's CPU over the window, percent of one core.
+    pub loadtest_cpu_pct: f64,
+    /// Wall time of the whole run, seconds.
+    pub wall_secs: f64,
+}
+
+struct Room {
+    people: Vec<Participant>,
+    join_started_us: Vec<u64>,
+}
+
+/// Signs in the clinician; returns `Bearer …`.
+pub async fn sign_in(target: &Target) -> anyhow::Result<String> {
+    let body = serde_json::json!({"email": target.email, "password": target.password}).to_string();
+    let r = request(target.http, "POST", "/api/auth/login", &[], Some(&body)).await;
+    anyhow::ensure!(r.status == 200, "sign-in failed: {} {}", r.status, r.body);
+    Ok(format!("Bearer {}", r.json()["access_token"].as_str().unwrap_or_default()))
+}
+
+async fn api(target: &Target, bearer: &str, method: &str, path: &str, body: Option<&str>, want: u16) -> anyhow::Result<serde_json::Value> {
+    let r = request(target.http, method, path, &[("Authorization", bearer)], body).await;
+    anyhow::ensure!(r.status == want, "{method} {path}: {} {}", r.status, r.body.chars().take(200).collect::<String>());
+    Ok(r.json())
+}
+
+fn link_token(url: &str) -> String {
+    url.rsplit('/').next().unwrap_or_default().to_string()
+}
+
+/// Sets up one room through the public API and returns its people, with
+/// media flowing.
+async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: usize) -> anyhow::Result<Room> {
+    let ws = format!("ws://{}/ws", target.http);
+    let start = time_rfc3339_now();
+    let body = serde_json::json!({
+        "patient": {"display_name": format!("Load patient {index}")},
+        "scheduled_start": start,
+        "duration_minutes": 60,
+        "kind": if options.participants_per_room > 2 { "group" } else { "follow_up" },
+    })
+    .to_string();
+    let created = api(target, bearer, "POST", "/api/visits", Some(&body), 201).await?;
+    let visit = created["visit"]["id"].as_str().unwrap_or_default().to_string();
+    let mut links = vec![link_token(created["patient_link"]["url"].as_str().unwrap_or_default())];
+    for g in 2..options.participants_per_room {
+        let guest = api(target, bearer, "POST", &format!("/api/visits/{visit}/guest-links"), Some(&format!(r#"{{"label":"guest {g}"}}"#)), 201).await?;
+        links.push(link_token(guest["link"]["url"].as_str().unwrap_or_default()));
+    }
+    api(target, bearer, "POST", &format!("/api/visits/{visit}/start"), None, 200).await?;
+
+    let media = |token: &str| {
+        let mut o = ParticipantOptions::new(ws.clone(), token);
+        o.video_bitrate_bps = options.video_kbps * 1000;
+        o.fps = options.fps;
+        o.keyframe_interval = Duration::from_secs(options.keyframe_interval_secs.max(1));
+        o
+    };
+    let mut join_started_us = vec![now_micros()];
+    let jt = api(target, bearer, "POST", &format!("/api/visits/{visit}/join-token"), None, 200).await?;
+    let clinician = Participant::connect(&media(jt["join_token"].as_str().unwrap_or_default())).await?;
+    let mut people = vec![clinician];
+    for link in links {
+        let t0 = now_micros();
+        let x = request(target.http, "POST", &format!("/api/join/{link}"), &[], None).await;
+        anyhow::ensure!(x.status == 200, "link exchange: {} {}", x.status, x.body);
+        let opts = media(x.json()["join_token"].as_str().unwrap_or_default());
+        let (mut p, mut events) = Participant::join(&opts).await?;
+        people[0].signaling.request(ClientMessage::Admit { id: None, participant_id: p.participant_id.clone() }).await?;
+        // The admit reaches the patient before it may publish.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Ok(Some(ServerMessage::Admitted { .. })) => break,
+                Ok(Some(_)) => continue,
+                _ => anyhow::bail!("not admitted within 10 s"),
+            }
+        }
+        p.start_media(&opts, events).await?;
+        join_started_us.push(t0);
+        people.push(p);
+    }
+    Ok(Room { people, join_started_us })
+}
+
+fn time_rfc3339_now() -> String {
+    // Seconds since the epoch formatted as RFC 3339 UTC, without a date crate.
+    let secs = (now_micros() / 1_000_000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// CPU seconds of this process.
+fn own_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn server_metric(target: &Target, name: &str) -> f64 {
+    let r = request(target.http, "GET", "/metrics", &[], None).await;
+    crate::server_process::sum_metric(&r.body, name)
+}
+
+/// Runs the scenario; prints progress to stderr every 5 s.
+pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let bearer = sign_in(target).await?;
+    let rooms: Arc<Mutex<Vec<Room>>> = Arc::new(Mutex::new(Vec::new()));
+    let errors: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+    let spacing = if options.rooms > 1 {
+        Duration::from_secs_f64(options.ramp_up_secs as f64 / options.rooms as f64)
+    } else {
+        Duration::ZERO
+    };
+    let mut tasks = Vec::new();
+    for i in 0..options.rooms {
+        let (target, bearer, options, rooms, errors) = (target.clone(), bearer.clone(), options.clone(), rooms.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(spacing * i as u32).await;
+            match tokio::time::timeout(Duration::from_secs(60), open_room(&target, &bearer, &options, i)).await {
+                Ok(Ok(room)) => rooms.lock().await.push(room),
+                Ok(Err(e)) => errors.lock().await.push(format!("room {i}: {e:#}")),
+                Err(_) => errors.lock().await.push(format!("room {i}: set-up took over 60 s")),
+            }
+        }));
+    }
+    let mut last_print = Instant::now();
+    for t in tasks {
+        while !t.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if last_print.elapsed() >= Duration::from_secs(5) {
+                last_print = Instant::now();
+                eprintln!("[{:>5.1}s] rooms up {:>3}/{}  failures {}", started.elapsed().as_secs_f64(), rooms.lock().await.len(), options.rooms, errors.lock().await.len());
+            }
+        }
+    }
+    let rooms = Arc::try_unwrap(rooms).map_err(|_| anyhow::anyhow!("room tasks still running"))?.into_inner();
+    let join_errors = errors.lock().await.clone();
+
+    // Everyone in: wait (bounded) until each receives every other's video.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all_flowing = |rooms: &Vec<Room>| {
+        rooms.iter().all(|r| {
+            r.people.iter().all(|a| r.people.iter().all(|b| a.participant_id == b.participant_id || a.track_reception(&b.participant_id, true).is_some()))
+        })
+    };
+    while !all_flowing(&rooms) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let succeeded: usize = rooms
+        .iter()
+        .map(|r| {
+            r.people
+                .iter()
+                .filter(|a| r.people.iter().all(|b| a.participant_id == b.participant_id || a.packets_from(&b.participant_id) > 0))
+                .count()
+        })
+        .sum();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The measurement window.
+    let cpu0 = server_metric(target, "process_cpu_seconds_total").await;
+    let own0 = own_cpu_seconds();
+    let window_start = Instant::now();
+    let sent0: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
+    let lat0: HashMap<(usize, usize, String), usize> = latency_marks(&rooms);
+    let mut rtts = Vec::new();
+    let window = Duration::from_secs(options.duration_secs.max(1));
+    while window_start.elapsed() < window {
+        for r in &rooms {
+            if let Some(p) = r.people.first()
+                && let Ok(rtt) = p.ping().await
+            {
+                rtts.push(rtt.as_micros().min(u128::from(u32::MAX)) as u32);
+            }
+        }
+        if last_print.elapsed() >= Duration::from_secs(5) {
+            last_print = Instant::now();
+            let rx: u64 = rooms.iter().flat_map(|r| r.people.iter()).map(|p| p.reception().tracks.values().map(|t| t.packets).sum::<u64>()).sum();
+            eprintln!("[{:>5.1}s] measuring {:>4.1}/{}s  rooms {}  packets received {rx}", started.elapsed().as_secs_f64(), window_start.elapsed().as_secs_f64(), window.as_secs(), rooms.len());
+        }
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let elapsed = window_start.elapsed().as_secs_f64();
+    let cpu1 = server_metric(target, "process_cpu_seconds_total").await;
+    let own1 = own_cpu_seconds();
+    let rss = server_metric(target, "process_resident_memory_bytes").await;
+    let sent1: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await; // the tail of the window arrives
+
+    let (mut expected, mut received) = (0u64, 0u64);
+    let mut latencies = Vec::new();
+    let mut jitters = Vec::new();
+    let mut keyframes = Vec::new();
+    let mut join_times = Vec::new();
+    for (ri, r) in rooms.iter().enumerate() {
+        for (ai, a) in r.people.iter().enumerate() {
+            let reception = a.reception();
+            if let Some(first) = a.first_remote_packet_us() {
+                join_times.push(((first.saturating_sub(r.join_started_us[ai])) / 1000).min(u64::from(u32::MAX)) as u32);
+            }
+            for (bi, b) in r.people.iter().enumerate() {
+                if ai == bi {
+                    continue;
+                }
+                for video in [false, true] {
+                    let (s, e) = if video { (sent0[ri][bi].1, sent1[ri][bi].1) } else { (sent0[ri][bi].0, sent1[ri][bi].0) };
+                    expected += u64::from(e.saturating_sub(s));
+                    received += a.received_in(&b.participant_id, video, s, e);
+                    let key = (b.participant_id.clone(), if video { "video" } else { "audio" });
+                    if let Some(t) = reception.tracks.get(&key) {
+                        let skip = lat0.get(&(ri, ai, format!("{}-{video}", b.participant_id))).copied().unwrap_or(0);
+                        latencies.extend_from_slice(&t.latencies_us[skip.min(t.latencies_us.len())..]);
+                        jitters.push(t.jitter_us.round() as u32);
+                        if video && let Some(k) = t.first_keyframe_us {
+                            keyframes.push(((k.saturating_sub(r.join_started_us[ai])) / 1000) as u32);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let report = Report {
+        options: options.clone(),
+        joins_attempted: options.rooms * options.participants_per_room,
+        joins_succeeded: succeeded,
+        join_errors: join_errors.into_iter().take(10).collect(),
+        join_time_ms: Percentiles::of(&mut join_times, 1.0),
+        latency_ms: Percentiles::of(&mut latencies, 0.001),
+        jitter_ms: Percentiles::of(&mut jitters, 0.001),
+        first_keyframe_ms: Percentiles::of(&mut keyframes, 1.0),
+        signaling_rtt_ms: Percentiles::of(&mut rtts, 0.001),
+        loss: if expected > 0 { 1.0 - received as f64 / expected as f64 } else { 1.0 },
+        packets_expected: expected,
+        server_cpu_pct: 100.0 * (cpu1 - cpu0) / elapsed,
+        server_rss_mib: rss / 1_048_576.0,
+        loadtest_cpu_pct: 100.0 * (own1 - own0) / elapsed,
+        wall_secs: started.elapsed().as_secs_f64(),
+    };
+    for r in rooms {
+        for p in r.people {
+            p.leave().await;
+        }
+    }
+    Ok(report)
+}
+
+fn latency_marks(rooms: &[Room]) -> HashMap<(usize, usize, String), usize> {
+    let mut marks = HashMap::new();
+    for (ri, r) in rooms.iter().enumerate() {
+        for (ai, a) in r.people.iter().enumerate() {
+            for ((publisher, kind), t) in a.reception().tracks {
+                marks.insert((ri, ai, format!("{publisher}-{}", kind == "video")), t.latencies_us.len());
+            }
+        }
+    }
+    marks
+}
+
+impl Report {
+    /// A readable table.
+    pub fn table(&self) -> String {
+        let p = |name: &str, v: &Percentiles, unit: &str| {
+            format!("  {name:<26} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  p99 {:>8.2} {unit}  (n={})\n", v.p50, v.p95, v.p99, v.count)
+        };
+        let mut out = format!(
+            "rooms {} x {} participants, video {} kbit/s @ {} fps, window {} s\n",
+            self.options.rooms, self.options.participants_per_room, self.options.video_kbps, self.options.fps, self.options.duration_secs
+        );
+        out += &format!("  joins                      {}/{} succeeded\n", self.joins_succeeded, self.joins_attempted);
+        out += &p("join time", &self.join_time_ms, "ms");
+        out += &p("media latency (one way)", &self.latency_ms, "ms");
+        out += &p("jitter per track", &self.jitter_ms, "ms");
+        out += &p("first keyframe after join", &self.first_keyframe_ms, "ms");
+        out += &p("signaling round trip", &self.signaling_rtt_ms, "ms");
+        out += &format!("  loss                       {:.3}% of {} packets\n", self.loss * 100.0, self.packets_expected);
+        out += &format!("  server CPU                 {:.1}% of one core, RSS {:.1} MiB\n", self.server_cpu_pct, self.server_rss_mib);
+        out += &format!("  load generator CPU         {:.1}% of one core\n", self.loadtest_cpu_pct);
+        out += &format!("  wall time                  {:.1} s\n", self.wall_secs);
+        for e in &self.join_errors {
+            out += &format!("  error: {e}\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_rfc3339() {
+        let s = super::time_rfc3339_now();
+        assert_eq!(s.len(), 20);
+        assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T");
+    }
+}
