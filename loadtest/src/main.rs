@@ -68,7 +68,7 @@ struct RunArgs {
     /// Fail if loss exceeds this percentage.
     #[arg(long)]
     max_loss_pct: Option<f64>,
-    /// Fail if one-way latency p99 exceeds this (ms).
+    /// Fail if the SFU's added latency p99 exceeds this (ms).
     #[arg(long)]
     max_latency_p99_ms: Option<f64>,
     /// Fail if join time p95 exceeds this (ms).
@@ -310,8 +310,8 @@ impl Thresholds {
         if r.loss * 100.0 > self.loss_pct {
             out.push(format!("loss {:.3}% > {}%", r.loss * 100.0, self.loss_pct));
         }
-        if r.latency_ms.p99 > self.latency_p99_ms {
-            out.push(format!("latency p99 {:.1} ms > {} ms", r.latency_ms.p99, self.latency_p99_ms));
+        if r.sfu_turnaround_ms.p99 > self.latency_p99_ms {
+            out.push(format!("SFU-added latency p99 {:.1} ms > {} ms", r.sfu_turnaround_ms.p99, self.latency_p99_ms));
         }
         if r.join_time_ms.p95 > self.join_p95_ms {
             out.push(format!("join p95 {:.0} ms > {} ms", r.join_time_ms.p95, self.join_p95_ms));

@@ -89,8 +89,12 @@ pub struct Report {
     pub join_errors: Vec<String>,
     /// Link exchange (or join-token fetch) to first remote packet, ms.
     pub join_time_ms: Percentiles,
-    /// Send to receive, one way through the SFU, ms.
+    /// Send to receive, one way through the SFU, ms. Includes both client
+    /// stacks, which share the machine's cores with the server.
     pub latency_ms: Percentiles,
+    /// The SFU's own added latency: batch turnaround inside the media
+    /// worker, from `/metrics` (bucket upper bounds), ms.
+    pub sfu_turnaround_ms: Percentiles,
     /// Interarrival jitter per received track, ms.
     pub jitter_ms: Percentiles,
     /// Join start to the first keyframe of each remote video, ms.
@@ -110,6 +114,8 @@ pub struct Report {
     /// Wall time of the whole run, seconds.
     pub wall_secs: f64,
 }
+
+const TURNAROUND: &str = "teleconsult_sfu_batch_turnaround_seconds";
 
 struct Room {
     people: Vec<Participant>,
@@ -217,6 +223,38 @@ fn own_cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// Cumulative bucket counts of a histogram in `/metrics`, summed over label
+/// sets, by upper bound.
+async fn server_histogram(target: &Target, name: &str) -> Vec<(f64, f64)> {
+    let r = request(target.http, "GET", "/metrics", &[], None).await;
+    let mut buckets: Vec<(f64, f64)> = Vec::new();
+    for line in r.body.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
+        let Some(le) = line.split("le=\"").nth(1).and_then(|s| s.split('"').next()) else { continue };
+        let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
+        let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
+        match buckets.iter_mut().find(|(b, _)| *b == bound) {
+            Some(entry) => entry.1 += value,
+            None => buckets.push((bound, value)),
+        }
+    }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// Percentiles (ms) of the observations between two histogram snapshots,
+/// as the upper bound of the bucket each quantile falls in.
+fn histogram_percentiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Percentiles {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(b, v)| (*b, v - before.iter().find(|(bb, _)| bb == b).map(|(_, x)| *x).unwrap_or(0.0)))
+        .collect();
+    let total = delta.last().map(|(_, v)| *v).unwrap_or(0.0);
+    let q = |p: f64| {
+        delta.iter().find(|(_, c)| *c >= p * total).map(|(b, _)| if b.is_finite() { b * 1000.0 } else { f64::INFINITY }).unwrap_or(0.0)
+    };
+    Percentiles { count: total as usize, p50: q(0.50), p95: q(0.95), p99: q(0.99) }
+}
+
 async fn server_metric(target: &Target, name: &str) -> f64 {
     let r = request(target.http, "GET", "/metrics", &[], None).await;
     crate::server_process::sum_metric(&r.body, name)
@@ -281,6 +319,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
 
     // The measurement window.
     let cpu0 = server_metric(target, "process_cpu_seconds_total").await;
+    let turnaround0 = server_histogram(target, TURNAROUND).await;
     let own0 = own_cpu_seconds();
     let window_start = Instant::now();
     let sent0: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
@@ -304,6 +343,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     }
     let elapsed = window_start.elapsed().as_secs_f64();
     let cpu1 = server_metric(target, "process_cpu_seconds_total").await;
+    let turnaround1 = server_histogram(target, TURNAROUND).await;
     let own1 = own_cpu_seconds();
     let rss = server_metric(target, "process_resident_memory_bytes").await;
     let sent1: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
@@ -348,6 +388,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         join_errors: join_errors.into_iter().take(10).collect(),
         join_time_ms: Percentiles::of(&mut join_times, 1.0),
         latency_ms: Percentiles::of(&mut latencies, 0.001),
+        sfu_turnaround_ms: histogram_percentiles(&turnaround0, &turnaround1),
         jitter_ms: Percentiles::of(&mut jitters, 0.001),
         first_keyframe_ms: Percentiles::of(&mut keyframes, 1.0),
         signaling_rtt_ms: Percentiles::of(&mut rtts, 0.001),
@@ -391,6 +432,7 @@ impl Report {
         out += &format!("  joins                      {}/{} succeeded\n", self.joins_succeeded, self.joins_attempted);
         out += &p("join time", &self.join_time_ms, "ms");
         out += &p("media latency (one way)", &self.latency_ms, "ms");
+        out += &p("SFU turnaround (added)", &self.sfu_turnaround_ms, "ms");
         out += &p("jitter per track", &self.jitter_ms, "ms");
         out += &p("first keyframe after join", &self.first_keyframe_ms, "ms");
         out += &p("signaling round trip", &self.signaling_rtt_ms, "ms");
@@ -407,6 +449,15 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn histogram_quantiles_are_bucket_bounds() {
+        let before = [(0.001, 10.0), (0.01, 10.0), (f64::INFINITY, 10.0)];
+        let after = [(0.001, 100.0), (0.01, 109.0), (f64::INFINITY, 110.0)];
+        let p = super::histogram_percentiles(&before, &after);
+        assert_eq!(p.count, 100);
+        assert_eq!((p.p50, p.p95, p.p99), (1.0, 10.0, 10.0));
+    }
+
     #[test]
     fn formats_rfc3339() {
         let s = super::time_rfc3339_now();

@@ -200,6 +200,27 @@ pub struct WorkerStats {
     pub send_errors: u64,
     /// Peers dropped after an internal fault (caught, never fatal to others).
     pub peer_faults: u64,
+    /// Histogram of batch turnaround: from reading the first datagram of a
+    /// batch to having sent everything it produced. One count per bucket of
+    /// [`TURNAROUND_BUCKETS_SECS`], plus one for larger values.
+    pub turnaround_buckets: Vec<u64>,
+    /// Sum of turnarounds, microseconds.
+    pub turnaround_sum_micros: u64,
+}
+
+/// Upper bounds (seconds) of the turnaround histogram buckets.
+pub const TURNAROUND_BUCKETS_SECS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1];
+
+impl WorkerStats {
+    /// Records one batch turnaround.
+    pub fn record_turnaround(&mut self, secs: f64) {
+        if self.turnaround_buckets.len() != TURNAROUND_BUCKETS_SECS.len() + 1 {
+            self.turnaround_buckets = vec![0; TURNAROUND_BUCKETS_SECS.len() + 1];
+        }
+        let i = TURNAROUND_BUCKETS_SECS.iter().position(|b| secs <= *b).unwrap_or(TURNAROUND_BUCKETS_SECS.len());
+        self.turnaround_buckets[i] += 1;
+        self.turnaround_sum_micros += (secs * 1e6) as u64;
+    }
 }
 
 /// Why an `SfuHandle` call failed.

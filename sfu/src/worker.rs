@@ -81,6 +81,8 @@ pub(crate) enum Command {
 const COUNTER_REFRESH: Duration = Duration::from_millis(250);
 /// Most datagrams read in one wake-up before timers get a turn.
 const READ_BATCH: usize = 64;
+/// Requested socket buffer size, each way.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 pub(crate) struct Worker {
     pub core: MediaCore,
@@ -98,8 +100,16 @@ pub(crate) fn bind_sockets(
     let mut sockets = Vec::new();
     for ip in ips {
         let addr = SocketAddr::new(*ip, port);
-        let socket = std::net::UdpSocket::bind(addr)
-            .map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        let bind_error = |e: std::io::Error| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() };
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+            .map_err(bind_error)?;
+        // One socket carries every call of the worker: the default 208 KiB
+        // buffer overflows in bursts at ~20k packets/s. The kernel caps this
+        // at net.core.rmem_max / wmem_max (see docs/operations.md).
+        let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+        let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        let socket: std::net::UdpSocket = socket.into();
         socket.set_nonblocking(true).map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         let local = socket.local_addr().map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         port = local.port();
@@ -126,6 +136,7 @@ impl Worker {
     pub(crate) async fn run(mut self) {
         let mut buf = vec![0u8; 2048];
         let mut last_refresh = Instant::now();
+        let mut batch_started: Option<Instant> = None;
         loop {
             let wake = self.core.next_wake();
             tokio::select! {
@@ -142,6 +153,7 @@ impl Worker {
                 }
                 received = recv_any(&self.sockets, &mut buf) => {
                     if let Ok((index, len, source)) = received {
+                        batch_started = Some(Instant::now());
                         let local = self.sockets[index].0;
                         self.core.handle_datagram(Instant::now(), source, local, &buf[..len]);
                         // Read what else is queued before sending, so bursts are batched.
@@ -162,6 +174,9 @@ impl Worker {
                 self.core.handle_timeout(now);
             }
             self.flush().await;
+            if let Some(t) = batch_started.take() {
+                self.core.counters.record_turnaround(t.elapsed().as_secs_f64());
+            }
             if now.duration_since(last_refresh) >= COUNTER_REFRESH {
                 last_refresh = now;
                 self.publish_counters();

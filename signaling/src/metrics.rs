@@ -84,6 +84,21 @@ impl Metrics {
             }
         }
 
+        let name = "teleconsult_sfu_batch_turnaround_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from reading a batch of datagrams to having sent everything it produced (the SFU's added latency).");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for w in workers {
+            let mut cumulative = 0;
+            for (i, bound) in teleconsult_sfu::TURNAROUND_BUCKETS_SECS.iter().enumerate() {
+                cumulative += w.turnaround_buckets.get(i).copied().unwrap_or(0);
+                let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"{bound}\"}} {cumulative}", w.worker);
+            }
+            cumulative += w.turnaround_buckets.last().copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"+Inf\"}} {cumulative}", w.worker);
+            let _ = writeln!(out, "{name}_sum{{worker=\"{}\"}} {}", w.worker, w.turnaround_sum_micros as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{worker=\"{}\"}} {cumulative}", w.worker);
+        }
+
         if let Some((cpu, rss)) = process_figures() {
             let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.");
             let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
