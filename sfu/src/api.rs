@@ -175,8 +175,42 @@ pub struct ParticipantStats {
     pub keyframe_requests_received: u64,
 }
 
+/// A cumulative histogram over fixed bucket bounds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative), plus one for values above
+    /// the last bound.
+    pub counts: Vec<u64>,
+    /// Sum of all observations.
+    pub sum: f64,
+}
+
+impl Histogram {
+    /// Records one value against `bounds` (ascending upper bounds).
+    pub fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.counts.len() != bounds.len() + 1 {
+            self.counts = vec![0; bounds.len() + 1];
+        }
+        let i = bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len());
+        self.counts[i] += 1;
+        self.sum += value;
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Upper bounds (seconds) of the batch-turnaround histogram.
+pub const TURNAROUND_BUCKETS_SECS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1];
+/// Upper bounds (fraction lost) of the loss histogram.
+pub const LOSS_BUCKETS: [f64; 8] = [0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2];
+/// Upper bounds (seconds) of the round-trip-time histogram.
+pub const RTT_BUCKETS_SECS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0];
+
 /// Counters of one media worker, for metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct WorkerStats {
     /// Worker index.
     pub worker: usize,
@@ -200,27 +234,18 @@ pub struct WorkerStats {
     pub send_errors: u64,
     /// Peers dropped after an internal fault (caught, never fatal to others).
     pub peer_faults: u64,
-    /// Histogram of batch turnaround: from reading the first datagram of a
-    /// batch to having sent everything it produced. One count per bucket of
-    /// [`TURNAROUND_BUCKETS_SECS`], plus one for larger values.
-    pub turnaround_buckets: Vec<u64>,
-    /// Sum of turnarounds, microseconds.
-    pub turnaround_sum_micros: u64,
-}
-
-/// Upper bounds (seconds) of the turnaround histogram buckets.
-pub const TURNAROUND_BUCKETS_SECS: [f64; 10] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1];
-
-impl WorkerStats {
-    /// Records one batch turnaround.
-    pub fn record_turnaround(&mut self, secs: f64) {
-        if self.turnaround_buckets.len() != TURNAROUND_BUCKETS_SECS.len() + 1 {
-            self.turnaround_buckets = vec![0; TURNAROUND_BUCKETS_SECS.len() + 1];
-        }
-        let i = TURNAROUND_BUCKETS_SECS.iter().position(|b| secs <= *b).unwrap_or(TURNAROUND_BUCKETS_SECS.len());
-        self.turnaround_buckets[i] += 1;
-        self.turnaround_sum_micros += (secs * 1e6) as u64;
-    }
+    /// NACKs received from subscribers (answered from the send buffer).
+    pub nacks_received: u64,
+    /// PLIs and FIRs received from subscribers.
+    pub keyframe_requests_received: u64,
+    /// Batch turnaround: from reading the first datagram of a batch to
+    /// having sent everything it produced ([`TURNAROUND_BUCKETS_SECS`]).
+    pub turnaround: Histogram,
+    /// Loss fraction per track, from every stats report ([`LOSS_BUCKETS`]):
+    /// ingress loss we saw, and egress loss subscribers reported.
+    pub loss: Histogram,
+    /// Round-trip time per peer, from every stats report ([`RTT_BUCKETS_SECS`]).
+    pub rtt: Histogram,
 }
 
 /// Why an `SfuHandle` call failed.

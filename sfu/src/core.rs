@@ -26,7 +26,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, SfuError, SubscribedTrack,
+    LOSS_BUCKETS, RTT_BUCKETS_SECS, Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, SfuError, SubscribedTrack,
     TrackKind, WorkerStats,
 };
 use crate::forward::{KeyframeThrottle, SeqRewriter};
@@ -728,7 +728,7 @@ impl MediaCore {
                     destination: t.destination,
                     contents: t.contents.into(),
                 }),
-                Output::Event(e) => handle_event(peer, e, &mut self.actions),
+                Output::Event(e) => handle_event(peer, e, &mut self.actions, &mut self.counters),
             }
         }
         if faulted || !peer.rtc.is_alive() {
@@ -1052,7 +1052,7 @@ impl MediaCore {
 }
 
 /// Turns one str0m event of a peer into state changes and queued actions.
-fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>) {
+fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>, counters: &mut WorkerStats) {
     match event {
         Event::Connected => {
             let connection = match &mut peer.side {
@@ -1142,11 +1142,15 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>) {
             });
         }
         Event::PeerStats(s) => {
-            if s.rtt.is_some() {
-                peer.stats.rtt = s.rtt;
+            if let Some(rtt) = s.rtt {
+                peer.stats.rtt = Some(rtt);
+                counters.rtt.observe(&RTT_BUCKETS_SECS, rtt.as_secs_f64());
             }
         }
         Event::MediaIngressStats(s) => {
+            if let Some(loss) = s.loss {
+                counters.loss.observe(&LOSS_BUCKETS, f64::from(loss));
+            }
             let video = peer.rtc.media(s.mid).is_some_and(|m| m.kind() == MediaKind::Video);
             peer.stats.ingress.insert(
                 s.mid,
@@ -1154,6 +1158,14 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>) {
             );
         }
         Event::MediaEgressStats(s) => {
+            // str0m's counts are per mid since the start; the worker's are totals.
+            let (nacks_before, kf_before) =
+                peer.stats.egress.get(&s.mid).map(|e| (e.nacks, e.keyframe_requests)).unwrap_or((0, 0));
+            counters.nacks_received += s.nacks.saturating_sub(nacks_before);
+            counters.keyframe_requests_received += (s.plis + s.firs).saturating_sub(kf_before);
+            if let Some(loss) = s.loss {
+                counters.loss.observe(&LOSS_BUCKETS, f64::from(loss));
+            }
             peer.stats.egress.insert(
                 s.mid,
                 EgressSample {

@@ -21,7 +21,7 @@ mod worker;
 
 pub use api::{
     Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, RoomOptions, SfuConfig,
-    SfuError, SubscribedTrack, TURNAROUND_BUCKETS_SECS, TrackKind, WorkerStats,
+    Histogram, LOSS_BUCKETS, RTT_BUCKETS_SECS, SfuError, SubscribedTrack, TURNAROUND_BUCKETS_SECS, TrackKind, WorkerStats,
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};
 pub use handle::SfuHandle;

@@ -175,7 +175,7 @@ impl Worker {
             }
             self.flush().await;
             if let Some(t) = batch_started.take() {
-                self.core.counters.record_turnaround(t.elapsed().as_secs_f64());
+                self.core.counters.turnaround.observe(&crate::api::TURNAROUND_BUCKETS_SECS, t.elapsed().as_secs_f64());
             }
             if now.duration_since(last_refresh) >= COUNTER_REFRESH {
                 last_refresh = now;

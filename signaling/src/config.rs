@@ -61,6 +61,14 @@ pub struct ServeArgs {
     /// Minutes after a visit's end that its links stay valid. Default 120.
     #[arg(long, env = "TELECONSULT_LINK_CLOSES_AFTER_MINS")]
     pub link_closes_after_mins: Option<i64>,
+    /// Token required (as `Authorization: Bearer`) for `/metrics` on the main
+    /// listener. Default: none (open).
+    #[arg(long, env = "TELECONSULT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// A separate listen address serving only `/metrics`, without a token
+    /// (bind it to an internal interface).
+    #[arg(long, env = "TELECONSULT_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -94,6 +102,8 @@ struct FileConfig {
     public_url: Option<String>,
     link_opens_before_mins: Option<i64>,
     link_closes_after_mins: Option<i64>,
+    metrics_token: Option<String>,
+    metrics_addr: Option<SocketAddr>,
 }
 
 /// Fully resolved settings.
@@ -125,6 +135,10 @@ pub struct Config {
     pub link_opens_before: i64,
     /// Links close this long after the visit's end (seconds).
     pub link_closes_after: i64,
+    /// Token for `/metrics` on the main listener.
+    pub metrics_token: Option<String>,
+    /// Separate, token-free `/metrics` listener.
+    pub metrics_addr: Option<SocketAddr>,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -185,6 +199,8 @@ impl ServeArgs {
             public_url: self.public_url.or(file.public_url).map(|u| u.trim_end_matches('/').to_string()),
             link_opens_before: 60 * self.link_opens_before_mins.or(file.link_opens_before_mins).unwrap_or(30),
             link_closes_after: 60 * self.link_closes_after_mins.or(file.link_closes_after_mins).unwrap_or(120),
+            metrics_token: self.metrics_token.or(file.metrics_token),
+            metrics_addr: self.metrics_addr.or(file.metrics_addr),
             demo: self.demo,
         };
         if !(0..=7 * 24 * 3600).contains(&config.link_opens_before) || !(0..=7 * 24 * 3600).contains(&config.link_closes_after) {

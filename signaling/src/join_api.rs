@@ -66,6 +66,7 @@ pub async fn exchange(State(app): State<Arc<App>>, Path(token): Path<String>) ->
         .mint_join(&visit.id, role, &name, &format!("link:{}", link.id), crate::join_token::unix_now(), LINK_JOIN_TOKEN_TTL, false)
         .map_err(ApiError::internal)?;
     app.store.audit(&audit_event(&app, &format!("link:{}", link.id), "link_used", &visit.id, None)).await?;
+    app.metrics.link_opened(&link.id);
     Ok(Json(json!({
         "join_token": join_token,
         "expires_in": LINK_JOIN_TOKEN_TTL,

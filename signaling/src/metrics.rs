@@ -1,14 +1,33 @@
 //! Prometheus metrics in the text exposition format, at `/metrics`.
 //!
-//! Counters are plain atomics updated on the hot path; the media workers'
-//! counters and the process figures are read when scraped.
+//! Hot-path counters are atomics or short-held mutexes; media workers'
+//! counters, live room figures, visit totals and process figures are read
+//! when scraped. Names and units are listed in docs/operations.md.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
 
-use teleconsult_sfu::WorkerStats;
+use teleconsult_protocol::Role;
+use teleconsult_sfu::{Histogram, LOSS_BUCKETS, RTT_BUCKETS_SECS, TURNAROUND_BUCKETS_SECS, WorkerStats};
+
+/// Upper bounds (seconds) of the waiting-room histogram.
+pub const WAIT_BUCKETS_SECS: [f64; 10] = [15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0];
+/// Upper bounds (seconds) of the join-time histogram.
+pub const JOIN_BUCKETS_SECS: [f64; 10] = [0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0];
+
+/// Live figures of the rooms, taken when scraped.
+#[derive(Debug, Default, Clone)]
+pub struct RoomFigures {
+    /// Rooms with at least one seat.
+    pub rooms: usize,
+    /// Seats in the call, by role.
+    pub in_call: BTreeMap<&'static str, usize>,
+    /// Seats in waiting rooms.
+    pub waiting: usize,
+}
 
 /// Signaling-side counters.
 #[derive(Debug, Default)]
@@ -16,6 +35,14 @@ pub struct Metrics {
     ws_connections: AtomicI64,
     ws_messages: Mutex<BTreeMap<&'static str, u64>>,
     ws_errors: Mutex<BTreeMap<&'static str, u64>>,
+    wait: Mutex<Histogram>,
+    join: Mutex<Histogram>,
+    /// Link id → when its link was exchanged, until its media connects.
+    link_opened: Mutex<HashMap<String, Instant>>,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Metrics {
@@ -26,96 +53,128 @@ impl Metrics {
 
     /// One client message of a known type.
     pub fn ws_message(&self, kind: &'static str) {
-        if let Ok(mut m) = self.ws_messages.lock() {
-            *m.entry(kind).or_default() += 1;
-        }
+        *locked(&self.ws_messages).entry(kind).or_default() += 1;
     }
 
     /// One error sent, by code.
     pub fn ws_error(&self, code: &'static str) {
-        if let Ok(mut m) = self.ws_errors.lock() {
-            *m.entry(code).or_default() += 1;
+        *locked(&self.ws_errors).entry(code).or_default() += 1;
+    }
+
+    /// A participant was admitted after waiting this long.
+    pub fn admitted_after(&self, waited: Duration) {
+        locked(&self.wait).observe(&WAIT_BUCKETS_SECS, waited.as_secs_f64());
+    }
+
+    /// A link was exchanged: its join-time clock starts.
+    pub fn link_opened(&self, link_id: &str) {
+        let mut map = locked(&self.link_opened);
+        let now = Instant::now();
+        // Links whose media never connected are forgotten after an hour.
+        map.retain(|_, t| now.duration_since(*t) < Duration::from_secs(3600));
+        map.insert(link_id.to_string(), now);
+    }
+
+    /// The media of a seat opened through `link_id` connected: its join
+    /// time (link opened → first remote media) is recorded once.
+    pub fn media_connected(&self, link_id: &str) {
+        if let Some(opened) = locked(&self.link_opened).remove(link_id) {
+            locked(&self.join).observe(&JOIN_BUCKETS_SECS, opened.elapsed().as_secs_f64());
         }
     }
 
     /// Renders everything in the Prometheus text format.
-    pub fn render(&self, rooms: &[(String, usize)], workers: &[WorkerStats]) -> String {
+    pub fn render(&self, rooms: &RoomFigures, visits_finished: &[(String, i64)], workers: &[WorkerStats]) -> String {
         let mut out = String::new();
-        gauge(&mut out, "teleconsult_ws_connections", "Open WebSocket connections.", self.ws_connections.load(Ordering::Relaxed) as f64);
-        let _ = writeln!(out, "# HELP teleconsult_ws_messages_total Client messages received, by type.");
-        let _ = writeln!(out, "# TYPE teleconsult_ws_messages_total counter");
-        if let Ok(m) = self.ws_messages.lock() {
-            for (kind, n) in m.iter() {
-                let _ = writeln!(out, "teleconsult_ws_messages_total{{type=\"{kind}\"}} {n}");
-            }
+        metric(&mut out, "teleconsult_ws_connections", "gauge", "Open WebSocket connections.");
+        let _ = writeln!(out, "teleconsult_ws_connections {}", self.ws_connections.load(Ordering::Relaxed));
+        metric(&mut out, "teleconsult_ws_messages_total", "counter", "Client messages received, by type.");
+        for (kind, n) in locked(&self.ws_messages).iter() {
+            let _ = writeln!(out, "teleconsult_ws_messages_total{{type=\"{kind}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP teleconsult_ws_errors_total Protocol errors sent, by code.");
-        let _ = writeln!(out, "# TYPE teleconsult_ws_errors_total counter");
-        if let Ok(m) = self.ws_errors.lock() {
-            for (code, n) in m.iter() {
-                let _ = writeln!(out, "teleconsult_ws_errors_total{{code=\"{code}\"}} {n}");
-            }
+        metric(&mut out, "teleconsult_ws_errors_total", "counter", "Protocol errors sent, by code.");
+        for (code, n) in locked(&self.ws_errors).iter() {
+            let _ = writeln!(out, "teleconsult_ws_errors_total{{code=\"{code}\"}} {n}");
         }
-        gauge(&mut out, "teleconsult_rooms_active", "Rooms with at least one seat.", rooms.len() as f64);
-        gauge(
-            &mut out,
-            "teleconsult_participants",
-            "Seats held across all rooms.",
-            rooms.iter().map(|(_, n)| *n).sum::<usize>() as f64,
-        );
+
+        metric(&mut out, "teleconsult_rooms_active", "gauge", "Rooms with at least one seat.");
+        let _ = writeln!(out, "teleconsult_rooms_active {}", rooms.rooms);
+        metric(&mut out, "teleconsult_participants", "gauge", "Seats in calls, by role.");
+        for role in [Role::Clinician, Role::Patient, Role::Guest] {
+            let n = rooms.in_call.get(role.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(out, "teleconsult_participants{{role=\"{}\"}} {n}", role.as_str());
+        }
+        metric(&mut out, "teleconsult_waiting_room_participants", "gauge", "Patients and guests waiting to be admitted.");
+        let _ = writeln!(out, "teleconsult_waiting_room_participants {}", rooms.waiting);
+        histogram(&mut out, "teleconsult_wait_seconds", "Time from arrival in the waiting room to admission.", &WAIT_BUCKETS_SECS, &[("", &locked(&self.wait))]);
+        histogram(&mut out, "teleconsult_join_seconds", "Time from a link's exchange to its media connecting.", &JOIN_BUCKETS_SECS, &[("", &locked(&self.join))]);
+        metric(&mut out, "teleconsult_visits_finished_total", "counter", "Visits by final status.");
+        for status in ["completed", "no_show", "cancelled"] {
+            let n = visits_finished.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
+            let _ = writeln!(out, "teleconsult_visits_finished_total{{status=\"{status}\"}} {n}");
+        }
 
         type Field = fn(&WorkerStats) -> u64;
-        let worker_metrics: [(&str, &str, &str, Field); 9] = [
+        let worker_metrics: [(&str, &str, &str, Field); 11] = [
             ("teleconsult_sfu_rooms", "gauge", "Rooms on the media worker.", |w| w.rooms),
             ("teleconsult_sfu_participants", "gauge", "Participants on the media worker.", |w| w.participants),
             ("teleconsult_sfu_datagrams_received_total", "counter", "UDP datagrams received.", |w| w.datagrams_in),
             ("teleconsult_sfu_datagrams_dropped_total", "counter", "UDP datagrams dropped (unparseable or no peer).", |w| w.datagrams_dropped),
             ("teleconsult_sfu_packets_forwarded_total", "counter", "RTP packets forwarded to subscribers.", |w| w.packets_forwarded),
             ("teleconsult_sfu_bytes_forwarded_total", "counter", "RTP payload bytes forwarded to subscribers.", |w| w.bytes_forwarded),
+            ("teleconsult_sfu_nacks_received_total", "counter", "NACKs received from subscribers.", |w| w.nacks_received),
+            ("teleconsult_sfu_plis_received_total", "counter", "Keyframe requests (PLI, FIR) received from subscribers.", |w| w.keyframe_requests_received),
             ("teleconsult_sfu_keyframe_requests_total", "counter", "Keyframe requests (PLI) sent to publishers.", |w| w.keyframe_requests),
             ("teleconsult_sfu_udp_send_errors_total", "counter", "UDP sends that failed.", |w| w.send_errors),
             ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| w.peer_faults),
         ];
         for (name, kind, help, field) in worker_metrics {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
+            metric(&mut out, name, kind, help);
             for w in workers {
                 let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, field(w));
             }
         }
-
-        let name = "teleconsult_sfu_batch_turnaround_seconds";
-        let _ = writeln!(out, "# HELP {name} Time from reading a batch of datagrams to having sent everything it produced (the SFU's added latency).");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for w in workers {
-            let mut cumulative = 0;
-            for (i, bound) in teleconsult_sfu::TURNAROUND_BUCKETS_SECS.iter().enumerate() {
-                cumulative += w.turnaround_buckets.get(i).copied().unwrap_or(0);
-                let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"{bound}\"}} {cumulative}", w.worker);
-            }
-            cumulative += w.turnaround_buckets.last().copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"+Inf\"}} {cumulative}", w.worker);
-            let _ = writeln!(out, "{name}_sum{{worker=\"{}\"}} {}", w.worker, w.turnaround_sum_micros as f64 / 1e6);
-            let _ = writeln!(out, "{name}_count{{worker=\"{}\"}} {cumulative}", w.worker);
-        }
+        let labels: Vec<String> = workers.iter().map(|w| format!("worker=\"{}\"", w.worker)).collect();
+        let per_worker = |pick: fn(&WorkerStats) -> &Histogram| -> Vec<(&str, &Histogram)> {
+            workers.iter().zip(&labels).map(|(w, l)| (l.as_str(), pick(w))).collect()
+        };
+        histogram(&mut out, "teleconsult_sfu_batch_turnaround_seconds", "Time from reading a batch of datagrams to having sent everything it produced (the SFU's added latency).", &TURNAROUND_BUCKETS_SECS, &per_worker(|w| &w.turnaround));
+        histogram(&mut out, "teleconsult_sfu_loss_ratio", "Loss fraction per track and stats report (ingress seen by the SFU, egress reported by subscribers).", &LOSS_BUCKETS, &per_worker(|w| &w.loss));
+        histogram(&mut out, "teleconsult_sfu_rtt_seconds", "Round-trip time per peer and stats report.", &RTT_BUCKETS_SECS, &per_worker(|w| &w.rtt));
 
         if let Some((cpu, rss)) = process_figures() {
-            let _ = writeln!(out, "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.");
-            let _ = writeln!(out, "# TYPE process_cpu_seconds_total counter");
+            metric(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
             let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
-            gauge(&mut out, "process_resident_memory_bytes", "Resident memory size in bytes.", rss as f64);
+            metric(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+            let _ = writeln!(out, "process_resident_memory_bytes {rss}");
         }
-        let _ = writeln!(out, "# HELP teleconsult_build_info Build information.");
-        let _ = writeln!(out, "# TYPE teleconsult_build_info gauge");
+        metric(&mut out, "teleconsult_build_info", "gauge", "Build information.");
         let _ = writeln!(out, "teleconsult_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
         out
     }
 }
 
-fn gauge(out: &mut String, name: &str, help: &str, value: f64) {
+fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    let _ = writeln!(out, "{name} {value}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a histogram family: one series per (labels, histogram).
+fn histogram(out: &mut String, name: &str, help: &str, bounds: &[f64], series: &[(&str, &Histogram)]) {
+    metric(out, name, "histogram", help);
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in bounds.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}");
+        }
+        cumulative += h.counts.get(bounds.len()).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}");
+        let braces = |s: &str| if s.is_empty() { String::new() } else { format!("{{{s}}}") };
+        let _ = writeln!(out, "{name}_sum{} {}", braces(labels), h.sum);
+        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(labels));
+    }
 }
 
 /// (CPU seconds, resident bytes) of this process, from /proc on Linux.
@@ -138,16 +197,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_counters_and_process_figures() {
+    fn renders_counters_histograms_and_process_figures() {
         let m = Metrics::default();
         m.ws_connections(2);
         m.ws_message("join");
         m.ws_error("room_full");
-        let text = m.render(&[("r".into(), 2)], &[WorkerStats { packets_forwarded: 7, ..Default::default() }]);
+        m.admitted_after(Duration::from_secs(45));
+        let mut figures = RoomFigures { rooms: 1, waiting: 1, ..Default::default() };
+        figures.in_call.insert("clinician", 1);
+        let mut w = WorkerStats { packets_forwarded: 7, ..Default::default() };
+        w.turnaround.observe(&TURNAROUND_BUCKETS_SECS, 0.0003);
+        let text = m.render(&figures, &[("completed".into(), 4)], &[w]);
         assert!(text.contains("teleconsult_ws_connections 2"));
         assert!(text.contains("teleconsult_ws_errors_total{code=\"room_full\"} 1"));
         assert!(text.contains("teleconsult_sfu_packets_forwarded_total{worker=\"0\"} 7"));
-        assert!(text.contains("teleconsult_participants 2"));
+        assert!(text.contains("teleconsult_participants{role=\"clinician\"} 1"));
+        assert!(text.contains("teleconsult_waiting_room_participants 1"));
+        assert!(text.contains("teleconsult_wait_seconds_bucket{le=\"30\"} 0"));
+        assert!(text.contains("teleconsult_wait_seconds_bucket{le=\"60\"} 1"));
+        assert!(text.contains("teleconsult_wait_seconds_count 1"));
+        assert!(text.contains("teleconsult_visits_finished_total{status=\"completed\"} 4"));
+        assert!(text.contains("teleconsult_sfu_batch_turnaround_seconds_bucket{worker=\"0\",le=\"0.0005\"} 1"));
         assert!(text.contains("process_resident_memory_bytes"));
+    }
+
+    #[test]
+    fn join_time_is_recorded_once_per_link() {
+        let m = Metrics::default();
+        m.link_opened("l-1");
+        m.media_connected("l-1");
+        m.media_connected("l-1");
+        m.media_connected("l-unknown");
+        assert_eq!(locked(&m.join).count(), 1);
     }
 }

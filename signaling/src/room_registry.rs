@@ -275,9 +275,27 @@ impl RoomRegistry {
             .collect()
     }
 
-    /// Lets a waiting participant into the call. Returns its info and the
-    /// others in the call.
-    pub fn admit(&self, room: &str, participant: &str) -> Result<(ParticipantInfo, Vec<ParticipantInfo>), SeatError> {
+    /// Live figures for metrics: rooms, seats in calls by role, waiting seats.
+    pub fn figures(&self) -> crate::metrics::RoomFigures {
+        let inner = self.lock();
+        let mut figures = crate::metrics::RoomFigures { rooms: inner.rooms.len(), ..Default::default() };
+        for seat in inner.rooms.values().flat_map(|r| r.values()) {
+            if seat.info.admitted {
+                *figures.in_call.entry(seat.info.role.as_str()).or_default() += 1;
+            } else {
+                figures.waiting += 1;
+            }
+        }
+        figures
+    }
+
+    /// Lets a waiting participant into the call. Returns its info, the
+    /// others in the call, and how long it waited.
+    pub fn admit(
+        &self,
+        room: &str,
+        participant: &str,
+    ) -> Result<(ParticipantInfo, Vec<ParticipantInfo>, std::time::Duration), SeatError> {
         let mut inner = self.lock();
         let seats = inner.rooms.get_mut(room).ok_or(SeatError::NotFound)?;
         let others: Vec<ParticipantInfo> =
@@ -287,7 +305,7 @@ impl RoomRegistry {
             return Err(SeatError::NotWaiting);
         }
         seat.info.admitted = true;
-        Ok((seat.info.clone(), others))
+        Ok((seat.info.clone(), others, seat.arrived_at.elapsed()))
     }
 
     /// The info of a seat, if it exists.

@@ -158,6 +158,26 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
             tracing::error!(error = %e, "http server stopped");
         }
     });
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let metrics_app = app.clone();
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
+                let app = metrics_app.clone();
+                async move { metrics_text(&app).await }
+            }),
+        );
+        let mut stop = app.shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|v| *v).await;
+                })
+                .await;
+        });
+        info!(%addr, "metrics listening");
+    }
     info!(%http_addr, media_ports = ?app.sfu.ports(), "teleconsult listening");
     Ok(RunningServer { app, http_addr, shutdown_tx, serve_task })
 }
@@ -245,9 +265,29 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
     axum::Json(serde_json::json!({ "status": status, "version": env!("CARGO_PKG_VERSION") })).into_response()
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let text = app.metrics.render(&app.rooms.room_sizes(), &app.sfu.worker_stats());
+/// `/metrics` on the main listener: open unless a metrics token is set,
+/// in which case `Authorization: Bearer <token>` is required.
+async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(token) = &app.config.metrics_token {
+        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes()));
+        if !ok {
+            return crate::http_error::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", "a metrics token is required")
+                .into_response();
+        }
+    }
+    metrics_text(&app).await
+}
+
+/// The metrics page itself (also served, without a token, on `--metrics-addr`).
+pub async fn metrics_text(app: &App) -> Response {
+    let finished = app.store.finished_visit_counts().await.unwrap_or_default();
+    let text = app.metrics.render(&app.rooms.figures(), &finished, &app.sfu.worker_stats());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 async fn ws(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {

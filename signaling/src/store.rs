@@ -590,6 +590,17 @@ impl Store {
         Ok(row.try_get::<i64, _>("n").map_err(|_| StoreError::Corrupt("n"))? > 0)
     }
 
+    /// Visits in each final status (completed, no_show, cancelled).
+    pub async fn finished_visit_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM visits WHERE status IN ($1, $2, $3) GROUP BY status")
+            .bind(VisitStatus::Completed.as_str())
+            .bind(VisitStatus::NoShow.as_str())
+            .bind(VisitStatus::Cancelled.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((text(r, "status")?, int(r, "n")?))).collect()
+    }
+
     // ----- visits and links -----
 
     /// Creates a visit, its patient link, and (when `new_patient` is given)

@@ -361,7 +361,8 @@ impl Session {
                 self.send(ServerMessage::Ack { id });
             }
             ClientMessage::Admit { id, participant_id } => match self.app.rooms.admit(&seat.room, &participant_id) {
-                Ok((info, others)) => {
+                Ok((info, others, waited)) => {
+                    self.app.metrics.admitted_after(waited);
                     self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Admitted { participants: others });
                     self.app.rooms.broadcast(&seat.room, Some(&participant_id), &ServerMessage::ParticipantJoined { participant: info });
                     audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(participant_id.clone())).await;
@@ -529,6 +530,14 @@ async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::Unbou
             }
             ParticipantEvent::TrackAdded(t) => ServerMessage::TrackAdded { track: track_info(t) },
             ParticipantEvent::TrackRemoved(t) => ServerMessage::TrackRemoved { track: track_info(t) },
+            ParticipantEvent::Connected(Connection::Subscribe) => {
+                // Remote media now reaches the seat: its join time ends here.
+                let subject = app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
+                if let Some(link_id) = subject.strip_prefix("link:") {
+                    app.metrics.media_connected(link_id);
+                }
+                continue;
+            }
             ParticipantEvent::Connected(_) => continue,
             ParticipantEvent::Removed(reason) => {
                 app.rooms.with_seat(&seat.room, &seat.participant, |s| {

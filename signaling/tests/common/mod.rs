@@ -30,6 +30,8 @@ pub fn config() -> Config {
         public_url: None,
         link_opens_before: 30 * 60,
         link_closes_after: 2 * 3600,
+        metrics_token: None,
+        metrics_addr: None,
         demo: false,
     }
 }
