@@ -14,6 +14,7 @@ pub mod http_error;
 pub mod join_api;
 pub mod join_token;
 pub mod metrics;
+pub mod ops_dashboard;
 pub mod room_registry;
 pub mod questionnaire;
 pub mod secret;

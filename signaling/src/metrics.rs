@@ -51,6 +51,11 @@ impl Metrics {
         self.ws_connections.fetch_add(delta, Ordering::Relaxed);
     }
 
+    /// Open WebSocket connections now.
+    pub fn ws_open(&self) -> i64 {
+        self.ws_connections.load(Ordering::Relaxed)
+    }
+
     /// One client message of a known type.
     pub fn ws_message(&self, kind: &'static str) {
         *locked(&self.ws_messages).entry(kind).or_default() += 1;

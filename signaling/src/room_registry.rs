@@ -275,6 +275,27 @@ impl RoomRegistry {
             .collect()
     }
 
+    /// The role of every seat, by (room, participant).
+    pub fn roles(&self) -> HashMap<(String, String), Role> {
+        let inner = self.lock();
+        inner
+            .rooms
+            .iter()
+            .flat_map(|(room, seats)| seats.iter().map(move |(pid, s)| ((room.clone(), pid.clone()), s.info.role)))
+            .collect()
+    }
+
+    /// Waiting seats per room (rooms with none are left out).
+    pub fn waiting_counts(&self) -> HashMap<String, usize> {
+        let inner = self.lock();
+        inner
+            .rooms
+            .iter()
+            .map(|(room, seats)| (room.clone(), seats.values().filter(|s| !s.info.admitted).count()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+
     /// Live figures for metrics: rooms, seats in calls by role, waiting seats.
     pub fn figures(&self) -> crate::metrics::RoomFigures {
         let inner = self.lock();

@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::staff_auth::LoginThrottle;
 use crate::store::Store;
-use crate::{auth_api, join_api, visits_api};
+use crate::{auth_api, join_api, ops_dashboard, visits_api};
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
@@ -50,6 +50,8 @@ pub struct App {
     pub login_throttle: LoginThrottle,
     /// Base URL for links (no trailing slash).
     pub public_url: String,
+    /// Live snapshots for the ops dashboard.
+    pub ops_snapshots: crate::ops_dashboard::Snapshots,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -134,6 +136,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let (snapshots_tx, ops_snapshots) = watch::channel(None);
     let app = Arc::new(App {
         config: config.clone(),
         keys,
@@ -144,8 +147,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         clock,
         login_throttle: LoginThrottle::default(),
         public_url,
+        ops_snapshots,
         shutdown: shutdown_rx.clone(),
     });
+    crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
     let router = router(app.clone());
     let mut shutdown_signal = shutdown_rx;
     let serve_task = tokio::spawn(async move {
@@ -220,7 +225,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/visits/{id}/audit", get(visits_api::audit))
         .route("/api/join/{token}", post(join_api::exchange))
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
+        .route("/api/ops/stream", get(ops_dashboard::stream))
+        .route("/api/ops/weekly", get(ops_dashboard::weekly))
+        .route("/api/ops/weekly.csv", get(ops_dashboard::weekly_csv))
+        .route("/api/ops/consultation-totals", axum::routing::put(ops_dashboard::set_consultation_total))
         .route("/join/{token}", get(join_page))
+        .route("/ops", get(ops_page))
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(crate::web_assets::serve)
         .method_not_allowed_fallback(method_not_allowed)
@@ -258,6 +268,11 @@ async fn api_not_found() -> Response {
 async fn join_page() -> Response {
     crate::web_assets::asset_response("join.html")
         .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
+}
+
+/// The operations dashboard page (it signs in and streams on its own).
+async fn ops_page() -> Response {
+    crate::web_assets::asset_response("ops.html").unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

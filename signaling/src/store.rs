@@ -48,8 +48,9 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Versioned schema migrations, applied in order. Never edit one that has
 /// shipped; add a new one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
     r#"
 CREATE TABLE clinicians (
     id TEXT PRIMARY KEY,
@@ -116,7 +117,19 @@ CREATE TABLE audit_events (
 );
 CREATE INDEX audit_events_by_visit ON audit_events (visit_id, at);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE consultation_totals (
+    week_start TEXT PRIMARY KEY,
+    total BIGINT NOT NULL
+);
+CREATE INDEX audit_events_by_action ON audit_events (action, at);
+CREATE INDEX visits_by_start ON visits (scheduled_start);
+"#,
+    ),
+];
 
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
@@ -588,6 +601,51 @@ impl Store {
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get::<i64, _>("n").map_err(|_| StoreError::Corrupt("n"))? > 0)
+    }
+
+    /// (scheduled start, status) of every visit starting in `[from, to)`.
+    pub async fn visit_times_and_statuses(&self, from: i64, to: i64) -> StoreResult<Vec<(i64, String)>> {
+        let rows = sqlx::query("SELECT scheduled_start, status FROM visits WHERE scheduled_start >= $1 AND scheduled_start < $2")
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((int(r, "scheduled_start")?, text(r, "status")?))).collect()
+    }
+
+    /// Waiting-room times (seconds) of admissions in `[from, to)`, from the
+    /// audit trail.
+    pub async fn admission_waits(&self, from: i64, to: i64) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query("SELECT detail FROM audit_events WHERE action = $1 AND at >= $2 AND at < $3")
+            .bind("admitted")
+            .bind(from)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut waits = Vec::new();
+        for r in &rows {
+            if let Some(detail) = opt_text(r, "detail")?
+                && let Some(secs) = detail.split("waited_secs=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+            {
+                waits.push(secs);
+            }
+        }
+        Ok(waits)
+    }
+
+    /// The hospital's total of consultations for a week, if supplied.
+    pub async fn consultation_total(&self, week_start: &str) -> StoreResult<Option<i64>> {
+        let row = sqlx::query("SELECT total FROM consultation_totals WHERE week_start = $1").bind(week_start).fetch_optional(&self.pool).await?;
+        row.as_ref().map(|r| int(r, "total")).transpose()
+    }
+
+    /// Records (or replaces) a week's total of consultations.
+    pub async fn set_consultation_total(&self, week_start: &str, total: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM consultation_totals WHERE week_start = $1").bind(week_start).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO consultation_totals (week_start, total) VALUES ($1, $2)").bind(week_start).bind(total).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Visits in each final status (completed, no_show, cancelled).

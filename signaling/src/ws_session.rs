@@ -365,7 +365,8 @@ impl Session {
                     self.app.metrics.admitted_after(waited);
                     self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Admitted { participants: others });
                     self.app.rooms.broadcast(&seat.room, Some(&participant_id), &ServerMessage::ParticipantJoined { participant: info });
-                    audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(participant_id.clone())).await;
+                    let detail = format!("{participant_id} waited_secs={}", waited.as_secs());
+                    audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(detail)).await;
                     info!(room = %seat.room, participant = %participant_id, "admitted");
                     self.send(ServerMessage::Ack { id });
                 }
