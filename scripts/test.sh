@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first:
-# Debian's Chromium (browser tests), Redis and PostgreSQL (started if they
-# are installed but not running), cargo-nextest, and the npm packages of
+# Debian's Chromium (browser tests), Debian's prometheus (for promtool, which
+# checks deploy/observability), Redis and PostgreSQL (started if they are
+# installed but not running), cargo-nextest, and the npm packages of
 # web-client/. Works from a fresh clone; run as root (or with rights to
 # apt-get) on Debian.
 set -uo pipefail
@@ -12,6 +13,7 @@ log() { printf '\n== %s\n' "$*"; }
 install_debian_packages() {
   local missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
   if [ ${#missing[@]} -gt 0 ]; then
