@@ -88,6 +88,17 @@ function cell(row, text, className) {
   return td;
 }
 
+/** Appends a label and its value to a description list. */
+function addFigure(list, label, value) {
+  const div = document.createElement('div');
+  const dt = document.createElement('dt');
+  dt.textContent = label;
+  const dd = document.createElement('dd');
+  dd.textContent = value;
+  div.append(dt, dd);
+  list.append(div);
+}
+
 const fmt = (v, digits = 0) => (v == null ? '–' : Number(v).toFixed(digits));
 const duration = (s) => `${Math.floor(s / 60)} min ${String(s % 60).padStart(2, '0')} s`;
 
@@ -96,15 +107,7 @@ function render(snapshot) {
   status(`Live. Last update ${new Date(snapshot.at).toLocaleTimeString()}.`);
   const node = $('node');
   node.replaceChildren();
-  const figure = (label, value) => {
-    const div = document.createElement('div');
-    const dt = document.createElement('dt');
-    dt.textContent = label;
-    const dd = document.createElement('dd');
-    dd.textContent = value;
-    div.append(dt, dd);
-    node.append(div);
-  };
+  const figure = (label, value) => addFigure(node, label, value);
   figure('CPU', `${fmt(snapshot.node.cpu_pct, 1)}% of one core`);
   figure('Memory', `${fmt(snapshot.node.rss_mib, 0)} MiB`);
   figure('Connections', String(snapshot.node.ws_connections));
@@ -188,15 +191,7 @@ function renderWeek(week) {
   }
   const figures = $('week-figures');
   figures.replaceChildren();
-  const add = (label, value) => {
-    const div = document.createElement('div');
-    const dt = document.createElement('dt');
-    dt.textContent = label;
-    const dd = document.createElement('dd');
-    dd.textContent = value;
-    div.append(dt, dd);
-    figures.append(div);
-  };
+  const add = (label, value) => addFigure(figures, label, value);
   add('Teleconsultations', String(week.teleconsultations));
   add('Median wait', week.median_wait_secs == null ? '–' : duration(week.median_wait_secs));
   add('Share of all consultations', week.teleconsultation_share == null ? 'enter the week\u2019s total below' : `${fmt(week.teleconsultation_share * 100, 0)}%`);
