@@ -905,7 +905,11 @@ impl MediaCore {
                     });
                 }
                 OutState::ToStop(mid) => {
-                    api.stop_media(mid);
+                    // Inactive, not stopped: a browser answering an offer whose
+                    // every section is stopped (port 0) leaves out its DTLS
+                    // fingerprint, which ends the whole session. An inactive
+                    // section keeps the session up for the tracks to come.
+                    api.set_direction(mid, Direction::Inactive);
                     t.state = OutState::Stopping(mid);
                 }
                 _ => {}

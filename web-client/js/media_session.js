@@ -18,6 +18,13 @@ export class MediaSession extends EventTarget {
 
   #onOffer;
 
+  /** Moves to a new signaling connection (after a WebSocket resume). */
+  attach(signaling) {
+    this.signaling.removeEventListener('subscribe_offer', this.#onOffer);
+    this.signaling = signaling;
+    signaling.addEventListener('subscribe_offer', this.#onOffer);
+  }
+
   #fail(which, error) {
     this.dispatchEvent(new CustomEvent('error', { detail: { connection: which, error } }));
   }

@@ -56,9 +56,11 @@ export async function startDemoServer(extraArgs = []) {
         const url = line.match(/(http:\/\/\S+#token=\S+)/);
         if (url && role) found[role] = url[1];
       }
-      if (found.clinician && found.patient && found.guest) {
+      const visit = stdout.match(/visit (v-[0-9a-f]+) with/);
+      const patientLink = stdout.match(/(http:\/\/\S+\/join\/\S+)/);
+      if (found.clinician && found.patient && found.guest && visit && patientLink) {
         clearTimeout(timer);
-        resolveLinks(found);
+        resolveLinks({ ...found, visit: visit[1], patientLink: patientLink[1] });
       }
     });
   });
@@ -119,4 +121,27 @@ export async function eventually(check, ms = 20000, every = 250) {
 export async function screenshot(page, name) {
   mkdirSync(screenshotDir, { recursive: true });
   await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
+}
+
+/** Signs in a demo account; returns its access token. */
+export async function signIn(base, email, password = 'demo-password') {
+  const r = await fetch(`${base}/api/auth/login`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ email, password }),
+  });
+  if (!r.ok) throw new Error(`sign-in ${email}: ${r.status}`);
+  return (await r.json()).access_token;
+}
+
+/** An API call with a bearer token; returns the parsed body. */
+export async function api(base, token, method, path, body) {
+  const r = await fetch(`${base}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
+  return json;
 }
