@@ -199,6 +199,11 @@ async function connectSignaling() {
     fail('ended');
   });
   signaling.addEventListener('participant_left', ({ detail }) => state.media?.dropParticipant(detail.participant_id));
+  signaling.addEventListener('chat_message', ({ detail }) => {
+    const li = document.createElement('li');
+    li.textContent = `${detail.display_name}: ${detail.text}`;
+    $('chat-log').append(li);
+  });
   signaling.addEventListener('close', () => onSignalingLost());
   return signaling;
 }
@@ -322,6 +327,12 @@ function wireControls() {
     $('toggle-camera').textContent = t(off ? 'camera_on' : 'camera_off');
     $('toggle-camera').dataset.i18n = off ? 'camera_on' : 'camera_off';
     state.signaling?.send({ type: 'mute', kind: 'video', muted: off });
+  });
+  $('chat-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = $('chat-text').value.trim();
+    if (text) state.signaling?.request({ type: 'chat', text }).catch(() => {});
+    $('chat-text').value = '';
   });
   $('leave').addEventListener('click', async () => {
     state.leaving = true;

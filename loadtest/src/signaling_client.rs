@@ -198,6 +198,7 @@ fn with_id(message: ClientMessage, new_id: String) -> ClientMessage {
         ClientMessage::SubscribeRestart { new_connection, .. } => ClientMessage::SubscribeRestart { id, new_connection },
         ClientMessage::Trickle { connection, candidate, .. } => ClientMessage::Trickle { id, connection, candidate },
         ClientMessage::Mute { kind, muted, .. } => ClientMessage::Mute { id, kind, muted },
+        ClientMessage::Chat { text, .. } => ClientMessage::Chat { id, text },
         ClientMessage::Admit { participant_id, .. } => ClientMessage::Admit { id, participant_id },
         ClientMessage::Deny { participant_id, message, .. } => ClientMessage::Deny { id, participant_id, message },
         ClientMessage::AskToWait { participant_id, message, .. } => ClientMessage::AskToWait { id, participant_id, message },

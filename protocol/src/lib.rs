@@ -173,6 +173,12 @@ pub enum ClientMessage {
         kind: TrackKind,
         muted: bool,
     },
+    /// A text chat line to everyone in the call (not stored, not logged).
+    Chat {
+        #[serde(default)]
+        id: Option<String>,
+        text: String,
+    },
     /// Clinicians only: let a waiting participant into the call.
     Admit {
         #[serde(default)]
@@ -223,6 +229,7 @@ impl ClientMessage {
             | ClientMessage::SubscribeRestart { id, .. }
             | ClientMessage::Trickle { id, .. }
             | ClientMessage::Mute { id, .. }
+            | ClientMessage::Chat { id, .. }
             | ClientMessage::Admit { id, .. }
             | ClientMessage::Deny { id, .. }
             | ClientMessage::AskToWait { id, .. }
@@ -243,6 +250,7 @@ impl ClientMessage {
             ClientMessage::SubscribeRestart { .. } => "subscribe_restart",
             ClientMessage::Trickle { .. } => "trickle",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::Chat { .. } => "chat",
             ClientMessage::Admit { .. } => "admit",
             ClientMessage::Deny { .. } => "deny",
             ClientMessage::AskToWait { .. } => "ask_to_wait",
@@ -312,6 +320,8 @@ pub enum ServerMessage {
     },
     /// To a waiting participant: a message from the clinician ("5 minutes").
     WaitMessage { message: String },
+    /// A chat line from someone in the call (the sender gets it too).
+    ChatMessage { participant_id: String, display_name: String, text: String },
     /// Reply to `publish_offer`.
     PublishAnswer {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -485,7 +495,8 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             message: "expected a JSON object with a string \"type\"".into(),
         });
     };
-    const KNOWN: [&str; 14] = [
+    const KNOWN: [&str; 15] = [
+        "chat",
         "admit",
         "deny",
         "ask_to_wait",

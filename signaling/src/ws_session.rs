@@ -27,6 +27,8 @@ use crate::visit_rooms::audit_if_visit;
 
 /// Longest note a clinician may send a waiting participant, in characters.
 const MAX_NOTE_CHARS: usize = 500;
+/// Longest chat line, in characters.
+const MAX_CHAT_CHARS: usize = 1000;
 
 /// Outbound queue depth per session; a client that lets it fill is too slow
 /// and loses messages rather than stalling the room.
@@ -282,7 +284,8 @@ impl Session {
         let clinician = self.role == Some(Role::Clinician);
         let needs_media = matches!(
             message,
-            ClientMessage::PublishOffer { .. }
+            ClientMessage::Chat { .. }
+                | ClientMessage::PublishOffer { .. }
                 | ClientMessage::SubscribeAnswer { .. }
                 | ClientMessage::SubscribeRestart { .. }
                 | ClientMessage::Trickle { .. }
@@ -358,6 +361,19 @@ impl Session {
                         &ServerMessage::MuteChanged { participant_id: seat.participant.clone(), kind, muted },
                     );
                 }
+                self.send(ServerMessage::Ack { id });
+            }
+            ClientMessage::Chat { id, text } => {
+                if text.trim().is_empty() || text.chars().count() > MAX_CHAT_CHARS {
+                    self.error(id, ErrorCode::BadMessage, "chat text must have 1 to 1000 characters");
+                    return true;
+                }
+                let display_name = self.app.rooms.info(&seat.room, &seat.participant).map(|i| i.display_name).unwrap_or_default();
+                self.app.rooms.broadcast(
+                    &seat.room,
+                    None,
+                    &ServerMessage::ChatMessage { participant_id: seat.participant.clone(), display_name, text },
+                );
                 self.send(ServerMessage::Ack { id });
             }
             ClientMessage::Admit { id, participant_id } => match self.app.rooms.admit(&seat.room, &participant_id) {

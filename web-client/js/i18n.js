@@ -63,6 +63,9 @@ const STRINGS = {
     link_unknown_body: 'Please check that you opened the whole link from your message, or contact your care team.',
     network_title: 'We cannot reach the service',
     network_body: 'Please check your internet connection and reload this page.',
+    chat_title: 'Messages',
+    chat_label: 'Write a message',
+    send: 'Send',
   },
   fr: {
     title: 'Votre téléconsultation',
@@ -125,6 +128,9 @@ const STRINGS = {
     link_unknown_body: 'Vérifiez que vous avez ouvert le lien en entier depuis votre message, ou contactez votre équipe soignante.',
     network_title: 'Le service est injoignable',
     network_body: 'Vérifiez votre connexion internet et rechargez la page.',
+    chat_title: 'Messages',
+    chat_label: 'Écrire un message',
+    send: 'Envoyer',
   },
 };
 

@@ -1,0 +1,107 @@
+// The clinician console and the patient page together in Chromium: sign
+// in, start the visit, the patient waits with a questionnaire, admit, both
+// decode video, mute (the patient hears silence), chat, end. Then an
+// automated accessibility check (axe-core) of the console, the join page
+// and the waiting room.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
+import { eventually, launchChromium, screenshot, startDemoServer } from './harness.mjs';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+
+/** Serious and critical axe violations on the page, by rule id. */
+async function axeViolations(page) {
+  await page.addScriptTag({ path: AXE });
+  const violations = await page.evaluate(async () => (await window.axe.run(document)).violations);
+  return violations.filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+async function patientAudioLevel(page) {
+  return page.evaluate(async () => {
+    const pc = window.teleconsultJoin.state.media?.subscribePc;
+    if (!pc) return null;
+    let level = null;
+    (await pc.getStats()).forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'audio') level = s.audioLevel ?? null; });
+    return level;
+  });
+}
+
+test('console and patient: admit, video both ways, mute, chat, end; accessibility', async (t) => {
+  const server = await startDemoServer();
+  const chromium = await launchChromium();
+  t.after(async () => {
+    await chromium.close();
+    await server.stop();
+  });
+  const { base } = server;
+
+  // axe needs to inject its script; these contexts bypass the CSP for that alone.
+  const consoleCtx = await chromium.browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 900 } });
+  const desk = await consoleCtx.newPage();
+  await desk.goto(`${base}/`);
+  await desk.fill('#email', 'clinician@demo.teleconsult.test');
+  await desk.fill('#password', 'demo-password');
+  await desk.click('#signin-form button[type=submit]');
+  await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
+  await screenshot(desk, 'console-1-today');
+  assert.deepEqual(await axeViolations(desk), [], 'the console (today) has no serious accessibility violations');
+  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
+  await desk.waitForSelector('#visit', { state: 'visible' });
+
+  // The patient comes in through the link and waits.
+  const patientCtx = await chromium.browser.newContext({ bypassCSP: true, viewport: { width: 360, height: 740 } });
+  const patient = await patientCtx.newPage();
+  await patient.goto(server.links.patientLink);
+  await patient.waitForSelector('#screen-check', { state: 'visible' });
+  assert.deepEqual(await axeViolations(patient), [], 'the join page has no serious accessibility violations');
+  for (const b of ['#check-next', '#camera-next', '#mic-next', '#speaker-next', '#privacy-next']) await patient.click(b);
+  await patient.check('input[name=breathlessness]');
+  await patient.click('#questionnaire button[type=submit]');
+  await patient.waitForSelector('#screen-waiting', { state: 'visible' });
+  assert.deepEqual(await axeViolations(patient), [], 'the waiting room has no serious accessibility violations');
+  await screenshot(patient, 'phone-waiting-room');
+  const fits = await patient.evaluate(() => document.documentElement.scrollWidth <= 360);
+  assert.ok(fits, 'the waiting room fits a 360-pixel-wide screen');
+
+  // The console shows the patient waiting, with the red flag; the clinician admits.
+  await desk.waitForSelector('#waiting-list li .flag');
+  assert.match(await desk.textContent('#waiting-list'), /Demo Patient.*breathless/s);
+  await screenshot(desk, 'console-2-waiting');
+  await desk.click('#waiting-list li button.admit');
+
+  const decodes = (page, read) => eventually(async () => (await page.evaluate(read)).framesDecoded > 10, 30000);
+  assert.ok(await decodes(patient, () => window.teleconsultJoin.stats()), 'the patient decodes the clinician');
+  assert.ok(await decodes(desk, () => window.teleconsultConsole.stats()), 'the clinician decodes the patient');
+  const quality = await eventually(() => desk.evaluate(() => window.teleconsultConsole.state.quality), 10000);
+  assert.ok(quality && quality.kbps > 0, 'the quality indicator shows a bitrate');
+  await screenshot(desk, 'console-3-call');
+  await screenshot(patient, 'phone-call');
+  assert.deepEqual(await axeViolations(desk), [], 'the console in a call has no serious accessibility violations');
+
+  // Mute: the patient's side hears silence.
+  const heard = await eventually(async () => ((await patientAudioLevel(patient)) ?? 0) > 0.01, 15000);
+  assert.ok(heard, 'the fake microphone is heard before muting');
+  await desk.click('#mic');
+  const silent = await eventually(async () => ((await patientAudioLevel(patient)) ?? 1) < 0.001, 15000);
+  assert.ok(silent, 'after mute, the audio level reaching the patient drops to 0');
+  await desk.click('#mic');
+
+  // Chat both ways.
+  await desk.fill('#chat-text', 'Can you see me?');
+  await desk.click('#chat-form button[type=submit]');
+  await patient.waitForSelector('#chat-log li');
+  assert.match(await patient.textContent('#chat-log'), /Can you see me\?/);
+  await patient.fill('#chat-text', 'Yes, very well');
+  await patient.click('#chat-form button[type=submit]');
+  await eventually(async () => /very well/.test(await desk.textContent('#chat-log')));
+
+  // End: both sides see the end.
+  await desk.click('#end');
+  await desk.waitForSelector('#ended', { state: 'visible' });
+  await patient.waitForSelector('#screen-error', { state: 'visible' });
+  assert.match(await patient.textContent('#error-title'), /has ended/);
+  await screenshot(desk, 'console-4-ended');
+});
