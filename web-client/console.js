@@ -311,6 +311,24 @@ function wireControls() {
     finish();
   });
   $('back').addEventListener('click', () => showToday());
+  $('booking').addEventListener('submit', (event) => {
+    event.preventDefault();
+    bookFollowUp().catch((error) => { $('booking-result').textContent = `Not booked: ${error.message}`; });
+  });
+}
+
+async function bookFollowUp() {
+  const body = {
+    due_in: { [$('due-unit').value]: Number($('due-count').value) },
+    duration_minutes: Number($('duration').value),
+    priority: $('priority').value,
+    reason: $('reason').value,
+  };
+  const result = await api(`/api/visits/${state.visitId}/follow-ups`, { method: 'POST', body: JSON.stringify(body) });
+  state.lastFollowUp = result;
+  $('booking-result').textContent = result.follow_up.status === 'placed'
+    ? `Booked for ${new Date(result.visit.scheduled_start).toLocaleString([], { dateStyle: 'full', timeStyle: 'short' })}. The patient's link: ${result.patient_link.url}`
+    : 'No free slot near that date: the follow-up is in the queue, to be placed.';
 }
 
 function finish() {

@@ -10,6 +10,8 @@ pub mod accounts;
 pub mod auth_api;
 pub mod clock;
 pub mod config;
+pub mod follow_up_placement;
+pub mod follow_ups_api;
 pub mod http_error;
 pub mod join_api;
 pub mod join_token;

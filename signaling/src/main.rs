@@ -173,6 +173,11 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
         }
     }
     let clinician = app.store.clinician_by_email(DEMO_CLINICIAN).await?.context("demo clinician")?;
+    if app.store.availability_of(&clinician.id).await?.is_none() {
+        use teleconsult_signaling::follow_up_placement::{Availability, WeeklyPeriod};
+        let weekly = (0..5).map(|weekday| WeeklyPeriod { weekday, start_minute: 8 * 60, end_minute: 18 * 60 }).collect();
+        app.store.set_availability(&clinician.id, &Availability { slot_minutes: 20, tz_offset_minutes: 0, weekly, days_off: vec![] }).await?;
+    }
     let (visit_id, patient_url) = demo_visit(app, &clinician.id, now).await?;
 
     println!("Teleconsult demo — listening on {}", app.public_url);

@@ -20,7 +20,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::staff_auth::LoginThrottle;
 use crate::store::Store;
-use crate::{auth_api, join_api, ops_dashboard, visits_api};
+use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
@@ -52,6 +52,8 @@ pub struct App {
     pub public_url: String,
     /// Live snapshots for the ops dashboard.
     pub ops_snapshots: crate::ops_dashboard::Snapshots,
+    /// Serialises follow-up placement (read calendar, pick, write).
+    pub placement_lock: tokio::sync::Mutex<()>,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -148,6 +150,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         login_throttle: LoginThrottle::default(),
         public_url,
         ops_snapshots,
+        placement_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
     });
     crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
@@ -225,6 +228,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/visits/{id}/audit", get(visits_api::audit))
         .route("/api/join/{token}", post(join_api::exchange))
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
+        .route("/api/visits/{id}/follow-ups", post(follow_ups_api::book))
+        .route("/api/follow-ups", get(follow_ups_api::queue))
+        .route("/api/clinicians/{id}/availability", get(follow_ups_api::get_availability).put(follow_ups_api::set_availability))
         .route("/api/ops/stream", get(ops_dashboard::stream))
         .route("/api/ops/weekly", get(ops_dashboard::weekly))
         .route("/api/ops/weekly.csv", get(ops_dashboard::weekly_csv))

@@ -129,6 +129,29 @@ CREATE INDEX audit_events_by_action ON audit_events (action, at);
 CREATE INDEX visits_by_start ON visits (scheduled_start);
 "#,
     ),
+    (
+        3,
+        r#"
+CREATE TABLE availability (
+    clinician_id TEXT PRIMARY KEY REFERENCES clinicians(id),
+    settings TEXT NOT NULL
+);
+CREATE TABLE follow_ups (
+    id TEXT PRIMARY KEY,
+    patient_id TEXT NOT NULL REFERENCES patients(id),
+    from_visit_id TEXT NOT NULL REFERENCES visits(id),
+    clinician_id TEXT NOT NULL REFERENCES clinicians(id),
+    due_at BIGINT NOT NULL,
+    duration_minutes INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    priority TEXT NOT NULL,
+    status TEXT NOT NULL,
+    visit_id TEXT REFERENCES visits(id),
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX follow_ups_by_clinician ON follow_ups (clinician_id, status, due_at);
+"#,
+    ),
 ];
 
 macro_rules! text_enum {
@@ -358,6 +381,31 @@ pub struct AuditEvent {
     pub visit_id: Option<String>,
     /// Ids and codes only; never names or free text from people.
     pub detail: Option<String>,
+}
+
+/// A follow-up booked from a visit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FollowUp {
+    /// Id (`f-…`).
+    pub id: String,
+    /// The patient.
+    pub patient_id: String,
+    /// The visit it was booked from.
+    pub from_visit_id: String,
+    /// Who will see the patient.
+    pub clinician_id: String,
+    /// When it is due (Unix seconds).
+    pub due_at: i64,
+    /// Planned length.
+    pub duration_minutes: i64,
+    /// Why (free text for the care team; never logged).
+    pub reason: String,
+    /// `routine`, `soon` or `urgent`.
+    pub priority: String,
+    /// `placed` (a visit was booked) or `unplaced` (waiting in the queue).
+    pub status: String,
+    /// The booked visit, when placed.
+    pub visit_id: Option<String>,
 }
 
 /// What a new visit needs.
@@ -657,6 +705,112 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(|r| Ok((text(r, "status")?, int(r, "n")?))).collect()
+    }
+
+    // ----- availability and follow-ups -----
+
+    /// A clinician's availability, if set.
+    pub async fn availability_of(&self, clinician_id: &str) -> StoreResult<Option<crate::follow_up_placement::Availability>> {
+        let row = sqlx::query("SELECT settings FROM availability WHERE clinician_id = $1").bind(clinician_id).fetch_optional(&self.pool).await?;
+        match row {
+            Some(r) => Ok(Some(serde_json::from_str(&text(&r, "settings")?).map_err(|_| StoreError::Corrupt("settings"))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Sets (replaces) a clinician's availability.
+    pub async fn set_availability(&self, clinician_id: &str, a: &crate::follow_up_placement::Availability) -> StoreResult<()> {
+        let json = serde_json::to_string(a).map_err(|e| StoreError::Database(e.to_string()))?;
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM availability WHERE clinician_id = $1").bind(clinician_id).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO availability (clinician_id, settings) VALUES ($1, $2)").bind(clinician_id).bind(json).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// `[start, end)` of a clinician's live visits (scheduled or in progress)
+    /// that overlap `[from, to)`.
+    pub async fn busy_intervals(&self, clinician_id: &str, from: i64, to: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let rows = sqlx::query(
+            "SELECT scheduled_start, duration_minutes FROM visits WHERE clinician_id = $1 AND status IN ($2, $3) \
+             AND scheduled_start < $4 AND scheduled_start + duration_minutes * 60 > $5",
+        )
+        .bind(clinician_id)
+        .bind(VisitStatus::Scheduled.as_str())
+        .bind(VisitStatus::InProgress.as_str())
+        .bind(to)
+        .bind(from)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| { let s = int(r, "scheduled_start")?; Ok((s, s + int(r, "duration_minutes")? * 60)) }).collect()
+    }
+
+    /// Records a follow-up, with its visit and link when it was placed, in
+    /// one transaction.
+    pub async fn create_follow_up(&self, f: &FollowUp, placed: Option<(&NewVisit, &Link)>, audit: &AuditEvent, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((visit, link)) = placed {
+            sqlx::query(
+                "INSERT INTO visits (id, patient_id, clinician_id, scheduled_start, duration_minutes, kind, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&visit.id)
+            .bind(&visit.patient_id)
+            .bind(&visit.clinician_id)
+            .bind(visit.scheduled_start)
+            .bind(visit.duration_minutes)
+            .bind(visit.kind.as_str())
+            .bind(VisitStatus::Scheduled.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            insert_link(&mut tx, link).await?;
+        }
+        sqlx::query(
+            "INSERT INTO follow_ups (id, patient_id, from_visit_id, clinician_id, due_at, duration_minutes, reason, priority, status, visit_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&f.id)
+        .bind(&f.patient_id)
+        .bind(&f.from_visit_id)
+        .bind(&f.clinician_id)
+        .bind(f.due_at)
+        .bind(f.duration_minutes)
+        .bind(&f.reason)
+        .bind(&f.priority)
+        .bind(&f.status)
+        .bind(&f.visit_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A clinician's open follow-ups (unplaced, or placed and still ahead).
+    pub async fn follow_up_queue(&self, clinician_id: &str) -> StoreResult<Vec<FollowUp>> {
+        let rows = sqlx::query("SELECT * FROM follow_ups WHERE clinician_id = $1 AND status <> $2 ORDER BY due_at, id")
+            .bind(clinician_id)
+            .bind("cancelled")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(FollowUp {
+                    id: text(r, "id")?,
+                    patient_id: text(r, "patient_id")?,
+                    from_visit_id: text(r, "from_visit_id")?,
+                    clinician_id: text(r, "clinician_id")?,
+                    due_at: int(r, "due_at")?,
+                    duration_minutes: int(r, "duration_minutes")?,
+                    reason: text(r, "reason")?,
+                    priority: text(r, "priority")?,
+                    status: text(r, "status")?,
+                    visit_id: opt_text(r, "visit_id")?,
+                })
+            })
+            .collect()
     }
 
     // ----- visits and links -----

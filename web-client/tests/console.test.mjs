@@ -103,5 +103,18 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   await desk.waitForSelector('#ended', { state: 'visible' });
   await patient.waitForSelector('#screen-error', { state: 'visible' });
   assert.match(await patient.textContent('#error-title'), /has ended/);
-  await screenshot(desk, 'console-4-ended');
+
+  // Book the follow-up from the end-of-visit dialog.
+  await desk.fill('#due-count', '2');
+  await desk.selectOption('#due-unit', 'weeks');
+  await desk.fill('#reason', 'Scan results');
+  await desk.click('#booking button[type=submit]');
+  await desk.waitForFunction(() => document.getElementById('booking-result').textContent.length > 0);
+  assert.match(await desk.textContent('#booking-result'), /^Booked for .+\/join\//, 'the follow-up is placed and its link shown');
+  const booked = await desk.evaluate(() => window.teleconsultConsole.state.lastFollowUp);
+  assert.equal(booked.follow_up.status, 'placed');
+  const days = (new Date(booked.visit.scheduled_start) - Date.now()) / 86400000;
+  assert.ok(days > 6 && days < 22, `within a week of the due date (${days.toFixed(1)} days)`);
+  await screenshot(desk, 'console-4-ended-and-booked');
+  assert.deepEqual(await axeViolations(desk), [], 'the booking dialog has no serious accessibility violations');
 });

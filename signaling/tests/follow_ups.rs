@@ -1,0 +1,91 @@
+//! Booking follow-ups: availability respected, the tolerance window
+//! honoured, `unplaced` when full, and no double booking even when twenty
+//! bookings race for the same slot.
+
+mod common;
+
+use common::{create_staff, create_visit, http, login, server_at};
+use serde_json::json;
+use teleconsult_signaling::store::StaffRole;
+
+const MONDAY_8H: i64 = 1_800_230_400 + 8 * 3600; // 2027-01-18T08:00:00Z, a Monday
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_window_queue_and_no_double_booking() {
+    let (server, _clock) = server_at(MONDAY_8H).await;
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    create_staff(&server, "psy@h.fr", StaffRole::Clinician).await;
+    let onco = login(&server, "onco@h.fr").await;
+    let psy = login(&server, "psy@h.fr").await;
+    let (ob, pb) = (onco.bearer(), psy.bearer());
+
+    // The psychologist works Tuesdays 9:00-10:00 in 20-minute slots: 3 slots a week.
+    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "10:00"}], "days_off": ["2027-01-26"]});
+    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &pb)], Some(&availability.to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Nobody else may set it.
+    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &ob)], Some(&availability.to_string())).await;
+    assert_eq!(r.status, 403);
+    let bad = json!({"slot_minutes": 20, "weekly": [{"weekday": 9, "start": "10:00", "end": "09:00"}]});
+    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &pb)], Some(&bad.to_string())).await;
+    assert_eq!(r.code().as_deref(), Some("validation_failed"));
+
+    // The oncologist books a follow-up with the psychologist from a visit, due in a week ± 3 days.
+    let (visit, _) = create_visit(&server, &onco, 3600).await;
+    let body = json!({"due_in": {"weeks": 1}, "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "Anxiety follow-up", "priority": "soon", "tolerance_days": 3});
+    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    // Due Monday the 25th ± 3 days: the only Tuesday in the window, the 26th, is a
+    // day off, so the follow-up waits in the queue.
+    let v = r.json();
+    assert_eq!(v["follow_up"]["status"], "unplaced", "{v}");
+    assert!(v["visit"].is_null() && v["patient_link"].is_null());
+
+    // Twenty bookings race for Tuesday the 19th (due in one day, ± 1 day), which has
+    // three slots: exactly three are placed, in three different slots.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (visit, ob) = (visit.clone(), ob.clone());
+        let addr = server.http_addr;
+        let psy_id = psy.clinician_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"due_in": {"days": 1}, "clinician_id": psy_id, "duration_minutes": 20, "reason": format!("race {i}"), "tolerance_days": 1});
+            common::http_to(addr, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await.json()
+        }));
+    }
+    let mut starts = Vec::new();
+    let mut unplaced = 0;
+    for t in tasks {
+        let v = t.await.unwrap();
+        match v["follow_up"]["status"].as_str() {
+            Some("placed") => starts.push(v["visit"]["scheduled_start"].as_str().unwrap().to_string()),
+            Some("unplaced") => unplaced += 1,
+            other => panic!("unexpected {other:?}: {v}"),
+        }
+    }
+    let distinct: std::collections::BTreeSet<&String> = starts.iter().collect();
+    assert_eq!(distinct.len(), starts.len(), "no two follow-ups share a slot: {starts:?}");
+    assert_eq!(starts.len(), 3, "exactly the three Tuesday slots were filled: {starts:?}");
+    assert_eq!(unplaced, 17);
+    for s in &starts {
+        assert!(s.starts_with("2027-01-19T09:"), "inside Tuesday 9:00-10:00: {s}");
+    }
+
+    // The queue: placed and unplaced, soonest first; unplaced ones are not overdue yet.
+    let q = http(&server, "GET", "/api/follow-ups", &[("Authorization", &pb)], None).await.json();
+    let items = q["follow_ups"].as_array().unwrap();
+    assert_eq!(items.len(), 21);
+    assert!(items.windows(2).all(|w| w[0]["due"].as_str() <= w[1]["due"].as_str()), "ordered by due date");
+    assert_eq!(items.iter().filter(|f| f["status"] == "unplaced").count(), 18);
+
+    // An exact date outside any availability: unplaced (a Sunday, tolerance 0).
+    let body = json!({"due_date": "2027-01-24", "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "x", "tolerance_days": 0});
+    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+    assert_eq!(r.json()["follow_up"]["status"], "unplaced");
+    // Bad input is refused.
+    for body in [json!({"duration_minutes": 20, "reason": "x"}), json!({"due_in": {"days": 1}, "duration_minutes": 20, "reason": "x", "priority": "asap"})] {
+        let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+        assert_eq!(r.code().as_deref(), Some("validation_failed"), "{body}");
+    }
+    server.shutdown().await;
+}
