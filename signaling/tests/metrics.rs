@@ -79,8 +79,15 @@ async fn metrics_follow_a_real_call() {
     assert_eq!(value(&during, "teleconsult_wait_seconds", &[]), 1.0, "the wait was recorded on admit");
     assert_eq!(value(&during, "teleconsult_join_seconds", &[]), 1.0, "the patient's join time was recorded");
     assert!(value(&during, "teleconsult_ws_messages_total", &[("type", "admit")]) >= 1.0);
-    let forwarded = value(&during, "teleconsult_sfu_packets_forwarded_total", &[]);
-    assert!(forwarded > 100.0);
+    // Worker counters are published every 250 ms: wait for them rather than race them.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            value(&scrape(&server).await, "teleconsult_sfu_packets_forwarded_total", &[]) > 100.0
+        })
+        .await,
+        "packets forwarded are counted"
+    );
+    let forwarded = value(&scrape(&server).await, "teleconsult_sfu_packets_forwarded_total", &[]);
     // Counters refresh every 250 ms; the call goes on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = scrape(&server).await;
