@@ -111,6 +111,23 @@ async function showToday() {
     }
   }
   status(`${visits.length} visit(s) today.`);
+  await showQueue();
+}
+
+async function showQueue() {
+  const { follow_ups: items } = await api('/api/follow-ups');
+  const body = $('queue').tBodies[0];
+  body.replaceChildren();
+  if (items.length === 0) cell(body.insertRow(), 'No follow-ups waiting.').colSpan = 5;
+  for (const f of items) {
+    const row = body.insertRow();
+    row.dataset.followUp = f.id;
+    cell(row, new Date(f.due).toLocaleDateString([], { dateStyle: 'medium' }));
+    cell(row, f.priority, f.priority === 'urgent' ? 'flag' : '');
+    cell(row, f.reason);
+    cell(row, f.overdue ? 'overdue, unplaced' : f.status, f.overdue ? 'flag' : '');
+    cell(row, f.visit_id ?? '–');
+  }
 }
 
 async function copyGuestLink(visitId) {

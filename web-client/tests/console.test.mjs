@@ -116,5 +116,8 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   const days = (new Date(booked.visit.scheduled_start) - Date.now()) / 86400000;
   assert.ok(days > 6 && days < 22, `within a week of the due date (${days.toFixed(1)} days)`);
   await screenshot(desk, 'console-4-ended-and-booked');
+  await desk.click('#back');
+  await desk.waitForSelector(`#queue tr[data-follow-up="${booked.follow_up.id}"]`);
+  assert.match(await desk.textContent('#queue'), /Scan results.*placed/s, 'the booked follow-up shows in the queue');
   assert.deepEqual(await axeViolations(desk), [], 'the booking dialog has no serious accessibility violations');
 });
