@@ -320,6 +320,9 @@ pub enum ServerMessage {
     },
     /// To a waiting participant: a message from the clinician ("5 minutes").
     WaitMessage { message: String },
+    /// To a clinician, wherever they are connected: something needs attention.
+    /// `kind` is `red_flags` (a patient's questionnaire; `detail` lists them).
+    Notice { kind: String, visit_id: String, detail: String },
     /// A chat line from someone in the call (the sender gets it too).
     ChatMessage { participant_id: String, display_name: String, text: String },
     /// Reply to `publish_offer`.

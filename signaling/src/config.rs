@@ -69,6 +69,13 @@ pub struct ServeArgs {
     /// (bind it to an internal interface).
     #[arg(long, env = "TELECONSULT_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Where reminders are POSTed (the hospital's SMS or email gateway),
+    /// `http://host:port/path`. Default: no reminders.
+    #[arg(long, env = "TELECONSULT_REMINDER_WEBHOOK")]
+    pub reminder_webhook: Option<String>,
+    /// How often the scheduler's background worker runs, milliseconds. Default 15000.
+    #[arg(long, env = "TELECONSULT_SCHEDULER_TICK_MS")]
+    pub scheduler_tick_ms: Option<u64>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -104,6 +111,8 @@ struct FileConfig {
     link_closes_after_mins: Option<i64>,
     metrics_token: Option<String>,
     metrics_addr: Option<SocketAddr>,
+    reminder_webhook: Option<String>,
+    scheduler_tick_ms: Option<u64>,
 }
 
 /// Fully resolved settings.
@@ -139,6 +148,10 @@ pub struct Config {
     pub metrics_token: Option<String>,
     /// Separate, token-free `/metrics` listener.
     pub metrics_addr: Option<SocketAddr>,
+    /// Reminder webhook URL.
+    pub reminder_webhook: Option<String>,
+    /// Scheduler worker period.
+    pub scheduler_tick: Duration,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -201,6 +214,8 @@ impl ServeArgs {
             link_closes_after: 60 * self.link_closes_after_mins.or(file.link_closes_after_mins).unwrap_or(120),
             metrics_token: self.metrics_token.or(file.metrics_token),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
+            reminder_webhook: self.reminder_webhook.or(file.reminder_webhook),
+            scheduler_tick: Duration::from_millis(self.scheduler_tick_ms.or(file.scheduler_tick_ms).unwrap_or(15_000).clamp(100, 3_600_000)),
             demo: self.demo,
         };
         if !(0..=7 * 24 * 3600).contains(&config.link_opens_before) || !(0..=7 * 24 * 3600).contains(&config.link_closes_after) {
@@ -214,6 +229,9 @@ impl ServeArgs {
         }
         if config.media_ips.is_empty() {
             return Err(ConfigError::Invalid { name: "media_ips", why: "must name at least one address" });
+        }
+        if config.reminder_webhook.as_ref().is_some_and(|u| crate::webhook::parse_url(u).is_none()) {
+            return Err(ConfigError::Invalid { name: "reminder_webhook", why: "must be http://host:port/path" });
         }
         if config.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(ConfigError::Invalid { name: "token_secret", why: "must be at least 32 bytes" });

@@ -101,6 +101,17 @@ pub async fn questionnaire(
     app.store
         .audit(&audit_event(&app, &format!("link:{}", link.id), "questionnaire_answered", &visit.id, Some(flags.join(","))))
         .await?;
+    // Red flags move the patient's follow-ups to the front and tell the clinician.
+    if !flags.is_empty() {
+        let raised = app.store.prioritise_follow_ups(&visit.patient_id).await?;
+        app.store
+            .audit(&audit_event(&app, "system", "red_flags_raised", &visit.id, Some(format!("{} follow-ups urgent: {}", raised, flags.join(",")))))
+            .await?;
+        app.rooms.send_to_subject(
+            &format!("clinician:{}", visit.clinician_id),
+            &ServerMessage::Notice { kind: "red_flags".into(), visit_id: visit.id.clone(), detail: flags.join(",") },
+        );
+    }
     // A patient already waiting: refresh the clinicians' view.
     for (participant, waited_secs) in app.rooms.waiting(&visit.id) {
         if participant.role == Role::Patient {

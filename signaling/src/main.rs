@@ -76,6 +76,38 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Import scheduled teleconsultations from a CSV file (see docs/api.md):
+    /// every row is checked; nothing is imported if any row is bad, unless
+    /// --partial.
+    ImportVisits {
+        /// The CSV file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Import the good rows even if others are bad.
+        #[arg(long)]
+        partial: bool,
+        /// Base of the patient links printed (default http://127.0.0.1:8080).
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        public_url: String,
+    },
+    /// Set a clinician's weekly availability.
+    SetAvailability {
+        /// Login email.
+        #[arg(long)]
+        email: String,
+        /// Slot length in minutes.
+        #[arg(long, default_value_t = 20)]
+        slot_minutes: u16,
+        /// Periods, e.g. "mon 09:00-12:30,thu 14:00-17:00".
+        #[arg(long)]
+        weekly: String,
+        /// Days off, e.g. "2026-12-24,2026-12-25".
+        #[arg(long, default_value = "")]
+        days_off: String,
+        /// The clinician's time zone, minutes east of UTC.
+        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+        tz_offset_minutes: i16,
+    },
     /// Print a join token for a room. Needs the server's token secret.
     MintToken {
         /// The server's token secret.
@@ -289,6 +321,51 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
             let password = read_password("New password: ")?;
             accounts::reset_password(&store, &email, &password, now).await?;
             println!("password reset; the account is signed out everywhere");
+        }
+        AdminCommand::ImportVisits { file, partial, public_url } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let ctx = teleconsult_signaling::visit_import::ImportContext {
+                store: &store,
+                now,
+                public_url,
+                link_margins: (resolved.link_opens_before, resolved.link_closes_after),
+                actor: "admin-cli".into(),
+            };
+            let report = teleconsult_signaling::visit_import::import(&ctx, &bytes, partial).await?;
+            for e in &report.errors {
+                println!("line {}: {}: {}", e.line, e.field, e.message);
+            }
+            for v in &report.visits {
+                println!("line {}: {} {}", v["line"], v["visit_id"].as_str().unwrap_or(""), v["patient_link"].as_str().unwrap_or(""));
+            }
+            println!("{} rows, {} imported, {} errors{}", report.rows, report.imported, report.errors.len(), if report.partial { " (partial)" } else { "" });
+            if !report.errors.is_empty() && !partial {
+                bail!("nothing imported: fix the rows above, or use --partial");
+            }
+        }
+        AdminCommand::SetAvailability { email, slot_minutes, weekly, days_off, tz_offset_minutes } => {
+            use teleconsult_signaling::follow_up_placement::{Availability, WeeklyPeriod};
+            let email = accounts::normalise_email(&email)?;
+            let account = store.clinician_by_email(&email).await?.context("no such account")?;
+            let days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+            let mut periods = Vec::new();
+            for item in weekly.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                let (day, span) = item.split_once(' ').context("periods look like \"mon 09:00-12:30\"")?;
+                let weekday = days.iter().position(|d| day.eq_ignore_ascii_case(d)).context("weekday must be mon..sun")? as u8;
+                let (from, to) = span.split_once('-').context("a period is HH:MM-HH:MM")?;
+                let minute = |t: &str| -> anyhow::Result<u16> {
+                    let (h, m) = t.trim().split_once(':').context("a time is HH:MM")?;
+                    Ok(h.parse::<u16>()? * 60 + m.parse::<u16>()?)
+                };
+                let (start_minute, end_minute) = (minute(from)?, minute(to)?);
+                anyhow::ensure!(start_minute < end_minute && end_minute <= 24 * 60, "bad period {item}");
+                periods.push(WeeklyPeriod { weekday, start_minute, end_minute });
+            }
+            anyhow::ensure!((5..=120).contains(&slot_minutes), "slot length must be 5 to 120 minutes");
+            let days_off: Vec<String> = days_off.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let a = Availability { slot_minutes, tz_offset_minutes, weekly: periods, days_off };
+            store.set_availability(&account.id, &a).await?;
+            println!("availability set for {} ({} periods)", account.email, a.weekly.len());
         }
         AdminCommand::MintToken { .. } => {}
     }

@@ -264,6 +264,21 @@ impl RoomRegistry {
         }
     }
 
+    /// Sends a message to every seat held under a token subject (e.g. every
+    /// connection of one clinician). Returns how many got it.
+    pub fn send_to_subject(&self, subject: &str, message: &ServerMessage) -> usize {
+        let inner = self.lock();
+        let mut sent = 0;
+        for seat in inner.rooms.values().flat_map(|r| r.values()).filter(|s| s.subject == subject) {
+            if let Some(outbox) = &seat.outbox
+                && outbox.try_send(Outbound::Message(message.clone())).is_ok()
+            {
+                sent += 1;
+            }
+        }
+        sent
+    }
+
     /// Everyone in the waiting room, with seconds waited.
     pub fn waiting(&self, room: &str) -> Vec<(ParticipantInfo, u64)> {
         let inner = self.lock();

@@ -154,6 +154,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         shutdown: shutdown_rx.clone(),
     });
     crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
+    crate::scheduler_worker::spawn(app.clone());
     let router = router(app.clone());
     let mut shutdown_signal = shutdown_rx;
     let serve_task = tokio::spawn(async move {
@@ -230,6 +231,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
         .route("/api/visits/{id}/follow-ups", post(follow_ups_api::book))
         .route("/api/follow-ups", get(follow_ups_api::queue))
+        .route(
+            "/api/visits/import",
+            post(crate::visit_import::handler).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
+        )
+        .route("/api/calendar-token", post(crate::calendar_feed::issue).delete(crate::calendar_feed::revoke))
+        .route("/calendar/{file}", get(crate::calendar_feed::feed))
         .route("/api/clinicians/{id}/availability", get(follow_ups_api::get_availability).put(follow_ups_api::set_availability))
         .route("/api/ops/stream", get(ops_dashboard::stream))
         .route("/api/ops/weekly", get(ops_dashboard::weekly))
@@ -328,8 +335,9 @@ mod tests {
         let documented: Vec<&str> = doc["paths"].as_object().expect("paths").keys().map(String::as_str).collect();
         let source = include_str!("server.rs");
         let routes: Vec<&str> = source
-            .split(".route(\"")
+            .split(".route(")
             .skip(1)
+            .filter_map(|rest| rest.trim_start().strip_prefix('"'))
             .filter_map(|rest| rest.split('"').next())
             .filter(|path| path.starts_with("/api/") && !path.contains('*'))
             .collect();

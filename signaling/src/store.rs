@@ -152,6 +152,28 @@ CREATE TABLE follow_ups (
 CREATE INDEX follow_ups_by_clinician ON follow_ups (clinician_id, status, due_at);
 "#,
     ),
+    (
+        4,
+        r#"
+ALTER TABLE visits ADD COLUMN provisioned_at BIGINT;
+CREATE TABLE outbox (
+    idempotency_key TEXT PRIMARY KEY,
+    visit_id TEXT NOT NULL REFERENCES visits(id),
+    kind TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL,
+    delivered_at BIGINT,
+    last_error TEXT
+);
+CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at);
+CREATE TABLE calendar_tokens (
+    clinician_id TEXT PRIMARY KEY REFERENCES clinicians(id),
+    token_hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL
+);
+"#,
+    ),
 ];
 
 macro_rules! text_enum {
@@ -707,6 +729,202 @@ impl Store {
         rows.iter().map(|r| Ok((text(r, "status")?, int(r, "n")?))).collect()
     }
 
+    // ----- the scheduler's background work -----
+
+    /// Visits in `status` whose start lies in `[from, to)`.
+    pub async fn visits_starting(&self, status: VisitStatus, from: i64, to: i64) -> StoreResult<Vec<Visit>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VISIT_COLUMNS} FROM visits WHERE status = $1 AND scheduled_start >= $2 AND scheduled_start < $3 ORDER BY scheduled_start, id"
+        ))
+        .bind(status.as_str())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(visit_from).collect()
+    }
+
+    /// Scheduled visits starting before `until` whose room is not provisioned.
+    pub async fn visits_to_provision(&self, now: i64, until: i64) -> StoreResult<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT id FROM visits WHERE status = $1 AND provisioned_at IS NULL AND scheduled_start < $2 \
+             AND scheduled_start + duration_minutes * 60 > $3",
+        )
+        .bind(VisitStatus::Scheduled.as_str())
+        .bind(until)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| text(r, "id")).collect()
+    }
+
+    /// Marks a visit's room provisioned, with an audit event.
+    pub async fn mark_provisioned(&self, visit_id: &str, now: i64, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE visits SET provisioned_at = $1 WHERE id = $2 AND provisioned_at IS NULL").bind(now).bind(visit_id).execute(&mut *tx).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues a reminder once: a second call with the same key does nothing.
+    /// Returns whether it was queued now.
+    pub async fn enqueue_reminder(&self, key: &str, visit_id: &str, kind: &str, now: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists = sqlx::query("SELECT 1 AS one FROM outbox WHERE idempotency_key = $1").bind(key).fetch_optional(&mut *tx).await?.is_some();
+        if !exists {
+            sqlx::query(
+                "INSERT INTO outbox (idempotency_key, visit_id, kind, created_at, next_attempt_at, attempts) VALUES ($1, $2, $3, $4, $4, 0)",
+            )
+            .bind(key)
+            .bind(visit_id)
+            .bind(kind)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(!exists)
+    }
+
+    /// Undelivered outbox entries due at `now`: (key, visit id, kind, attempts).
+    pub async fn due_outbox(&self, now: i64, limit: i64) -> StoreResult<Vec<(String, String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT idempotency_key, visit_id, kind, attempts FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at LIMIT $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((text(r, "idempotency_key")?, text(r, "visit_id")?, text(r, "kind")?, int(r, "attempts")?))).collect()
+    }
+
+    /// Records a delivery attempt: delivered, or failed and retried at `retry_at`.
+    pub async fn outbox_attempted(&self, key: &str, now: i64, outcome: Result<(), (String, i64)>) -> StoreResult<()> {
+        match outcome {
+            Ok(()) => {
+                sqlx::query("UPDATE outbox SET delivered_at = $1, attempts = attempts + 1, last_error = NULL WHERE idempotency_key = $2")
+                    .bind(now)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            Err((error, retry_at)) => {
+                sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1, next_attempt_at = $2 WHERE idempotency_key = $3")
+                    .bind(error)
+                    .bind(retry_at)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Outbox entries: (key, delivered?, attempts), for tests and operators.
+    pub async fn outbox_entries(&self) -> StoreResult<Vec<(String, bool, i64)>> {
+        let rows = sqlx::query("SELECT idempotency_key, delivered_at, attempts FROM outbox ORDER BY idempotency_key").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| Ok((text(r, "idempotency_key")?, opt_int(r, "delivered_at")?.is_some(), int(r, "attempts")?))).collect()
+    }
+
+    /// Whether the patient of a visit ever joined it (from the audit trail).
+    pub async fn patient_joined(&self, visit_id: &str) -> StoreResult<bool> {
+        let rows = sqlx::query("SELECT detail FROM audit_events WHERE visit_id = $1 AND action = $2")
+            .bind(visit_id)
+            .bind("joined")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut joined = false;
+        for r in &rows {
+            if opt_text(r, "detail")?.is_some_and(|d| d.ends_with(" patient")) {
+                joined = true;
+            }
+        }
+        Ok(joined)
+    }
+
+    /// After a no-show: the follow-up that booked the visit goes back to the
+    /// queue as unplaced; a visit booked otherwise gets a new unplaced
+    /// follow-up. One transaction with the status change.
+    pub async fn mark_no_show(&self, visit: &Visit, now: i64, audit: &AuditEvent) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE visits SET status = $1, ended_at = $2 WHERE id = $3 AND status = $4")
+            .bind(VisitStatus::NoShow.as_str())
+            .bind(now)
+            .bind(&visit.id)
+            .bind(VisitStatus::Scheduled.as_str())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Ok(());
+        }
+        let requeued = sqlx::query("UPDATE follow_ups SET status = $1, visit_id = NULL WHERE visit_id = $2")
+            .bind("unplaced")
+            .bind(&visit.id)
+            .execute(&mut *tx)
+            .await?;
+        if requeued.rows_affected() == 0 {
+            sqlx::query(
+                "INSERT INTO follow_ups (id, patient_id, from_visit_id, clinician_id, due_at, duration_minutes, reason, priority, status, visit_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10)",
+            )
+            .bind(crate::secret::random_id("f"))
+            .bind(&visit.patient_id)
+            .bind(&visit.id)
+            .bind(&visit.clinician_id)
+            .bind(now)
+            .bind(visit.duration_minutes)
+            .bind("missed visit")
+            .bind("soon")
+            .bind("unplaced")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Raises every open follow-up of a patient to `urgent`; returns how many.
+    pub async fn prioritise_follow_ups(&self, patient_id: &str) -> StoreResult<u64> {
+        let done = sqlx::query("UPDATE follow_ups SET priority = $1 WHERE patient_id = $2 AND status <> $3 AND priority <> $1")
+            .bind("urgent")
+            .bind(patient_id)
+            .bind("cancelled")
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Sets (replacing) a clinician's calendar-feed token hash; `None` revokes.
+    pub async fn set_calendar_token(&self, clinician_id: &str, token_hash: Option<&str>, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM calendar_tokens WHERE clinician_id = $1").bind(clinician_id).execute(&mut *tx).await?;
+        if let Some(hash) = token_hash {
+            sqlx::query("INSERT INTO calendar_tokens (clinician_id, token_hash, created_at) VALUES ($1, $2, $3)")
+                .bind(clinician_id)
+                .bind(hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The clinician a calendar token belongs to.
+    pub async fn calendar_owner(&self, token_hash: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT clinician_id FROM calendar_tokens WHERE token_hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
+        row.as_ref().map(|r| text(r, "clinician_id")).transpose()
+    }
+
+    /// Visits of a clinician in `[from, to)`, any status.
+    pub async fn all_visits_of_clinician(&self, clinician_id: &str, from: i64, to: i64) -> StoreResult<Vec<Visit>> {
+        self.visits_of_clinician(clinician_id, from, to).await
+    }
+
     // ----- availability and follow-ups -----
 
     /// A clinician's availability, if set.
@@ -750,20 +968,7 @@ impl Store {
     pub async fn create_follow_up(&self, f: &FollowUp, placed: Option<(&NewVisit, &Link)>, audit: &AuditEvent, now: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if let Some((visit, link)) = placed {
-            sqlx::query(
-                "INSERT INTO visits (id, patient_id, clinician_id, scheduled_start, duration_minutes, kind, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(&visit.id)
-            .bind(&visit.patient_id)
-            .bind(&visit.clinician_id)
-            .bind(visit.scheduled_start)
-            .bind(visit.duration_minutes)
-            .bind(visit.kind.as_str())
-            .bind(VisitStatus::Scheduled.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_visit_row(&mut tx, visit, now).await?;
             insert_link(&mut tx, link).await?;
         }
         sqlx::query(
@@ -826,34 +1031,20 @@ impl Store {
         now: i64,
     ) -> StoreResult<Visit> {
         let mut tx = self.pool.begin().await?;
-        if let Some(p) = new_patient {
-            sqlx::query("INSERT INTO patients (id, display_name, hospital_id, contact, created_at) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&p.id)
-                .bind(&p.display_name)
-                .bind(&p.hospital_id)
-                .bind(&p.contact)
-                .bind(p.created_at)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "INSERT INTO visits (id, patient_id, clinician_id, scheduled_start, duration_minutes, kind, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&visit.id)
-        .bind(&visit.patient_id)
-        .bind(&visit.clinician_id)
-        .bind(visit.scheduled_start)
-        .bind(visit.duration_minutes)
-        .bind(visit.kind.as_str())
-        .bind(VisitStatus::Scheduled.as_str())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        insert_link(&mut tx, link).await?;
-        insert_audit(&mut tx, audit).await?;
+        insert_visit_rows(&mut tx, new_patient, visit, link, audit, now).await?;
         tx.commit().await?;
         self.visit_by_id(&visit.id).await?.ok_or(StoreError::NotFound)
+    }
+
+    /// Creates many visits (each with a new patient, a link and an audit
+    /// event) in one transaction: all or nothing.
+    pub async fn create_visits(&self, batch: &[(Patient, NewVisit, Link, AuditEvent)], now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for (patient, visit, link, audit) in batch {
+            insert_visit_rows(&mut tx, Some(patient), visit, link, audit, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// A visit by id.
@@ -1109,6 +1300,47 @@ impl Store {
             })
             .collect()
     }
+}
+
+async fn insert_visit_rows(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    new_patient: Option<&Patient>,
+    visit: &NewVisit,
+    link: &Link,
+    audit: &AuditEvent,
+    now: i64,
+) -> StoreResult<()> {
+    if let Some(p) = new_patient {
+        sqlx::query("INSERT INTO patients (id, display_name, hospital_id, contact, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&p.id)
+            .bind(&p.display_name)
+            .bind(&p.hospital_id)
+            .bind(&p.contact)
+            .bind(p.created_at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    insert_visit_row(tx, visit, now).await?;
+    insert_link(tx, link).await?;
+    insert_audit(tx, audit).await
+}
+
+async fn insert_visit_row(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, visit: &NewVisit, now: i64) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO visits (id, patient_id, clinician_id, scheduled_start, duration_minutes, kind, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&visit.id)
+    .bind(&visit.patient_id)
+    .bind(&visit.clinician_id)
+    .bind(visit.scheduled_start)
+    .bind(visit.duration_minutes)
+    .bind(visit.kind.as_str())
+    .bind(VisitStatus::Scheduled.as_str())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn insert_link(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, link: &Link) -> StoreResult<()> {

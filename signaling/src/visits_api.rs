@@ -119,9 +119,23 @@ fn parse_start(text: &str, now: i64) -> Result<i64, ApiError> {
 
 /// A new link for a visit scheduled over `[start, end)`, valid around that
 /// time. Returns the record and the token (shown once, never stored).
-pub fn new_link(app: &App, visit_id: &str, (start, end): (i64, i64), role: LinkRole, label: Option<String>) -> (Link, String) {
+pub fn new_link(app: &App, visit_id: &str, window: (i64, i64), role: LinkRole, label: Option<String>) -> (Link, String) {
+    let margins = (app.config.link_opens_before, app.config.link_closes_after);
+    make_link(visit_id, window, margins, role, label, app.clock.now())
+}
+
+/// A link valid from `opens_before` seconds before `start` until
+/// `closes_after` seconds after `end`, created at `now`.
+pub fn make_link(
+    visit_id: &str,
+    (start, end): (i64, i64),
+    (opens_before, closes_after): (i64, i64),
+    role: LinkRole,
+    label: Option<String>,
+    now: i64,
+) -> (Link, String) {
     let token = crate::secret::random_token();
-    let (valid_from, valid_until) = link_window(app, start, end);
+    let (valid_from, valid_until) = (start - opens_before, end + closes_after);
     let link = Link {
         id: crate::secret::random_id("l"),
         visit_id: visit_id.to_string(),
@@ -131,7 +145,7 @@ pub fn new_link(app: &App, visit_id: &str, (start, end): (i64, i64), role: LinkR
         valid_from,
         valid_until,
         revoked_at: None,
-        created_at: app.clock.now(),
+        created_at: now,
     };
     (link, token)
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+
 use common::{HttpResponse, http_to, temp_db};
 use serde_json::json;
 
@@ -18,8 +19,13 @@ fn free_port() -> u16 {
 }
 
 async fn spawn_server(db: &std::path::Path, port: u16) -> Child {
+    spawn_server_with(db, port, &[]).await
+}
+
+async fn spawn_server_with(db: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(BIN)
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
+        .args(extra)
         .arg("--db")
         .arg(db)
         .env("TELECONSULT_TOKEN_SECRET", SECRET)
@@ -44,20 +50,24 @@ async fn login(addr: SocketAddr) -> String {
     format!("Bearer {}", r.json()["access_token"].as_str().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visits_and_links_survive_sigkill() {
-    let db = temp_db();
+fn create_clinician(db: &std::path::Path) {
     // The admin CLI reads the password from standard input, never argv.
     let mut create = Command::new(BIN)
         .args(["admin", "create-clinician", "--email", "onco@h.fr", "--name", "Dr Onco", "--specialty", "oncologist"])
         .arg("--db")
-        .arg(&db)
+        .arg(db)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     create.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
     assert!(create.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_and_links_survive_sigkill() {
+    let db = temp_db();
+    create_clinician(&db);
 
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
@@ -91,6 +101,83 @@ async fn visits_and_links_survive_sigkill() {
     let list = http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await;
     let n = list.json()["visits"].as_array().map(|a| a.len()).unwrap_or(0);
     assert!(n >= 1 && n <= 20, "today's list is intact ({n})");
+    server.kill().unwrap();
+    let _ = server.wait();
+}
+
+/// SIGKILL in the middle of a batch of bookings and reminder deliveries:
+/// after a restart no acknowledged visit is lost, none is duplicated, and
+/// every reminder reaches the gateway; a delivery cut between the gateway's
+/// answer and the outbox update may arrive twice, with the same idempotency
+/// key, so the gateway can drop it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_and_reminders_survive_sigkill() {
+    let db = temp_db();
+    create_clinician(&db);
+    let gateway = common::webhook_receiver(0).await;
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let extra = ["--reminder-webhook", gateway.url.as_str(), "--scheduler-tick-ms", "100"];
+    let book = |bearer: String, i: i64| async move {
+        let start = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 3600 + 600 * i);
+        let body = json!({"patient": {"display_name": format!("Patient {i}")}, "scheduled_start": start, "duration_minutes": 10});
+        let r = http_to(addr, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await;
+        (r.status == 201).then(|| r.json()["visit"]["id"].as_str().unwrap().to_string())
+    };
+
+    let mut server = spawn_server_with(&db, port, &extra).await;
+    let bearer = login(addr).await;
+    let mut acknowledged = Vec::new();
+    for i in 0..15 {
+        if let Some(id) = book(bearer.clone(), i).await {
+            acknowledged.push(id);
+        }
+    }
+    // Kill while the worker is delivering and a booking is in flight.
+    let in_flight = tokio::spawn(book(bearer.clone(), 15));
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    if let Ok(Some(id)) = in_flight.await {
+        acknowledged.push(id);
+    }
+
+    let mut server = spawn_server_with(&db, port, &extra).await;
+    let bearer = login(addr).await;
+    for i in 16..25 {
+        if let Some(id) = book(bearer.clone(), i).await {
+            acknowledged.push(id);
+        }
+    }
+    assert!(acknowledged.len() >= 24, "bookings succeed around the crash ({})", acknowledged.len());
+
+    // Every acknowledged visit exists, once.
+    let mut listed = std::collections::BTreeSet::new();
+    for d in 0..2 {
+        let day = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + d * 86_400)[..10].to_string();
+        let list = http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await.json();
+        for v in list["visits"].as_array().unwrap() {
+            assert!(listed.insert(v["id"].as_str().unwrap().to_string()), "no visit listed twice");
+        }
+    }
+    for id in &acknowledged {
+        assert!(listed.contains(id), "acknowledged visit {id} survived");
+    }
+    assert!(listed.len() <= acknowledged.len() + 1, "at most the one booking cut by the kill is unacknowledged");
+
+    // Every visit's reminder arrives; duplicates only from a delivery cut by the kill.
+    let expected: std::collections::BTreeSet<String> = listed.iter().map(|v| format!("reminder:{v}:24h")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: std::collections::BTreeSet<String> = gateway.received.lock().unwrap().iter().cloned().collect();
+        if expected.is_subset(&got) || tokio::time::Instant::now() > deadline {
+            assert_eq!(got, expected, "exactly the expected reminder keys arrived");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = gateway.received.lock().unwrap().len();
+    assert!(received <= expected.len() + 1, "{} deliveries for {} keys", received, expected.len());
     server.kill().unwrap();
     let _ = server.wait();
 }

@@ -157,7 +157,7 @@ async fn visit_lifecycle_links_and_audit() {
     let actions: Vec<String> = audit.json()["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
     assert_eq!(
         actions,
-        ["created", "link_used", "questionnaire_answered", "rescheduled", "guest_link_created", "link_used", "started", "ended"]
+        ["created", "link_used", "questionnaire_answered", "red_flags_raised", "rescheduled", "guest_link_created", "link_used", "started", "ended"]
     );
     assert!(!audit.body.contains("Jeanne") && !audit.body.contains("rash"), "no personal data in the audit trail");
     server.shutdown().await;

@@ -32,6 +32,8 @@ pub fn config() -> Config {
         link_closes_after: 2 * 3600,
         metrics_token: None,
         metrics_addr: None,
+        reminder_webhook: None,
+        scheduler_tick: Duration::from_secs(3600),
         demo: false,
     }
 }
@@ -214,4 +216,41 @@ pub async fn server_at(now: i64) -> (RunningServer, std::sync::Arc<teleconsult_s
     let clock = std::sync::Arc::new(teleconsult_signaling::clock::ManualClock::new(now));
     let server = teleconsult_signaling::server::start_with_clock(config(), clock.clone()).await.expect("server starts");
     (server, clock)
+}
+
+/// A webhook receiver on loopback: fails the first `fail_first` calls with
+/// 503, then records each delivery's `Idempotency-Key`.
+pub struct WebhookReceiver {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/reminders", listener.local_addr().unwrap());
+    let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let (r, a) = (received.clone(), attempts.clone());
+    let app = axum::Router::new().route(
+        "/reminders",
+        axum::routing::post(move |headers: axum::http::HeaderMap, _body: String| {
+            let (r, a) = (r.clone(), a.clone());
+            async move {
+                let n = a.fetch_add(1, Ordering::SeqCst);
+                if n < fail_first {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                r.lock().unwrap().push(key);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    WebhookReceiver { url, received, attempts }
 }
