@@ -181,13 +181,7 @@ pub async fn book(
     let _placing = app.placement_lock.lock().await;
     let earliest = (due_at - tolerance * 86_400).max(now + 3600);
     let latest = due_at + tolerance * 86_400;
-    let slot = match app.store.availability_of(&clinician_id).await? {
-        Some(availability) => {
-            let busy = app.store.busy_intervals(&clinician_id, earliest - 86_400, latest + 86_400).await?;
-            first_free_slot(&availability, &busy, earliest, latest, body.duration_minutes)
-        }
-        None => None,
-    };
+    let slot = free_slot(&app, &clinician_id, earliest, latest, body.duration_minutes).await?;
     let follow_up_id = crate::secret::random_id("f");
     let actor = format!("clinician:{}", staff.0.id);
     let (placed, link_token) = match slot {
@@ -236,6 +230,112 @@ pub async fn book(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// The first free slot of a clinician in `[earliest, latest]` (None without availability).
+async fn free_slot(app: &App, clinician_id: &str, earliest: i64, latest: i64, minutes: i64) -> Result<Option<i64>, ApiError> {
+    Ok(match app.store.availability_of(clinician_id).await? {
+        Some(availability) => {
+            let busy = app.store.busy_intervals(clinician_id, earliest - 86_400, latest + 86_400).await?;
+            first_free_slot(&availability, &busy, earliest, latest, minutes)
+        }
+        None => None,
+    })
+}
+
+/// `POST /api/follow-ups/{id}/assign` body: a clinician, a slot, or both.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Assign {
+    /// Move it to this clinician (default: keep).
+    pub clinician_id: Option<String>,
+    /// Book exactly this start (RFC 3339); without it, the first free slot
+    /// within a week of the due date.
+    pub scheduled_start: Option<String>,
+}
+
+/// Loads a follow-up the caller may act on.
+async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, ApiError> {
+    staff.require(&[StaffRole::Clinician, StaffRole::Admin])?;
+    let f = app.store.follow_up_by_id(id).await?.ok_or_else(ApiError::not_found)?;
+    let from = app.store.visit_by_id(&f.from_visit_id).await?;
+    if !staff.may_act_on(&f.clinician_id) && !from.is_some_and(|v| staff.may_act_on(&v.clinician_id)) {
+        return Err(ApiError::forbidden());
+    }
+    if f.status == "cancelled" {
+        return Err(ApiError::conflict("follow_up_cancelled", "this follow-up was cancelled"));
+    }
+    Ok(f)
+}
+
+/// `POST /api/follow-ups/{id}/assign`: (re)book a follow-up to a slot or a
+/// clinician. A previously booked visit is cancelled and its link revoked.
+pub async fn assign(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Assign>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let f = follow_up_for(&app, &staff, &id).await?;
+    let clinician_id = body.clinician_id.clone().unwrap_or_else(|| f.clinician_id.clone());
+    app.store
+        .clinician_by_id(&clinician_id)
+        .await?
+        .filter(|c| c.active && c.role != StaffRole::Ops)
+        .ok_or_else(|| ApiError::invalid("clinician_id", "no such active clinician"))?;
+    let now = app.clock.now();
+    let _placing = app.placement_lock.lock().await;
+    let start = match &body.scheduled_start {
+        Some(text) => {
+            let start = crate::timefmt::parse_rfc3339(text).ok_or_else(|| ApiError::invalid("scheduled_start", "must be an RFC 3339 time"))?;
+            if start < now {
+                return Err(ApiError::invalid("scheduled_start", "must be in the future"));
+            }
+            let end = start + f.duration_minutes * 60;
+            let own = f.visit_id.clone();
+            let busy = app.store.busy_intervals(&clinician_id, start - 86_400, end + 86_400).await?;
+            // The follow-up's own current visit is about to be cancelled: it does not count.
+            let own_interval = match &own {
+                Some(v) => app.store.visit_by_id(v).await?.map(|v| (v.scheduled_start, v.scheduled_end())),
+                None => None,
+            };
+            if busy.iter().any(|b| Some(*b) != own_interval && start < b.1 && end > b.0) {
+                return Err(ApiError::conflict("slot_taken", "the clinician already has a visit then"));
+            }
+            Some(start)
+        }
+        None => free_slot(&app, &clinician_id, (f.due_at - 7 * 86_400).max(now + 3600), f.due_at + 7 * 86_400, f.duration_minutes).await?,
+    };
+    let placed = start.map(|start| {
+        let visit = NewVisit {
+            id: crate::secret::random_id("v"),
+            patient_id: f.patient_id.clone(),
+            clinician_id: clinician_id.clone(),
+            scheduled_start: start,
+            duration_minutes: f.duration_minutes,
+            kind: VisitKind::FollowUp,
+        };
+        let (link, token) = new_link(&app, &visit.id, (start, start + f.duration_minutes * 60), LinkRole::Patient, None);
+        (visit, link, token)
+    });
+    let audit = audit_event(&app, &format!("clinician:{}", staff.0.id), "follow_up_assigned", &f.from_visit_id, Some(f.id.clone()));
+    app.store.reassign_follow_up(&f.id, &clinician_id, placed.as_ref().map(|(v, l, _)| (v, l)), &audit, now).await?;
+    drop(_placing);
+    let updated = app.store.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({
+        "follow_up": follow_up_json(&updated, now),
+        "patient_link": placed.map(|(_, _, t)| json!({ "url": format!("{}/join/{t}", app.public_url) })),
+    })))
+}
+
+/// `POST /api/follow-ups/{id}/cancel`: its visit, if booked, is cancelled and its link revoked.
+pub async fn cancel(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let f = follow_up_for(&app, &staff, &id).await?;
+    let now = app.clock.now();
+    let audit = audit_event(&app, &format!("clinician:{}", staff.0.id), "follow_up_cancelled", &f.from_visit_id, Some(f.id.clone()));
+    app.store.cancel_follow_up(&f.id, &audit, now).await?;
+    let updated = app.store.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;
+    Ok(Json(json!({ "follow_up": follow_up_json(&updated, now) })))
+}
+
 fn follow_up_json(f: &FollowUp, now: i64) -> serde_json::Value {
     json!({
         "id": f.id,
@@ -257,19 +357,34 @@ fn follow_up_json(f: &FollowUp, now: i64) -> serde_json::Value {
 pub struct QueueQuery {
     /// Admins: another clinician's queue.
     pub clinician_id: Option<String>,
+    /// A service's queue: every clinician of this specialty (admins, or
+    /// clinicians of that specialty).
+    pub specialty: Option<String>,
 }
 
 /// `GET /api/follow-ups`: the follow-up queue, by due date then priority.
 pub async fn queue(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQuery<QueueQuery>) -> Result<Json<serde_json::Value>, ApiError> {
-    let clinician_id = q.clinician_id.unwrap_or_else(|| staff.0.id.clone());
-    may_manage(&staff, &clinician_id)?;
     let now = app.clock.now();
+    let mut items = match &q.specialty {
+        Some(specialty) => {
+            let specialty: crate::store::Specialty = specialty.parse().map_err(|_| ApiError::invalid("specialty", "unknown specialty"))?;
+            staff.require(&[StaffRole::Clinician, StaffRole::Admin])?;
+            if staff.0.role != StaffRole::Admin && staff.0.specialty != specialty {
+                return Err(ApiError::forbidden());
+            }
+            app.store.follow_up_queue_of_specialty(specialty).await?
+        }
+        None => {
+            let clinician_id = q.clinician_id.unwrap_or_else(|| staff.0.id.clone());
+            may_manage(&staff, &clinician_id)?;
+            app.store.follow_up_queue(&clinician_id).await?
+        }
+    };
     let rank = |p: &str| match p {
         "urgent" => 0,
         "soon" => 1,
         _ => 2,
     };
-    let mut items = app.store.follow_up_queue(&clinician_id).await?;
     // Placed follow-ups whose visit is over drop out of the queue.
     let mut open = Vec::new();
     for f in items.drain(..) {

@@ -231,6 +231,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
         .route("/api/visits/{id}/follow-ups", post(follow_ups_api::book))
         .route("/api/follow-ups", get(follow_ups_api::queue))
+        .route("/api/follow-ups/{id}/assign", post(follow_ups_api::assign))
+        .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
         .route(
             "/api/visits/import",
             post(crate::visit_import::handler).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),

@@ -517,6 +517,43 @@ fn visit_from(row: &SqliteRow) -> StoreResult<Visit> {
     })
 }
 
+fn follow_up_from(r: &SqliteRow) -> StoreResult<FollowUp> {
+    Ok(FollowUp {
+        id: text(r, "id")?,
+        patient_id: text(r, "patient_id")?,
+        from_visit_id: text(r, "from_visit_id")?,
+        clinician_id: text(r, "clinician_id")?,
+        due_at: int(r, "due_at")?,
+        duration_minutes: int(r, "duration_minutes")?,
+        reason: text(r, "reason")?,
+        priority: text(r, "priority")?,
+        status: text(r, "status")?,
+        visit_id: opt_text(r, "visit_id")?,
+    })
+}
+
+/// Cancels the visit a follow-up placed, if any, revoking its links.
+async fn cancel_follow_up_visit(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, follow_up_id: &str, now: i64) -> StoreResult<()> {
+    let visit: Option<String> = sqlx::query("SELECT visit_id FROM follow_ups WHERE id = $1")
+        .bind(follow_up_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or(StoreError::NotFound)?
+        .try_get("visit_id")
+        .map_err(|_| StoreError::Corrupt("visit_id"))?;
+    if let Some(visit) = visit {
+        sqlx::query("UPDATE visits SET status = $1, cancelled_at = $2 WHERE id = $3 AND status = $4")
+            .bind(VisitStatus::Cancelled.as_str())
+            .bind(now)
+            .bind(&visit)
+            .bind(VisitStatus::Scheduled.as_str())
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("UPDATE links SET revoked_at = $1 WHERE visit_id = $2 AND revoked_at IS NULL").bind(now).bind(&visit).execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 fn link_from(row: &SqliteRow) -> StoreResult<Link> {
     Ok(Link {
         id: text(row, "id")?,
@@ -1000,22 +1037,65 @@ impl Store {
             .bind("cancelled")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(FollowUp {
-                    id: text(r, "id")?,
-                    patient_id: text(r, "patient_id")?,
-                    from_visit_id: text(r, "from_visit_id")?,
-                    clinician_id: text(r, "clinician_id")?,
-                    due_at: int(r, "due_at")?,
-                    duration_minutes: int(r, "duration_minutes")?,
-                    reason: text(r, "reason")?,
-                    priority: text(r, "priority")?,
-                    status: text(r, "status")?,
-                    visit_id: opt_text(r, "visit_id")?,
-                })
-            })
-            .collect()
+        rows.iter().map(follow_up_from).collect()
+    }
+
+    /// The open follow-ups of every clinician of a specialty (a service).
+    pub async fn follow_up_queue_of_specialty(&self, specialty: Specialty) -> StoreResult<Vec<FollowUp>> {
+        let rows = sqlx::query(
+            "SELECT f.* FROM follow_ups f JOIN clinicians c ON c.id = f.clinician_id WHERE c.specialty = $1 AND f.status <> $2 \
+             ORDER BY f.due_at, f.id",
+        )
+        .bind(specialty.as_str())
+        .bind("cancelled")
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(follow_up_from).collect()
+    }
+
+    /// A follow-up by id.
+    pub async fn follow_up_by_id(&self, id: &str) -> StoreResult<Option<FollowUp>> {
+        let row = sqlx::query("SELECT * FROM follow_ups WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(follow_up_from).transpose()
+    }
+
+    /// Re-assigns a follow-up, in one transaction: its old visit (if any) is
+    /// cancelled with its links revoked, and the new visit (if placed) and
+    /// link are created.
+    pub async fn reassign_follow_up(
+        &self,
+        id: &str,
+        clinician_id: &str,
+        placed: Option<(&NewVisit, &Link)>,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        cancel_follow_up_visit(&mut tx, id, now).await?;
+        if let Some((visit, link)) = placed {
+            insert_visit_row(&mut tx, visit, now).await?;
+            insert_link(&mut tx, link).await?;
+        }
+        sqlx::query("UPDATE follow_ups SET clinician_id = $1, status = $2, visit_id = $3 WHERE id = $4")
+            .bind(clinician_id)
+            .bind(if placed.is_some() { "placed" } else { "unplaced" })
+            .bind(placed.map(|(v, _)| v.id.clone()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Cancels a follow-up and, if it was placed, its visit (revoking the links).
+    pub async fn cancel_follow_up(&self, id: &str, audit: &AuditEvent, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        cancel_follow_up_visit(&mut tx, id, now).await?;
+        sqlx::query("UPDATE follow_ups SET status = $1 WHERE id = $2").bind("cancelled").bind(id).execute(&mut *tx).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     // ----- visits and links -----

@@ -89,3 +89,53 @@ async fn placement_window_queue_and_no_double_booking() {
     }
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_actions_assign_cancel_and_service_view() {
+    let (server, _clock) = server_at(MONDAY_8H).await;
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    create_staff(&server, "onco2@h.fr", StaffRole::Clinician).await;
+    let onco = login(&server, "onco@h.fr").await;
+    let onco2 = login(&server, "onco2@h.fr").await;
+    let ob = onco.bearer();
+    let (visit, _) = create_visit(&server, &onco, 3600).await;
+    // No availability set: the follow-up is unplaced.
+    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"labs"}"#)).await;
+    let f = r.json()["follow_up"]["id"].as_str().unwrap().to_string();
+    assert_eq!(r.json()["follow_up"]["status"], "unplaced");
+
+    // Assign to an exact slot: placed, with a link.
+    let slot = json!({"scheduled_start": "2027-01-20T10:00:00Z"}).to_string();
+    let r = http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["follow_up"]["status"], "placed");
+    let first_visit = r.json()["follow_up"]["visit_id"].as_str().unwrap().to_string();
+    let token = r.json()["patient_link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    // A second follow-up cannot take the same slot.
+    let r2 = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"other"}"#)).await;
+    let f2 = r2.json()["follow_up"]["id"].as_str().unwrap().to_string();
+    let r = http(&server, "POST", &format!("/api/follow-ups/{f2}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
+    assert_eq!((r.status, r.code().as_deref()), (409, Some("slot_taken")));
+
+    // Re-assign the first to another oncologist: the old visit is cancelled and its link revoked.
+    let move_it = json!({"clinician_id": onco2.clinician_id, "scheduled_start": "2027-01-20T11:00:00Z"}).to_string();
+    let r = http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&move_it)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(http(&server, "GET", &format!("/api/visits/{first_visit}"), &[("Authorization", &ob)], None).await.json()["visit"]["status"], "cancelled");
+    assert_eq!(http(&server, "POST", &format!("/api/join/{token}"), &[], None).await.code().as_deref(), Some("link_revoked"));
+
+    // The service view (all oncologists) holds both follow-ups.
+    let q = http(&server, "GET", "/api/follow-ups?specialty=oncologist", &[("Authorization", &onco2.bearer())], None).await.json();
+    assert_eq!(q["follow_ups"].as_array().unwrap().len(), 2);
+    let r = http(&server, "GET", "/api/follow-ups?specialty=psychologist", &[("Authorization", &ob)], None).await;
+    assert_eq!(r.status, 403, "another service's queue is not yours");
+
+    // Cancel: gone from the queue, its visit cancelled.
+    let r = http(&server, "POST", &format!("/api/follow-ups/{f}/cancel"), &[("Authorization", &ob)], None).await;
+    assert_eq!(r.json()["follow_up"]["status"], "cancelled");
+    let q = http(&server, "GET", "/api/follow-ups?specialty=oncologist", &[("Authorization", &ob)], None).await.json();
+    assert_eq!(q["follow_ups"].as_array().unwrap().len(), 1);
+    let r = http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
+    assert_eq!(r.code().as_deref(), Some("follow_up_cancelled"));
+    server.shutdown().await;
+}
