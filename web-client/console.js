@@ -5,6 +5,7 @@
 
 import { SignalingClient } from '/js/signaling.js';
 import { MediaSession } from '/js/media_session.js';
+import { refreshSession, signIn as staffSignIn } from '/js/staff_session.js';
 
 const state = {
   token: null,
@@ -45,28 +46,19 @@ async function api(path, options = {}) {
 }
 
 async function refresh() {
-  const r = await fetch('/api/auth/refresh', { method: 'POST' });
-  if (!r.ok) return false;
-  const body = await r.json();
-  state.token = body.access_token;
-  state.me = body.clinician;
+  const session = await refreshSession();
+  if (!session) return false;
+  state.token = session.access_token;
+  state.me = session.clinician;
   return true;
 }
 
 async function signIn(event) {
   event.preventDefault();
-  const r = await fetch('/api/auth/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ email: $('email').value, password: $('password').value }),
-  });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    status(body.error?.code === 'too_many_attempts' ? 'Too many attempts; wait a moment.' : 'Wrong email or password.');
-    return;
-  }
-  state.token = body.access_token;
-  state.me = body.clinician;
+  const { session, error } = await staffSignIn($('email').value, $('password').value);
+  if (error) return status(error);
+  state.token = session.access_token;
+  state.me = session.clinician;
   await showToday();
 }
 

@@ -2,6 +2,8 @@
 // from /api/ops/stream, and shows the week's figures. No patient names ever
 // reach this page: rooms are visit ids, people are roles.
 
+import { refreshSession, signIn as staffSignIn } from '/js/staff_session.js';
+
 const state = { token: null, lastSnapshot: null, weekStart: null };
 window.teleconsultOps = state;
 
@@ -16,25 +18,17 @@ async function api(path, options = {}) {
 }
 
 async function refresh() {
-  const r = await fetch('/api/auth/refresh', { method: 'POST' });
-  if (!r.ok) return false;
-  state.token = (await r.json()).access_token;
+  const session = await refreshSession();
+  if (!session) return false;
+  state.token = session.access_token;
   return true;
 }
 
 async function signIn(event) {
   event.preventDefault();
-  const r = await fetch('/api/auth/login', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ email: $('email').value, password: $('password').value }),
-  });
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) {
-    status(body.error?.code === 'too_many_attempts' ? 'Too many attempts: wait a moment and try again.' : 'Wrong email or password.');
-    return;
-  }
-  state.token = body.access_token;
+  const { session, error } = await staffSignIn($('email').value, $('password').value);
+  if (error) return status(error);
+  state.token = session.access_token;
   await start();
 }
 

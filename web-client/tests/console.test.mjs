@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { eventually, launchChromium, screenshot, startDemoServer } from './harness.mjs';
+import { eventually, launchChromium, screenshot, startDemoServer, walkToWaitingRoom } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -57,10 +57,7 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   await patient.goto(server.links.patientLink);
   await patient.waitForSelector('#screen-check', { state: 'visible' });
   assert.deepEqual(await axeViolations(patient), [], 'the join page has no serious accessibility violations');
-  for (const b of ['#check-next', '#camera-next', '#mic-next', '#speaker-next', '#privacy-next']) await patient.click(b);
-  await patient.check('input[name=breathlessness]');
-  await patient.click('#questionnaire button[type=submit]');
-  await patient.waitForSelector('#screen-waiting', { state: 'visible' });
+  await walkToWaitingRoom(patient, { answer: (p) => p.check('input[name=breathlessness]') });
   assert.deepEqual(await axeViolations(patient), [], 'the waiting room has no serious accessibility violations');
   await screenshot(patient, 'phone-waiting-room');
   const fits = await patient.evaluate(() => document.documentElement.scrollWidth <= 360);

@@ -123,6 +123,18 @@ export async function screenshot(page, name) {
   await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
 }
 
+/** Clicks a patient page through its checks to the waiting room. */
+export async function walkToWaitingRoom(page, { questionnaire = true, answer = async () => {} } = {}) {
+  for (const button of ['#check-next', '#camera-next', '#mic-next', '#speaker-next', '#privacy-next']) {
+    await page.click(button);
+  }
+  if (questionnaire) {
+    await answer(page);
+    await page.click('#questionnaire button[type=submit]');
+  }
+  await page.waitForSelector('#screen-waiting', { state: 'visible' });
+}
+
 /** Signs in a demo account; returns its access token. */
 export async function signIn(base, email, password = 'demo-password') {
   const r = await fetch(`${base}/api/auth/login`, {

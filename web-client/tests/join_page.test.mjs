@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { api, eventually, launchChromium, screenshot, signIn, startDemoServer } from './harness.mjs';
+import { api, eventually, launchChromium, screenshot, signIn, startDemoServer, walkToWaitingRoom } from './harness.mjs';
 
 /** A minimal protocol client acting as the clinician. */
 async function clinicianSocket(base, joinToken) {
@@ -32,19 +32,6 @@ async function clinicianSocket(base, joinToken) {
   const joined = await request({ type: 'join', token: joinToken });
   assert.equal(joined.type, 'joined');
   return { ws, events, request };
-}
-
-async function walkToWaitingRoom(page, { questionnaire = true } = {}) {
-  for (const button of ['#check-next', '#camera-next', '#mic-next', '#speaker-next', '#privacy-next']) {
-    await page.click(button);
-  }
-  if (questionnaire) {
-    await page.check('input[name=fever]');
-    await page.fill('#pain', '8');
-    await page.fill('#new-symptoms', 'a rash on my arm');
-    await page.click('#questionnaire button[type=submit]');
-  }
-  await page.waitForSelector('#screen-waiting', { state: 'visible' });
 }
 
 test('patient page: link to call, reload, deny, audio-only, link errors, French', async (t) => {
