@@ -76,6 +76,13 @@ pub struct ServeArgs {
     /// How often the scheduler's background worker runs, milliseconds. Default 15000.
     #[arg(long, env = "TELECONSULT_SCHEDULER_TICK_MS")]
     pub scheduler_tick_ms: Option<u64>,
+    /// Questionnaire symptoms that are red flags, comma-separated, from
+    /// fever, cough, breathlessness, fatigue. Default "fever,breathlessness".
+    #[arg(long, env = "TELECONSULT_RED_FLAG_SYMPTOMS", value_delimiter = ',')]
+    pub red_flag_symptoms: Option<Vec<String>>,
+    /// Pain (0–10) at or above which the questionnaire is a red flag. Default 7.
+    #[arg(long, env = "TELECONSULT_RED_FLAG_PAIN")]
+    pub red_flag_pain: Option<u8>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -113,6 +120,8 @@ struct FileConfig {
     metrics_addr: Option<SocketAddr>,
     reminder_webhook: Option<String>,
     scheduler_tick_ms: Option<u64>,
+    red_flag_symptoms: Option<Vec<String>>,
+    red_flag_pain: Option<u8>,
 }
 
 /// Fully resolved settings.
@@ -152,6 +161,8 @@ pub struct Config {
     pub reminder_webhook: Option<String>,
     /// Scheduler worker period.
     pub scheduler_tick: Duration,
+    /// Which questionnaire answers are red flags.
+    pub red_flags: crate::questionnaire::RedFlagRules,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -215,6 +226,10 @@ impl ServeArgs {
             metrics_token: self.metrics_token.or(file.metrics_token),
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             reminder_webhook: self.reminder_webhook.or(file.reminder_webhook),
+            red_flags: crate::questionnaire::RedFlagRules {
+                symptoms: self.red_flag_symptoms.or(file.red_flag_symptoms).unwrap_or_else(|| vec!["fever".into(), "breathlessness".into()]),
+                pain_at_least: self.red_flag_pain.or(file.red_flag_pain).unwrap_or(7),
+            },
             scheduler_tick: Duration::from_millis(self.scheduler_tick_ms.or(file.scheduler_tick_ms).unwrap_or(15_000).clamp(100, 3_600_000)),
             demo: self.demo,
         };
@@ -232,6 +247,9 @@ impl ServeArgs {
         }
         if config.reminder_webhook.as_ref().is_some_and(|u| crate::webhook::parse_url(u).is_none()) {
             return Err(ConfigError::Invalid { name: "reminder_webhook", why: "must be http://host:port/path" });
+        }
+        if config.red_flags.symptoms.iter().any(|s| !["fever", "cough", "breathlessness", "fatigue"].contains(&s.as_str())) || config.red_flags.pain_at_least > 11 {
+            return Err(ConfigError::Invalid { name: "red_flag_symptoms/red_flag_pain", why: "symptoms from fever, cough, breathlessness, fatigue; pain 0 to 11" });
         }
         if config.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(ConfigError::Invalid { name: "token_secret", why: "must be at least 32 bytes" });

@@ -97,7 +97,7 @@ pub async fn questionnaire(
     answers.validate().map_err(|why| ApiError::invalid("questionnaire", why))?;
     let value = serde_json::to_value(&answers).map_err(ApiError::internal)?;
     app.store.set_questionnaire(&visit.id, &value).await?;
-    let flags = answers.red_flags();
+    let flags = answers.red_flags(&app.config.red_flags);
     app.store
         .audit(&audit_event(&app, &format!("link:{}", link.id), "questionnaire_answered", &visit.id, Some(flags.join(","))))
         .await?;

@@ -37,20 +37,35 @@ impl Answers {
         Ok(())
     }
 
-    /// Answers that should catch a clinician's eye: fever, breathlessness,
-    /// or pain of 7 or more.
-    pub fn red_flags(&self) -> Vec<&'static str> {
+    /// Answers that should catch a clinician's eye, under `rules`.
+    pub fn red_flags(&self, rules: &RedFlagRules) -> Vec<&'static str> {
         let mut flags = Vec::new();
-        if self.fever {
-            flags.push("fever");
+        for (name, present) in [("fever", self.fever), ("cough", self.cough), ("breathlessness", self.breathlessness), ("fatigue", self.fatigue)] {
+            if present && rules.symptoms.iter().any(|s| s == name) {
+                flags.push(name);
+            }
         }
-        if self.breathlessness {
-            flags.push("breathlessness");
-        }
-        if self.pain >= 7 {
+        if self.pain >= rules.pain_at_least {
             flags.push("pain");
         }
         flags
+    }
+}
+
+/// Which answers are red flags. The default is fever, breathlessness, or
+/// pain of 7 or more; hospitals set their own with `--red-flag-symptoms`
+/// and `--red-flag-pain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedFlagRules {
+    /// Yes/no symptoms that are red flags: `fever`, `cough`, `breathlessness`, `fatigue`.
+    pub symptoms: Vec<String>,
+    /// Pain at or above this (0–10; 11 disables).
+    pub pain_at_least: u8,
+}
+
+impl Default for RedFlagRules {
+    fn default() -> Self {
+        RedFlagRules { symptoms: vec!["fever".into(), "breathlessness".into()], pain_at_least: 7 }
     }
 }
 
@@ -65,7 +80,9 @@ mod tests {
         )
         .unwrap();
         assert!(a.validate().is_ok());
-        assert_eq!(a.red_flags(), ["fever", "pain"]);
+        assert_eq!(a.red_flags(&RedFlagRules::default()), ["fever", "pain"]);
+        let strict = RedFlagRules { symptoms: vec!["fatigue".into()], pain_at_least: 9 };
+        assert_eq!(a.red_flags(&strict), ["fatigue"]);
         let bad = Answers { pain: 11, ..a.clone() };
         assert!(bad.validate().is_err());
         assert!(serde_json::from_str::<Answers>(r#"{"fever":true,"surprise":1}"#).is_err());

@@ -177,7 +177,7 @@ pub async fn visit_json(app: &App, visit: &Visit) -> Result<Value, ApiError> {
         .questionnaire
         .as_ref()
         .and_then(|q| serde_json::from_value::<crate::questionnaire::Answers>(q.clone()).ok())
-        .map(|a| a.red_flags())
+        .map(|a| a.red_flags(&app.config.red_flags))
         .unwrap_or_default();
     Ok(json!({
         "id": visit.id,

@@ -532,7 +532,7 @@ async fn waiting_message(app: &App, room: &str, participant: ParticipantInfo, wa
     let red_flags = questionnaire
         .as_ref()
         .and_then(|q| serde_json::from_value::<crate::questionnaire::Answers>(q.clone()).ok())
-        .map(|a| a.red_flags().into_iter().map(str::to_owned).collect())
+        .map(|a| a.red_flags(&app.config.red_flags).into_iter().map(str::to_owned).collect())
         .unwrap_or_default();
     ServerMessage::ParticipantWaiting { participant, waited_secs, questionnaire, red_flags }
 }

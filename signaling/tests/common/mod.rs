@@ -33,6 +33,7 @@ pub fn config() -> Config {
         metrics_token: None,
         metrics_addr: None,
         reminder_webhook: None,
+        red_flags: Default::default(),
         scheduler_tick: Duration::from_secs(3600),
         demo: false,
     }
