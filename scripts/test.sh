@@ -43,6 +43,10 @@ fi
 
 status=0
 
+log "formatting and lints"
+cargo fmt --all --check || status=1
+cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+
 log "Rust tests (cargo nextest)"
 # One debug build serves the Rust tests and the browser tests' server.
 cargo build --workspace --bins --locked || exit 1

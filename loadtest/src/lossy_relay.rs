@@ -36,7 +36,7 @@ impl LossyRelay {
                     let Some(to) = client else { continue };
                     if is_rtp_with_pt(packet, drop_pt) {
                         seen += 1;
-                        if drop_every > 0 && seen % drop_every == 0 {
+                        if drop_every > 0 && seen.is_multiple_of(drop_every) {
                             counter.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }

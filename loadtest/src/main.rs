@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use teleconsult_loadtest::server_process::ServerProcess;
 use teleconsult_loadtest::scenario::{self, LoadOptions, Report, Target};
+use teleconsult_loadtest::server_process::ServerProcess;
 use teleconsult_loadtest::synthetic_media::percentile;
 use teleconsult_loadtest::{Participant, ParticipantOptions};
 
@@ -154,9 +154,10 @@ async fn forward(
 ) -> anyhow::Result<()> {
     let subscribers = subscribers.clamp(1, 49);
     // Baseline first, on a quiet machine: the same stream peer to peer.
-    let mut direct = teleconsult_loadtest::baseline::direct_video_latency(video_kbps, window.min(Duration::from_secs(10)))
-        .await
-        .context("direct baseline")?;
+    let mut direct =
+        teleconsult_loadtest::baseline::direct_video_latency(video_kbps, window.min(Duration::from_secs(10)))
+            .await
+            .context("direct baseline")?;
     let direct_p50 = percentile(&mut direct, 50.0).unwrap_or(0);
     let direct_p99 = percentile(&mut direct, 99.0).unwrap_or(0);
     let binary = match server_bin {
@@ -218,13 +219,23 @@ async fn forward(
     let loss = if expected > 0 { 1.0 - received as f64 / expected as f64 } else { 0.0 };
     let per_cpu_second = if cpu > 0.0 { forwarded / cpu } else { f64::NAN };
 
-    println!("forward benchmark: 1 publisher ({video_kbps} kbit/s video + audio) -> {subscribers} subscribers, {elapsed:.1} s");
+    println!(
+        "forward benchmark: 1 publisher ({video_kbps} kbit/s video + audio) -> {subscribers} subscribers, {elapsed:.1} s"
+    );
     println!("  packets forwarded        {forwarded:.0} ({:.0}/s)", forwarded / elapsed);
     println!("  server CPU               {cpu:.2} s ({:.1}% of one core)", 100.0 * cpu / elapsed);
     println!("  forwarded per CPU-second {per_cpu_second:.0}");
     let ms = |us: u32| f64::from(us) / 1000.0;
-    println!("  latency through the SFU  p50 {:.2} ms, p99 {:.2} ms (video, publisher send to subscriber receive)", ms(p50), ms(p99));
-    println!("  latency direct (no SFU)  p50 {:.2} ms, p99 {:.2} ms (same stream, peer to peer)", ms(direct_p50), ms(direct_p99));
+    println!(
+        "  latency through the SFU  p50 {:.2} ms, p99 {:.2} ms (video, publisher send to subscriber receive)",
+        ms(p50),
+        ms(p99)
+    );
+    println!(
+        "  latency direct (no SFU)  p50 {:.2} ms, p99 {:.2} ms (same stream, peer to peer)",
+        ms(direct_p50),
+        ms(direct_p99)
+    );
     println!(
         "  added by the SFU         p50 {:.2} ms, p99 {:.2} ms",
         ms(p50.saturating_sub(direct_p50)),
@@ -265,10 +276,66 @@ async fn forward(
 /// Settings and thresholds of a run, from a preset and the flags.
 fn resolve(args: &RunArgs) -> (LoadOptions, Thresholds) {
     let (rooms, participants, kbps, ramp, duration, th) = match args.preset {
-        Preset::Consult => (50, 2, 1500, 20, 30, Thresholds { loss_pct: 0.5, latency_p99_ms: 20.0, join_p95_ms: 1500.0, cpu_pct: 50.0, rss_mib: 300.0, all_joins: true }),
-        Preset::Group => (5, 8, 500, 10, 30, Thresholds { loss_pct: 0.5, latency_p99_ms: 50.0, join_p95_ms: 3000.0, cpu_pct: 100.0, rss_mib: 300.0, all_joins: true }),
-        Preset::Burst => (50, 2, 500, 10, 10, Thresholds { loss_pct: 1.0, latency_p99_ms: f64::INFINITY, join_p95_ms: 3000.0, cpu_pct: f64::INFINITY, rss_mib: 300.0, all_joins: true }),
-        Preset::Smoke => (5, 2, 300, 2, 10, Thresholds { loss_pct: 1.0, latency_p99_ms: f64::INFINITY, join_p95_ms: f64::INFINITY, cpu_pct: f64::INFINITY, rss_mib: f64::INFINITY, all_joins: true }),
+        Preset::Consult => (
+            50,
+            2,
+            1500,
+            20,
+            30,
+            Thresholds {
+                loss_pct: 0.5,
+                latency_p99_ms: 20.0,
+                join_p95_ms: 1500.0,
+                cpu_pct: 50.0,
+                rss_mib: 300.0,
+                all_joins: true,
+            },
+        ),
+        Preset::Group => (
+            5,
+            8,
+            500,
+            10,
+            30,
+            Thresholds {
+                loss_pct: 0.5,
+                latency_p99_ms: 50.0,
+                join_p95_ms: 3000.0,
+                cpu_pct: 100.0,
+                rss_mib: 300.0,
+                all_joins: true,
+            },
+        ),
+        Preset::Burst => (
+            50,
+            2,
+            500,
+            10,
+            10,
+            Thresholds {
+                loss_pct: 1.0,
+                latency_p99_ms: f64::INFINITY,
+                join_p95_ms: 3000.0,
+                cpu_pct: f64::INFINITY,
+                rss_mib: 300.0,
+                all_joins: true,
+            },
+        ),
+        Preset::Smoke => (
+            5,
+            2,
+            300,
+            2,
+            10,
+            Thresholds {
+                loss_pct: 1.0,
+                latency_p99_ms: f64::INFINITY,
+                join_p95_ms: f64::INFINITY,
+                cpu_pct: f64::INFINITY,
+                rss_mib: f64::INFINITY,
+                all_joins: true,
+            },
+        ),
     };
     let options = LoadOptions {
         rooms: args.rooms.unwrap_or(rooms).clamp(1, 500),
@@ -352,7 +419,9 @@ async fn load_run(args: RunArgs) -> anyhow::Result<()> {
     let (target, server) = target_for(&args).await?;
     // Every run is bounded: set-up, the window, and teardown.
     let limit = Duration::from_secs(options.ramp_up_secs + options.duration_secs + 180);
-    let report = tokio::time::timeout(limit, scenario::run(&target, &options)).await.context("the run exceeded its time bound")??;
+    let report = tokio::time::timeout(limit, scenario::run(&target, &options))
+        .await
+        .context("the run exceeded its time bound")??;
     if let Some(server) = server {
         server.stop()?;
     }
@@ -378,12 +447,15 @@ async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) ->
         let options = LoadOptions { rooms, ..base.clone() };
         let (target, server) = target_for(&args).await?;
         let limit = Duration::from_secs(options.ramp_up_secs + options.duration_secs + 180);
-        let report = tokio::time::timeout(limit, scenario::run(&target, &options)).await.context("a step exceeded its time bound")??;
+        let report = tokio::time::timeout(limit, scenario::run(&target, &options))
+            .await
+            .context("a step exceeded its time bound")??;
         if let Some(server) = server {
             server.stop()?;
         }
         eprintln!("{}", report.table());
-        let good = report.joins_succeeded == report.joins_attempted && report.loss <= 0.01 && report.latency_ms.p99 <= 50.0;
+        let good =
+            report.joins_succeeded == report.joins_attempted && report.loss <= 0.01 && report.latency_ms.p99 <= 50.0;
         if !good {
             first_bad = Some(report);
             break;
@@ -393,20 +465,48 @@ async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) ->
     }
     match (&last_good, &first_bad) {
         (Some(good), bad) => {
-            println!("capacity: {} rooms x {} participants ({} kbit/s video) within loss <= 1% and p99 <= 50 ms", good.options.rooms, good.options.participants_per_room, good.options.video_kbps);
-            println!("  at that load: server CPU {:.0}% of one core, load generator CPU {:.0}%, p99 {:.1} ms, loss {:.3}%", good.server_cpu_pct, good.loadtest_cpu_pct, good.latency_ms.p99, good.loss * 100.0);
+            println!(
+                "capacity: {} rooms x {} participants ({} kbit/s video) within loss <= 1% and p99 <= 50 ms",
+                good.options.rooms, good.options.participants_per_room, good.options.video_kbps
+            );
+            println!(
+                "  at that load: server CPU {:.0}% of one core, load generator CPU {:.0}%, p99 {:.1} ms, loss {:.3}%",
+                good.server_cpu_pct,
+                good.loadtest_cpu_pct,
+                good.latency_ms.p99,
+                good.loss * 100.0
+            );
             if let Some(bad) = bad {
-                let limiter = if bad.loadtest_cpu_pct > bad.server_cpu_pct { "the load generator's CPU (its webrtc-rs clients share the 2 cores)" } else { "the server's CPU" };
-                println!("  next step ({} rooms) failed: loss {:.3}%, p99 {:.1} ms; server CPU {:.0}%, load generator CPU {:.0}% -> limited by {limiter}", bad.options.rooms, bad.loss * 100.0, bad.latency_ms.p99, bad.server_cpu_pct, bad.loadtest_cpu_pct);
+                let limiter = if bad.loadtest_cpu_pct > bad.server_cpu_pct {
+                    "the load generator's CPU (its webrtc-rs clients share the 2 cores)"
+                } else {
+                    "the server's CPU"
+                };
+                println!(
+                    "  next step ({} rooms) failed: loss {:.3}%, p99 {:.1} ms; server CPU {:.0}%, load generator CPU {:.0}% -> limited by {limiter}",
+                    bad.options.rooms,
+                    bad.loss * 100.0,
+                    bad.latency_ms.p99,
+                    bad.server_cpu_pct,
+                    bad.loadtest_cpu_pct
+                );
             } else {
                 println!("  reached --max-rooms without a failure");
             }
         }
-        (None, Some(bad)) => println!("capacity: below {} rooms (loss {:.3}%, p99 {:.1} ms)", bad.options.rooms, bad.loss * 100.0, bad.latency_ms.p99),
+        (None, Some(bad)) => println!(
+            "capacity: below {} rooms (loss {:.3}%, p99 {:.1} ms)",
+            bad.options.rooms,
+            bad.loss * 100.0,
+            bad.latency_ms.p99
+        ),
         (None, None) => println!("capacity: no step ran"),
     }
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&serde_json::json!({"last_good": last_good, "first_bad": first_bad}))?)?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&serde_json::json!({"last_good": last_good, "first_bad": first_bad}))?,
+        )?;
     }
     Ok(())
 }

@@ -174,7 +174,9 @@ impl Shared {
 
 impl Participant {
     /// Connects, says hello and joins with the token. Publishes nothing yet.
-    pub async fn join(options: &ParticipantOptions) -> Result<(Self, mpsc::UnboundedReceiver<ServerMessage>), ParticipantError> {
+    pub async fn join(
+        options: &ParticipantOptions,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<ServerMessage>), ParticipantError> {
         let (client, events) = SignalingClient::connect(&options.ws_url).await?;
         client.hello().await?;
         let join_started_us = now_micros();
@@ -231,7 +233,8 @@ impl Participant {
         self.publish_state = state_rx;
         let audio_ssrc: u32 = rand::random();
         let video_ssrc: u32 = rand::random();
-        let send_only = || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
+        let send_only =
+            || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
         let stream_id = format!("synthetic-{}", self.participant_id);
         let mut audio_track = None;
         if options.audio {
@@ -270,9 +273,9 @@ impl Participant {
     }
 
     async fn wait_publish_connected(&mut self, limit: Duration) -> Result<(), ParticipantError> {
-        let wait = self.publish_state.wait_for(|s| {
-            matches!(s, RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed)
-        });
+        let wait = self
+            .publish_state
+            .wait_for(|s| matches!(s, RTCPeerConnectionState::Connected | RTCPeerConnectionState::Failed));
         match tokio::time::timeout(limit, wait).await {
             Ok(Ok(s)) if *s == RTCPeerConnectionState::Connected => Ok(()),
             Ok(Ok(s)) => Err(ParticipantError::WebRtc(format!("publish connection {}", *s))),
@@ -283,7 +286,11 @@ impl Participant {
     /// Next synthetic sequence number to be sent on our audio or video track
     /// (so `[a, b)` between two calls is what was sent in between).
     pub fn sent_seq(&self, video: bool) -> u32 {
-        if video { self.shared.video_sent.load(Ordering::SeqCst) } else { self.shared.audio_sent.load(Ordering::SeqCst) }
+        if video {
+            self.shared.video_sent.load(Ordering::SeqCst)
+        } else {
+            self.shared.audio_sent.load(Ordering::SeqCst)
+        }
     }
 
     /// Distinct packets received from `publisher`'s track with synthetic
@@ -444,7 +451,15 @@ async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shar
         // ~32 kbit/s Opus: 80-byte frames every 20 ms.
         let payload = build_payload(&[], n, now_micros(), 80);
         let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header { version: 2, payload_type: 111, sequence_number: seq, timestamp, ssrc, marker: n == 0, ..Default::default() },
+            header: rtc::rtp::Header {
+                version: 2,
+                payload_type: 111,
+                sequence_number: seq,
+                timestamp,
+                ssrc,
+                marker: n == 0,
+                ..Default::default()
+            },
             payload: payload.into(),
         };
         if track.write_rtp(packet).await.is_err() {
@@ -455,7 +470,12 @@ async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shar
     }
 }
 
-pub(crate) async fn send_video(track: Arc<TrackLocalStaticRTP>, ssrc: u32, options: ParticipantOptions, shared: Arc<Shared>) {
+pub(crate) async fn send_video(
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    options: ParticipantOptions,
+    shared: Arc<Shared>,
+) {
     let fps = options.fps.max(1);
     let mut seq: u16 = rand::random();
     let mut timestamp: u32 = rand::random();

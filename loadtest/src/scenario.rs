@@ -130,7 +130,14 @@ pub async fn sign_in(target: &Target) -> anyhow::Result<String> {
     Ok(format!("Bearer {}", r.json()["access_token"].as_str().unwrap_or_default()))
 }
 
-async fn api(target: &Target, bearer: &str, method: &str, path: &str, body: Option<&str>, want: u16) -> anyhow::Result<serde_json::Value> {
+async fn api(
+    target: &Target,
+    bearer: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    want: u16,
+) -> anyhow::Result<serde_json::Value> {
     let r = request(target.http, method, path, &[("Authorization", bearer)], body).await;
     anyhow::ensure!(r.status == want, "{method} {path}: {} {}", r.status, r.body.chars().take(200).collect::<String>());
     Ok(r.json())
@@ -156,7 +163,15 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
     let visit = created["visit"]["id"].as_str().unwrap_or_default().to_string();
     let mut links = vec![link_token(created["patient_link"]["url"].as_str().unwrap_or_default())];
     for g in 2..options.participants_per_room {
-        let guest = api(target, bearer, "POST", &format!("/api/visits/{visit}/guest-links"), Some(&format!(r#"{{"label":"guest {g}"}}"#)), 201).await?;
+        let guest = api(
+            target,
+            bearer,
+            "POST",
+            &format!("/api/visits/{visit}/guest-links"),
+            Some(&format!(r#"{{"label":"guest {g}"}}"#)),
+            201,
+        )
+        .await?;
         links.push(link_token(guest["link"]["url"].as_str().unwrap_or_default()));
     }
     api(target, bearer, "POST", &format!("/api/visits/{visit}/start"), None, 200).await?;
@@ -178,7 +193,10 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
         anyhow::ensure!(x.status == 200, "link exchange: {} {}", x.status, x.body);
         let opts = media(x.json()["join_token"].as_str().unwrap_or_default());
         let (mut p, mut events) = Participant::join(&opts).await?;
-        people[0].signaling.request(ClientMessage::Admit { id: None, participant_id: p.participant_id.clone() }).await?;
+        people[0]
+            .signaling
+            .request(ClientMessage::Admit { id: None, participant_id: p.participant_id.clone() })
+            .await?;
         // The admit reaches the patient before it may publish.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
@@ -250,7 +268,11 @@ fn histogram_percentiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Percent
         .collect();
     let total = delta.last().map(|(_, v)| *v).unwrap_or(0.0);
     let q = |p: f64| {
-        delta.iter().find(|(_, c)| *c >= p * total).map(|(b, _)| if b.is_finite() { b * 1000.0 } else { f64::INFINITY }).unwrap_or(0.0)
+        delta
+            .iter()
+            .find(|(_, c)| *c >= p * total)
+            .map(|(b, _)| if b.is_finite() { b * 1000.0 } else { f64::INFINITY })
+            .unwrap_or(0.0)
     };
     Percentiles { count: total as usize, p50: q(0.50), p95: q(0.95), p99: q(0.99) }
 }
@@ -273,7 +295,8 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     };
     let mut tasks = Vec::new();
     for i in 0..options.rooms {
-        let (target, bearer, options, rooms, errors) = (target.clone(), bearer.clone(), options.clone(), rooms.clone(), errors.clone());
+        let (target, bearer, options, rooms, errors) =
+            (target.clone(), bearer.clone(), options.clone(), rooms.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep(spacing * i as u32).await;
             match tokio::time::timeout(Duration::from_secs(60), open_room(&target, &bearer, &options, i)).await {
@@ -289,7 +312,13 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
             tokio::time::sleep(Duration::from_millis(200)).await;
             if last_print.elapsed() >= Duration::from_secs(5) {
                 last_print = Instant::now();
-                eprintln!("[{:>5.1}s] rooms up {:>3}/{}  failures {}", started.elapsed().as_secs_f64(), rooms.lock().await.len(), options.rooms, errors.lock().await.len());
+                eprintln!(
+                    "[{:>5.1}s] rooms up {:>3}/{}  failures {}",
+                    started.elapsed().as_secs_f64(),
+                    rooms.lock().await.len(),
+                    options.rooms,
+                    errors.lock().await.len()
+                );
             }
         }
     }
@@ -300,7 +329,11 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     let deadline = Instant::now() + Duration::from_secs(20);
     let all_flowing = |rooms: &Vec<Room>| {
         rooms.iter().all(|r| {
-            r.people.iter().all(|a| r.people.iter().all(|b| a.participant_id == b.participant_id || a.track_reception(&b.participant_id, true).is_some()))
+            r.people.iter().all(|a| {
+                r.people.iter().all(|b| {
+                    a.participant_id == b.participant_id || a.track_reception(&b.participant_id, true).is_some()
+                })
+            })
         })
     };
     while !all_flowing(&rooms) && Instant::now() < deadline {
@@ -311,7 +344,11 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         .map(|r| {
             r.people
                 .iter()
-                .filter(|a| r.people.iter().all(|b| a.participant_id == b.participant_id || a.packets_from(&b.participant_id) > 0))
+                .filter(|a| {
+                    r.people
+                        .iter()
+                        .all(|b| a.participant_id == b.participant_id || a.packets_from(&b.participant_id) > 0)
+                })
                 .count()
         })
         .sum();
@@ -322,7 +359,8 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     let turnaround0 = server_histogram(target, TURNAROUND).await;
     let own0 = own_cpu_seconds();
     let window_start = Instant::now();
-    let sent0: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
+    let sent0: Vec<Vec<(u32, u32)>> =
+        rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
     let lat0: HashMap<(usize, usize, String), usize> = latency_marks(&rooms);
     let mut rtts = Vec::new();
     let window = Duration::from_secs(options.duration_secs.max(1));
@@ -336,8 +374,18 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         }
         if last_print.elapsed() >= Duration::from_secs(5) {
             last_print = Instant::now();
-            let rx: u64 = rooms.iter().flat_map(|r| r.people.iter()).map(|p| p.reception().tracks.values().map(|t| t.packets).sum::<u64>()).sum();
-            eprintln!("[{:>5.1}s] measuring {:>4.1}/{}s  rooms {}  packets received {rx}", started.elapsed().as_secs_f64(), window_start.elapsed().as_secs_f64(), window.as_secs(), rooms.len());
+            let rx: u64 = rooms
+                .iter()
+                .flat_map(|r| r.people.iter())
+                .map(|p| p.reception().tracks.values().map(|t| t.packets).sum::<u64>())
+                .sum();
+            eprintln!(
+                "[{:>5.1}s] measuring {:>4.1}/{}s  rooms {}  packets received {rx}",
+                started.elapsed().as_secs_f64(),
+                window_start.elapsed().as_secs_f64(),
+                window.as_secs(),
+                rooms.len()
+            );
         }
         tokio::time::sleep(Duration::from_millis(1000)).await;
     }
@@ -346,7 +394,8 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     let turnaround1 = server_histogram(target, TURNAROUND).await;
     let own1 = own_cpu_seconds();
     let rss = server_metric(target, "process_resident_memory_bytes").await;
-    let sent1: Vec<Vec<(u32, u32)>> = rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
+    let sent1: Vec<Vec<(u32, u32)>> =
+        rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
     tokio::time::sleep(Duration::from_millis(700)).await; // the tail of the window arrives
 
     let (mut expected, mut received) = (0u64, 0u64);
@@ -365,7 +414,8 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
                     continue;
                 }
                 for video in [false, true] {
-                    let (s, e) = if video { (sent0[ri][bi].1, sent1[ri][bi].1) } else { (sent0[ri][bi].0, sent1[ri][bi].0) };
+                    let (s, e) =
+                        if video { (sent0[ri][bi].1, sent1[ri][bi].1) } else { (sent0[ri][bi].0, sent1[ri][bi].0) };
                     expected += u64::from(e.saturating_sub(s));
                     received += a.received_in(&b.participant_id, video, s, e);
                     let key = (b.participant_id.clone(), if video { "video" } else { "audio" });
@@ -423,11 +473,18 @@ impl Report {
     /// A readable table.
     pub fn table(&self) -> String {
         let p = |name: &str, v: &Percentiles, unit: &str| {
-            format!("  {name:<26} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  p99 {:>8.2} {unit}  (n={})\n", v.p50, v.p95, v.p99, v.count)
+            format!(
+                "  {name:<26} p50 {:>8.2} {unit}  p95 {:>8.2} {unit}  p99 {:>8.2} {unit}  (n={})\n",
+                v.p50, v.p95, v.p99, v.count
+            )
         };
         let mut out = format!(
             "rooms {} x {} participants, video {} kbit/s @ {} fps, window {} s\n",
-            self.options.rooms, self.options.participants_per_room, self.options.video_kbps, self.options.fps, self.options.duration_secs
+            self.options.rooms,
+            self.options.participants_per_room,
+            self.options.video_kbps,
+            self.options.fps,
+            self.options.duration_secs
         );
         out += &format!("  joins                      {}/{} succeeded\n", self.joins_succeeded, self.joins_attempted);
         out += &p("join time", &self.join_time_ms, "ms");
@@ -436,8 +493,12 @@ impl Report {
         out += &p("jitter per track", &self.jitter_ms, "ms");
         out += &p("first keyframe after join", &self.first_keyframe_ms, "ms");
         out += &p("signaling round trip", &self.signaling_rtt_ms, "ms");
-        out += &format!("  loss                       {:.3}% of {} packets\n", self.loss * 100.0, self.packets_expected);
-        out += &format!("  server CPU                 {:.1}% of one core, RSS {:.1} MiB\n", self.server_cpu_pct, self.server_rss_mib);
+        out +=
+            &format!("  loss                       {:.3}% of {} packets\n", self.loss * 100.0, self.packets_expected);
+        out += &format!(
+            "  server CPU                 {:.1}% of one core, RSS {:.1} MiB\n",
+            self.server_cpu_pct, self.server_rss_mib
+        );
         out += &format!("  load generator CPU         {:.1}% of one core\n", self.loadtest_cpu_pct);
         out += &format!("  wall time                  {:.1} s\n", self.wall_secs);
         for e in &self.join_errors {

@@ -34,7 +34,16 @@ impl ServerProcess {
         let db = std::env::temp_dir().join(format!("teleconsult-bench-{}-{port}.db", std::process::id()));
         let _ = std::fs::remove_file(&db);
         let mut create = Command::new(binary)
-            .args(["admin", "create-clinician", "--email", BENCH_EMAIL, "--name", "Dr Load", "--specialty", "oncologist"])
+            .args([
+                "admin",
+                "create-clinician",
+                "--email",
+                BENCH_EMAIL,
+                "--name",
+                "Dr Load",
+                "--specialty",
+                "oncologist",
+            ])
             .arg("--db")
             .arg(&db)
             .stdin(Stdio::piped())
@@ -47,7 +56,15 @@ impl ServerProcess {
         }
         anyhow::ensure!(create.wait()?.success(), "admin create-clinician failed");
         let child = Command::new(binary)
-            .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
+            .args([
+                "serve",
+                "--http-addr",
+                &format!("127.0.0.1:{port}"),
+                "--media-port",
+                "0",
+                "--media-ips",
+                "127.0.0.1",
+            ])
             .arg("--db")
             .arg(&db)
             .args(extra)
@@ -57,7 +74,8 @@ impl ServerProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let server = ServerProcess { child, binary: binary.to_path_buf(), secret, base_url: format!("http://127.0.0.1:{port}") };
+        let server =
+            ServerProcess { child, binary: binary.to_path_buf(), secret, base_url: format!("http://127.0.0.1:{port}") };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if server.http_get("/healthz").await.is_ok() {
@@ -81,7 +99,19 @@ impl ServerProcess {
     /// Mints a join token (admitted: no waiting room) with `teleconsult admin mint-token`.
     pub fn mint_token(&self, room: &str, role: &str, name: &str) -> anyhow::Result<String> {
         let out = Command::new(&self.binary)
-.args(["admin", "mint-token", "--admitted", "--room", room, "--role", role, "--name", name, "--ttl-secs", "7200"])
+            .args([
+                "admin",
+                "mint-token",
+                "--admitted",
+                "--room",
+                room,
+                "--role",
+                role,
+                "--name",
+                name,
+                "--ttl-secs",
+                "7200",
+            ])
             .env("TELECONSULT_TOKEN_SECRET", &self.secret)
             .output()
             .context("running admin mint-token")?;
@@ -116,7 +146,10 @@ impl ServerProcess {
 
     /// The HTTP address.
     pub fn http_addr(&self) -> std::net::SocketAddr {
-        self.base_url.trim_start_matches("http://").parse().unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.base_url
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap_or_else(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// A GET on the server; the body of a 200, or an error.

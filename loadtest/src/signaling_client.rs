@@ -109,7 +109,10 @@ impl SignalingClient {
             closed_reader.store(true, Ordering::SeqCst);
             pending_reader.lock().await.clear();
         });
-        Ok((SignalingClient { out, pending, closed, next_id: AtomicU64::new(1), timeout: Duration::from_secs(10) }, events))
+        Ok((
+            SignalingClient { out, pending, closed, next_id: AtomicU64::new(1), timeout: Duration::from_secs(10) },
+            events,
+        ))
     }
 
     /// Whether the server closed the connection.
@@ -195,13 +198,17 @@ fn with_id(message: ClientMessage, new_id: String) -> ClientMessage {
         ClientMessage::Resume { resume_token, .. } => ClientMessage::Resume { id, resume_token },
         ClientMessage::PublishOffer { sdp, .. } => ClientMessage::PublishOffer { id, sdp },
         ClientMessage::SubscribeAnswer { sdp, .. } => ClientMessage::SubscribeAnswer { id, sdp },
-        ClientMessage::SubscribeRestart { new_connection, .. } => ClientMessage::SubscribeRestart { id, new_connection },
+        ClientMessage::SubscribeRestart { new_connection, .. } => {
+            ClientMessage::SubscribeRestart { id, new_connection }
+        }
         ClientMessage::Trickle { connection, candidate, .. } => ClientMessage::Trickle { id, connection, candidate },
         ClientMessage::Mute { kind, muted, .. } => ClientMessage::Mute { id, kind, muted },
         ClientMessage::Chat { text, .. } => ClientMessage::Chat { id, text },
         ClientMessage::Admit { participant_id, .. } => ClientMessage::Admit { id, participant_id },
         ClientMessage::Deny { participant_id, message, .. } => ClientMessage::Deny { id, participant_id, message },
-        ClientMessage::AskToWait { participant_id, message, .. } => ClientMessage::AskToWait { id, participant_id, message },
+        ClientMessage::AskToWait { participant_id, message, .. } => {
+            ClientMessage::AskToWait { id, participant_id, message }
+        }
         ClientMessage::EndVisit { .. } => ClientMessage::EndVisit { id },
         ClientMessage::Leave { .. } => ClientMessage::Leave { id },
         ClientMessage::Ping { .. } => ClientMessage::Ping { id },

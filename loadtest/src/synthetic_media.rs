@@ -83,7 +83,8 @@ impl SeqSet {
 
     /// Distinct numbers held in `[start, end)`.
     pub fn count_in(&self, start: u32, end: u32) -> u64 {
-        (start..end).filter(|s| self.words.get((s / 64) as usize).is_some_and(|w| w & (1 << (s % 64)) != 0)).count() as u64
+        (start..end).filter(|s| self.words.get((s / 64) as usize).is_some_and(|w| w & (1 << (s % 64)) != 0)).count()
+            as u64
     }
 }
 

@@ -56,9 +56,9 @@ pub async fn build_peer(
     surface_keyframe_requests: bool,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
     let mut media = MediaEngine::default();
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111, ..Default::default() }, RtpCodecKind::Audio)?;
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: vp8(), payload_type: 96, ..Default::default() }, RtpCodecKind::Video)?;
-    media.register_codec(RTCRtpCodecParameters { rtp_codec: rtx(96), payload_type: 97, ..Default::default() }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: vp8(), payload_type: 96 }, RtpCodecKind::Video)?;
+    media.register_codec(RTCRtpCodecParameters { rtp_codec: rtx(96), payload_type: 97 }, RtpCodecKind::Video)?;
     let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
     if surface_keyframe_requests {
         registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());

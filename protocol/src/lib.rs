@@ -347,11 +347,7 @@ pub enum ServerMessage {
     /// A remote track was removed from the subscribe connection.
     TrackRemoved { track: TrackInfo },
     /// Someone muted or unmuted.
-    MuteChanged {
-        participant_id: String,
-        kind: TrackKind,
-        muted: bool,
-    },
+    MuteChanged { participant_id: String, kind: TrackKind, muted: bool },
     /// The server dropped this participant's media connections (`timeout`:
     /// no packet for too long; `connection_failed`). The seat is kept: send a
     /// new `publish_offer` (from a new connection) to come back.
@@ -488,10 +484,8 @@ pub struct DecodeError {
 /// Parses one client text frame, telling apart broken JSON, an unknown
 /// `type` and a known type with bad fields, so each gets its own code.
 pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
-        code: ErrorCode::BadJson,
-        message: format!("not valid JSON: {e}"),
-    })?;
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| DecodeError { code: ErrorCode::BadJson, message: format!("not valid JSON: {e}") })?;
     let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
         return Err(DecodeError {
             code: ErrorCode::BadJson,
@@ -522,10 +516,8 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             message: format!("unknown message type {:?}", kind.chars().take(32).collect::<String>()),
         });
     }
-    serde_json::from_value(value).map_err(|e| DecodeError {
-        code: ErrorCode::BadMessage,
-        message: format!("invalid {kind} message: {e}"),
-    })
+    serde_json::from_value(value)
+        .map_err(|e| DecodeError { code: ErrorCode::BadMessage, message: format!("invalid {kind} message: {e}") })
 }
 
 #[cfg(test)]

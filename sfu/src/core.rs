@@ -26,8 +26,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use crate::api::{
-    LOSS_BUCKETS, RTT_BUCKETS_SECS, Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, SfuError, SubscribedTrack,
-    TrackKind, WorkerStats,
+    Connection, LOSS_BUCKETS, ParticipantEvent, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS, RemovedReason,
+    RoomId, SfuError, SubscribedTrack, TrackKind, WorkerStats,
 };
 use crate::forward::{KeyframeThrottle, SeqRewriter};
 
@@ -173,14 +173,42 @@ enum OutState {
 
 /// Work that crosses peers, queued while a peer is drained.
 enum Action {
-    Forward(Forward),
-    TrackPublished { room: RoomId, publisher: ParticipantId, mid: Mid, kind: TrackKind },
-    TrackUnpublished { room: RoomId, publisher: ParticipantId, mid: Mid },
-    KeyframeWanted { room: RoomId, subscriber: ParticipantId, sub_mid: Mid },
-    SubscriberConnected { room: RoomId, subscriber: ParticipantId },
-    Connected { room: RoomId, participant: ParticipantId, connection: Connection },
-    Negotiate { room: RoomId, participant: ParticipantId },
-    Remove { room: RoomId, participant: ParticipantId, reason: RemovedReason },
+    /// Boxed: a forwarded packet is much larger than the other actions.
+    Forward(Box<Forward>),
+    TrackPublished {
+        room: RoomId,
+        publisher: ParticipantId,
+        mid: Mid,
+        kind: TrackKind,
+    },
+    TrackUnpublished {
+        room: RoomId,
+        publisher: ParticipantId,
+        mid: Mid,
+    },
+    KeyframeWanted {
+        room: RoomId,
+        subscriber: ParticipantId,
+        sub_mid: Mid,
+    },
+    SubscriberConnected {
+        room: RoomId,
+        subscriber: ParticipantId,
+    },
+    Connected {
+        room: RoomId,
+        participant: ParticipantId,
+        connection: Connection,
+    },
+    Negotiate {
+        room: RoomId,
+        participant: ParticipantId,
+    },
+    Remove {
+        room: RoomId,
+        participant: ParticipantId,
+        reason: RemovedReason,
+    },
 }
 
 struct Forward {
@@ -234,9 +262,7 @@ impl MediaCore {
 
     pub(crate) fn create_room(&mut self, room: RoomId, max_participants: Option<usize>) {
         let max = max_participants.unwrap_or(self.config.max_participants);
-        self.rooms
-            .entry(room)
-            .or_insert_with(|| Room { max_participants: max, participants: BTreeMap::new() });
+        self.rooms.entry(room).or_insert_with(|| Room { max_participants: max, participants: BTreeMap::new() });
     }
 
     pub(crate) fn close_room(&mut self, now: Instant, room: &RoomId) -> Result<(), SfuError> {
@@ -267,13 +293,7 @@ impl MediaCore {
         let offer = parse_offer(offer)?;
         room.participants.insert(
             participant.clone(),
-            Participant {
-                publish: None,
-                subscribe: None,
-                events,
-                tracks_in: Vec::new(),
-                last_activity: now,
-            },
+            Participant { publish: None, subscribe: None, events, tracks_in: Vec::new(), last_activity: now },
         );
         let answer = self.new_publish_peer(now, room_id, &participant, offer);
         if answer.is_err() {
@@ -544,9 +564,8 @@ impl MediaCore {
             return;
         };
         let input = Input::Receive(now, Receive { proto: Protocol::Udp, source, destination, contents });
-        let cached = self.by_source.get(&source).copied().filter(|k| {
-            self.peers.get(k).is_some_and(|p| p.rtc.accepts(&input))
-        });
+        let cached =
+            self.by_source.get(&source).copied().filter(|k| self.peers.get(k).is_some_and(|p| p.rtc.accepts(&input)));
         let key = cached.or_else(|| {
             let found = self.peers.iter().find(|(_, p)| p.rtc.accepts(&input)).map(|(k, _)| *k);
             if let Some(k) = found {
@@ -740,7 +759,7 @@ impl MediaCore {
     fn run_actions(&mut self, now: Instant) {
         while let Some(action) = self.actions.pop_front() {
             match action {
-                Action::Forward(f) => self.forward(f),
+                Action::Forward(f) => self.forward(*f),
                 Action::TrackPublished { room, publisher, mid, kind } => {
                     self.track_published(now, &room, &publisher, mid, kind)
                 }
@@ -767,7 +786,14 @@ impl MediaCore {
 
     // ----- tracks and negotiation ----------------------------------------
 
-    fn track_published(&mut self, now: Instant, room_id: &RoomId, publisher: &ParticipantId, mid: Mid, kind: TrackKind) {
+    fn track_published(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        publisher: &ParticipantId,
+        mid: Mid,
+        kind: TrackKind,
+    ) {
         let keyframe_interval = self.config.keyframe_interval;
         let Some(room) = self.rooms.get_mut(room_id) else { return };
         let Some(p) = room.participants.get_mut(publisher) else { return };
@@ -787,8 +813,12 @@ impl MediaCore {
             p.tracks_in.retain(|t| t.mid != mid);
         }
         let Some(room) = self.rooms.get(room_id) else { return };
-        let others: Vec<(ParticipantId, Option<PeerKey>)> =
-            room.participants.iter().filter(|(id, _)| *id != publisher).map(|(id, p)| (id.clone(), p.subscribe)).collect();
+        let others: Vec<(ParticipantId, Option<PeerKey>)> = room
+            .participants
+            .iter()
+            .filter(|(id, _)| *id != publisher)
+            .map(|(id, p)| (id.clone(), p.subscribe))
+            .collect();
         for (other, key) in others {
             let Some(Peer { side: Side::Subscribe(sub), .. }) = key.and_then(|k| self.peers.get_mut(&k)) else {
                 continue;
@@ -858,7 +888,11 @@ impl MediaCore {
             }
         };
         let Some(Peer { side: Side::Subscribe(sub), .. }) = self.peers.get_mut(&key) else { return };
-        if sub.tracks.iter().any(|t| &t.publisher == publisher && t.source_mid == mid && !matches!(t.state, OutState::ToStop(_) | OutState::Stopping(_))) {
+        if sub.tracks.iter().any(|t| {
+            &t.publisher == publisher
+                && t.source_mid == mid
+                && !matches!(t.state, OutState::ToStop(_) | OutState::Stopping(_))
+        }) {
             return;
         }
         sub.tracks.push(TrackOut {
@@ -882,7 +916,8 @@ impl MediaCore {
         if sub.pending.is_some() {
             return;
         }
-        let wants = sub.restart_ice || sub.tracks.iter().any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)));
+        let wants =
+            sub.restart_ice || sub.tracks.iter().any(|t| matches!(t.state, OutState::ToOpen | OutState::ToStop(_)));
         if !wants {
             return;
         }
@@ -895,7 +930,13 @@ impl MediaCore {
                         TrackKind::Audio => MediaKind::Audio,
                         TrackKind::Video => MediaKind::Video,
                     };
-                    let mid = api.add_media(kind, Direction::SendOnly, Some(t.publisher.0.clone()), Some(t.track_id.clone()), None);
+                    let mid = api.add_media(
+                        kind,
+                        Direction::SendOnly,
+                        Some(t.publisher.0.clone()),
+                        Some(t.track_id.clone()),
+                        None,
+                    );
                     t.state = OutState::Negotiating(mid);
                     added.push(SubscribedTrack {
                         publisher: t.publisher.clone(),
@@ -996,12 +1037,8 @@ impl MediaCore {
 
     fn forward(&mut self, f: Forward) {
         let Some(room) = self.rooms.get(&f.room) else { return };
-        let subscribers: Vec<PeerKey> = room
-            .participants
-            .iter()
-            .filter(|(id, _)| **id != f.publisher)
-            .filter_map(|(_, p)| p.subscribe)
-            .collect();
+        let subscribers: Vec<PeerKey> =
+            room.participants.iter().filter(|(id, _)| **id != f.publisher).filter_map(|(_, p)| p.subscribe).collect();
         for key in subscribers {
             let Some(peer) = self.peers.get_mut(&key) else { continue };
             let Side::Subscribe(sub) = &mut peer.side else { continue };
@@ -1077,11 +1114,9 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>, c
                 connection,
             });
         }
-        Event::IceConnectionStateChange(state) => {
-            if state == IceConnectionState::Disconnected {
-                // Not fatal: the client may restart ICE. The silence timeout decides.
-                debug!(room = %peer.room, participant = %peer.participant, "ICE disconnected");
-            }
+        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+            // Not fatal: the client may restart ICE. The silence timeout decides.
+            debug!(room = %peer.room, participant = %peer.participant, "ICE disconnected");
         }
         Event::MediaAdded(m) if matches!(peer.side, Side::Publish) => {
             if matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
@@ -1097,14 +1132,15 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>, c
                 });
             }
         }
-        Event::MediaChanged(m) if matches!(peer.side, Side::Publish) => {
-            if !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) {
-                actions.push_back(Action::TrackUnpublished {
-                    room: peer.room.clone(),
-                    publisher: peer.participant.clone(),
-                    mid: m.mid,
-                });
-            }
+        Event::MediaChanged(m)
+            if matches!(peer.side, Side::Publish)
+                && !matches!(m.direction, Direction::RecvOnly | Direction::SendRecv) =>
+        {
+            actions.push_back(Action::TrackUnpublished {
+                room: peer.room.clone(),
+                publisher: peer.participant.clone(),
+                mid: m.mid,
+            });
         }
         Event::RtpPacket(pkt) if matches!(peer.side, Side::Publish) => {
             let ssrc = pkt.header.ssrc;
@@ -1122,7 +1158,7 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>, c
                 video_orientation: pkt.header.ext_vals.video_orientation,
                 ..Default::default()
             };
-            actions.push_back(Action::Forward(Forward {
+            actions.push_back(Action::Forward(Box::new(Forward {
                 room: peer.room.clone(),
                 publisher: peer.participant.clone(),
                 mid,
@@ -1136,7 +1172,7 @@ fn handle_event(peer: &mut Peer, event: Event, actions: &mut VecDeque<Action>, c
                 payload: pkt.payload,
                 wallclock: pkt.timestamp,
                 video: params.spec().codec.is_video(),
-            }));
+            })));
         }
         Event::KeyframeRequest(req) if matches!(peer.side, Side::Subscribe(_)) => {
             actions.push_back(Action::KeyframeWanted {

@@ -62,11 +62,8 @@ impl SeqRewriter {
                 // after the last number we wrote, and keep timestamps moving
                 // forward by a nominal frame (3000 ticks at 90 kHz = 33 ms).
                 let first_out_seq = self.last_out_seq + 1;
-                let ts_offset = if previous.is_some() {
-                    self.last_out_ts.wrapping_add(3000).wrapping_sub(in_ts)
-                } else {
-                    0
-                };
+                let ts_offset =
+                    if previous.is_some() { self.last_out_ts.wrapping_add(3000).wrapping_sub(in_ts) } else { 0 };
                 let a = Anchor { source_ssrc, first_in_seq: in_seq, first_out_seq, ts_offset };
                 self.anchor = Some(a);
                 a

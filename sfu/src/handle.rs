@@ -63,7 +63,8 @@ impl SfuHandle {
             let stats = Arc::new(Mutex::new(WorkerStats { worker: index, port, ..Default::default() }));
             let core_config = Worker::core_config(local_addrs, &config);
             let shared = stats.clone();
-            let seed = u64::from(port) ^ (Instant::now().elapsed().as_nanos() as u64) ^ (std::process::id() as u64) << 20;
+            let seed =
+                u64::from(port) ^ (Instant::now().elapsed().as_nanos() as u64) ^ (std::process::id() as u64) << 20;
             let thread = std::thread::Builder::new()
                 .name(format!("media-{index}"))
                 .spawn(move || {
@@ -106,8 +107,7 @@ impl SfuHandle {
     /// Creates a room (idempotent: an existing room is left as it is).
     pub async fn create_room(&self, room: RoomId, options: RoomOptions) -> Result<(), SfuError> {
         let worker = self.place(&room);
-        self.call(worker, |reply| Command::CreateRoom { room, max_participants: options.max_participants, reply })
-            .await
+        self.call(worker, |reply| Command::CreateRoom { room, max_participants: options.max_participants, reply }).await
     }
 
     /// Closes a room: every participant is removed and told `RoomClosed`.

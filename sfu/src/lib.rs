@@ -20,8 +20,9 @@ mod handle;
 mod worker;
 
 pub use api::{
-    Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, RoomOptions, SfuConfig,
-    Histogram, LOSS_BUCKETS, RTT_BUCKETS_SECS, SfuError, SubscribedTrack, TURNAROUND_BUCKETS_SECS, TrackKind, WorkerStats,
+    Connection, Histogram, LOSS_BUCKETS, ParticipantEvent, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS,
+    RemovedReason, RoomId, RoomOptions, SfuConfig, SfuError, SubscribedTrack, TURNAROUND_BUCKETS_SECS, TrackKind,
+    WorkerStats,
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};
 pub use handle::SfuHandle;

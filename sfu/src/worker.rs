@@ -101,8 +101,12 @@ pub(crate) fn bind_sockets(
     for ip in ips {
         let addr = SocketAddr::new(*ip, port);
         let bind_error = |e: std::io::Error| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() };
-        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
-            .map_err(bind_error)?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .map_err(bind_error)?;
         // One socket carries every call of the worker: the default 208 KiB
         // buffer overflows in bursts at ~20k packets/s. The kernel caps this
         // at net.core.rmem_max / wmem_max (see docs/operations.md).
@@ -111,7 +115,8 @@ pub(crate) fn bind_sockets(
         socket.bind(&addr.into()).map_err(bind_error)?;
         let socket: std::net::UdpSocket = socket.into();
         socket.set_nonblocking(true).map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
-        let local = socket.local_addr().map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        let local =
+            socket.local_addr().map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
         port = local.port();
         sockets.push((local, socket));
     }
@@ -119,10 +124,7 @@ pub(crate) fn bind_sockets(
 }
 
 impl Worker {
-    pub(crate) fn core_config(
-        local_addrs: Vec<SocketAddr>,
-        config: &crate::api::SfuConfig,
-    ) -> CoreConfig {
+    pub(crate) fn core_config(local_addrs: Vec<SocketAddr>, config: &crate::api::SfuConfig) -> CoreConfig {
         CoreConfig {
             local_addrs,
             max_participants: config.max_participants,

@@ -42,7 +42,9 @@ impl From<StoreError> for AccountError {
 pub fn normalise_email(email: &str) -> Result<String, AccountError> {
     let email = email.trim().to_lowercase();
     let ok = email.len() <= 320
-        && email.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok { Ok(email) } else { Err(AccountError::InvalidEmail) }
 }

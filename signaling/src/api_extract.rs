@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::Json;
 use serde::de::DeserializeOwned;
 
 use crate::http_error::ApiError;
@@ -91,7 +91,8 @@ impl FromRequestParts<Arc<App>> for Staff {
             }
             Err(_) => return Err(unauthorized()),
         };
-        let clinician = app.store.clinician_by_id(&claims.sub).await.map_err(ApiError::from)?.ok_or_else(unauthorized)?;
+        let clinician =
+            app.store.clinician_by_id(&claims.sub).await.map_err(ApiError::from)?.ok_or_else(unauthorized)?;
         if !clinician.active {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "account_disabled", "this account is disabled"));
         }

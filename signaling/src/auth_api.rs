@@ -51,9 +51,12 @@ pub async fn login(
     if let Some(wait) = app.login_throttle.retry_after(&keys, Instant::now()) {
         // Rounded up, so that waiting exactly this long is always enough.
         let secs = wait.as_millis().div_ceil(1000).max(1);
-        let mut response =
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", format!("too many failed sign-ins; try again in {secs} s"))
-                .into_response();
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed sign-ins; try again in {secs} s"),
+        )
+        .into_response();
         if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
@@ -104,7 +107,8 @@ pub async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<
         Err(crate::store::StoreError::NotFound) => return Err(unauthorized()),
         Err(e) => return Err(e.into()),
     };
-    let clinician = app.store.clinician_by_id(&old.clinician_id).await?.filter(|c| c.active).ok_or_else(unauthorized)?;
+    let clinician =
+        app.store.clinician_by_id(&old.clinician_id).await?.filter(|c| c.active).ok_or_else(unauthorized)?;
     session_response(&app, &clinician, &new_token)
 }
 
@@ -126,7 +130,12 @@ pub async fn me(staff: Staff) -> Json<serde_json::Value> {
     Json(json!({ "clinician": staff.0 }))
 }
 
-async fn issue_session(app: &App, clinician: &Clinician, family: &str, _previous: Option<&str>) -> Result<Response, ApiError> {
+async fn issue_session(
+    app: &App,
+    clinician: &Clinician,
+    family: &str,
+    _previous: Option<&str>,
+) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let token = crate::secret::random_token();
     let record = RefreshToken {

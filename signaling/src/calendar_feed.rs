@@ -39,7 +39,8 @@ pub async fn feed(State(app): State<Arc<App>>, Path(file): Path<String>) -> Resu
     let now = app.clock.now();
     let visits = app.store.visits_of_clinician(&clinician_id, now - 30 * 86_400, now + 366 * 86_400).await?;
     let body = render(&app.public_url, &visits, now);
-    Ok(([(header::CONTENT_TYPE, "text/calendar; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body).into_response())
+    Ok(([(header::CONTENT_TYPE, "text/calendar; charset=utf-8"), (header::CACHE_CONTROL, "no-store")], body)
+        .into_response())
 }
 
 fn ics_time(unix: i64) -> String {
@@ -66,7 +67,13 @@ fn fold(line: &str) -> String {
 /// The calendar text.
 pub fn render(public_url: &str, visits: &[Visit], now: i64) -> String {
     let mut out = String::new();
-    for line in ["BEGIN:VCALENDAR", "VERSION:2.0", "PRODID:-//Teleconsult//Teleconsultations//EN", "CALSCALE:GREGORIAN", "X-WR-CALNAME:Teleconsultations"] {
+    for line in [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//Teleconsult//Teleconsultations//EN",
+        "CALSCALE:GREGORIAN",
+        "X-WR-CALNAME:Teleconsultations",
+    ] {
         out.push_str(&fold(line));
     }
     for v in visits {

@@ -202,8 +202,8 @@ impl ServeArgs {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let file = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
                 toml::from_str::<FileConfig>(&text)
                     .map_err(|source| ConfigError::Parse { path: path.clone(), source })?
             }
@@ -227,14 +227,24 @@ impl ServeArgs {
             metrics_addr: self.metrics_addr.or(file.metrics_addr),
             reminder_webhook: self.reminder_webhook.or(file.reminder_webhook),
             red_flags: crate::questionnaire::RedFlagRules {
-                symptoms: self.red_flag_symptoms.or(file.red_flag_symptoms).unwrap_or_else(|| vec!["fever".into(), "breathlessness".into()]),
+                symptoms: self
+                    .red_flag_symptoms
+                    .or(file.red_flag_symptoms)
+                    .unwrap_or_else(|| vec!["fever".into(), "breathlessness".into()]),
                 pain_at_least: self.red_flag_pain.or(file.red_flag_pain).unwrap_or(7),
             },
-            scheduler_tick: Duration::from_millis(self.scheduler_tick_ms.or(file.scheduler_tick_ms).unwrap_or(15_000).clamp(100, 3_600_000)),
+            scheduler_tick: Duration::from_millis(
+                self.scheduler_tick_ms.or(file.scheduler_tick_ms).unwrap_or(15_000).clamp(100, 3_600_000),
+            ),
             demo: self.demo,
         };
-        if !(0..=7 * 24 * 3600).contains(&config.link_opens_before) || !(0..=7 * 24 * 3600).contains(&config.link_closes_after) {
-            return Err(ConfigError::Invalid { name: "link_opens_before_mins/link_closes_after_mins", why: "must be 0 to 10080" });
+        if !(0..=7 * 24 * 3600).contains(&config.link_opens_before)
+            || !(0..=7 * 24 * 3600).contains(&config.link_closes_after)
+        {
+            return Err(ConfigError::Invalid {
+                name: "link_opens_before_mins/link_closes_after_mins",
+                why: "must be 0 to 10080",
+            });
         }
         if config.media_workers == 0 || config.media_workers > 64 {
             return Err(ConfigError::Invalid { name: "media_workers", why: "must be 1 to 64" });
@@ -248,8 +258,17 @@ impl ServeArgs {
         if config.reminder_webhook.as_ref().is_some_and(|u| crate::webhook::parse_url(u).is_none()) {
             return Err(ConfigError::Invalid { name: "reminder_webhook", why: "must be http://host:port/path" });
         }
-        if config.red_flags.symptoms.iter().any(|s| !["fever", "cough", "breathlessness", "fatigue"].contains(&s.as_str())) || config.red_flags.pain_at_least > 11 {
-            return Err(ConfigError::Invalid { name: "red_flag_symptoms/red_flag_pain", why: "symptoms from fever, cough, breathlessness, fatigue; pain 0 to 11" });
+        if config
+            .red_flags
+            .symptoms
+            .iter()
+            .any(|s| !["fever", "cough", "breathlessness", "fatigue"].contains(&s.as_str()))
+            || config.red_flags.pain_at_least > 11
+        {
+            return Err(ConfigError::Invalid {
+                name: "red_flag_symptoms/red_flag_pain",
+                why: "symptoms from fever, cough, breathlessness, fatigue; pain 0 to 11",
+            });
         }
         if config.token_secret.as_ref().is_some_and(|s| s.len() < 32) {
             return Err(ConfigError::Invalid { name: "token_secret", why: "must be at least 32 bytes" });

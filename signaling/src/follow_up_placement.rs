@@ -58,7 +58,8 @@ pub fn first_free_slot(
         if availability.days_off.contains(&date_of(day)) {
             continue;
         }
-        let mut periods: Vec<&WeeklyPeriod> = availability.weekly.iter().filter(|p| p.weekday == weekday_of(day)).collect();
+        let mut periods: Vec<&WeeklyPeriod> =
+            availability.weekly.iter().filter(|p| p.weekday == weekday_of(day)).collect();
         periods.sort_by_key(|p| p.start_minute);
         for period in periods {
             let period_start = day * 86_400 + i64::from(period.start_minute) * 60 - offset;
@@ -138,7 +139,8 @@ mod tests {
     #[test]
     fn full_calendar_places_nothing() {
         let a = weekdays_9_to_12();
-        let busy: Vec<(i64, i64)> = (0..5).map(|d| (MONDAY + d * 86_400 + 9 * 3600, MONDAY + d * 86_400 + 12 * 3600)).collect();
+        let busy: Vec<(i64, i64)> =
+            (0..5).map(|d| (MONDAY + d * 86_400 + 9 * 3600, MONDAY + d * 86_400 + 12 * 3600)).collect();
         assert_eq!(first_free_slot(&a, &busy, MONDAY, MONDAY + 5 * 86_400, 20), None);
     }
 }

@@ -52,7 +52,10 @@ pub struct PeriodInput {
 
 fn minutes(field: &str, hhmm: &str) -> Result<u16, ApiError> {
     let (h, m) = hhmm.split_once(':').ok_or_else(|| ApiError::invalid(field, "must be HH:MM"))?;
-    let (h, m): (u16, u16) = (h.parse().map_err(|_| ApiError::invalid(field, "must be HH:MM"))?, m.parse().map_err(|_| ApiError::invalid(field, "must be HH:MM"))?);
+    let (h, m): (u16, u16) = (
+        h.parse().map_err(|_| ApiError::invalid(field, "must be HH:MM"))?,
+        m.parse().map_err(|_| ApiError::invalid(field, "must be HH:MM"))?,
+    );
     if h > 24 || m > 59 || h * 60 + m > 24 * 60 {
         return Err(ApiError::invalid(field, "must be a time of day"));
     }
@@ -90,13 +93,22 @@ pub async fn set_availability(
     for d in &body.days_off {
         crate::timefmt::day_range(d, 0).ok_or_else(|| ApiError::invalid("days_off", "must be YYYY-MM-DD"))?;
     }
-    let availability = Availability { slot_minutes: body.slot_minutes, tz_offset_minutes: body.tz_offset_minutes, weekly, days_off: body.days_off };
+    let availability = Availability {
+        slot_minutes: body.slot_minutes,
+        tz_offset_minutes: body.tz_offset_minutes,
+        weekly,
+        days_off: body.days_off,
+    };
     app.store.set_availability(&id, &availability).await?;
     Ok(Json(json!({ "availability": availability })))
 }
 
 /// `GET /api/clinicians/{id}/availability`
-pub async fn get_availability(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn get_availability(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     may_manage(&staff, &id)?;
     Ok(Json(json!({ "availability": app.store.availability_of(&id).await? })))
 }
@@ -155,7 +167,9 @@ pub async fn book(
             }
             now + days * 86_400
         }
-        (None, Some(date)) => crate::timefmt::day_range(date, 0).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?.0,
+        (None, Some(date)) => {
+            crate::timefmt::day_range(date, 0).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?.0
+        }
         _ => return Err(ApiError::invalid("due", "give either due_in or due_date")),
     };
     if !(5..=240).contains(&body.duration_minutes) {
@@ -194,7 +208,8 @@ pub async fn book(
                 duration_minutes: body.duration_minutes,
                 kind: VisitKind::FollowUp,
             };
-            let (link, token) = new_link(&app, &visit.id, (start, start + body.duration_minutes * 60), LinkRole::Patient, None);
+            let (link, token) =
+                new_link(&app, &visit.id, (start, start + body.duration_minutes * 60), LinkRole::Patient, None);
             (Some((visit, link)), Some(token))
         }
         None => (None, None),
@@ -211,7 +226,8 @@ pub async fn book(
         status: if placed.is_some() { "placed".into() } else { "unplaced".into() },
         visit_id: placed.as_ref().map(|(v, _)| v.id.clone()),
     };
-    let audit = audit_event(&app, &actor, "follow_up_booked", &from.id, Some(format!("{} {}", follow_up.id, follow_up.status)));
+    let audit =
+        audit_event(&app, &actor, "follow_up_booked", &from.id, Some(format!("{} {}", follow_up.id, follow_up.status)));
     app.store.create_follow_up(&follow_up, placed.as_ref().map(|(v, l)| (v, l)), &audit, now).await?;
     drop(_placing);
 
@@ -231,7 +247,13 @@ pub async fn book(
 }
 
 /// The first free slot of a clinician in `[earliest, latest]` (None without availability).
-async fn free_slot(app: &App, clinician_id: &str, earliest: i64, latest: i64, minutes: i64) -> Result<Option<i64>, ApiError> {
+async fn free_slot(
+    app: &App,
+    clinician_id: &str,
+    earliest: i64,
+    latest: i64,
+    minutes: i64,
+) -> Result<Option<i64>, ApiError> {
     Ok(match app.store.availability_of(clinician_id).await? {
         Some(availability) => {
             let busy = app.store.busy_intervals(clinician_id, earliest - 86_400, latest + 86_400).await?;
@@ -285,7 +307,8 @@ pub async fn assign(
     let _placing = app.placement_lock.lock().await;
     let start = match &body.scheduled_start {
         Some(text) => {
-            let start = crate::timefmt::parse_rfc3339(text).ok_or_else(|| ApiError::invalid("scheduled_start", "must be an RFC 3339 time"))?;
+            let start = crate::timefmt::parse_rfc3339(text)
+                .ok_or_else(|| ApiError::invalid("scheduled_start", "must be an RFC 3339 time"))?;
             if start < now {
                 return Err(ApiError::invalid("scheduled_start", "must be in the future"));
             }
@@ -302,7 +325,16 @@ pub async fn assign(
             }
             Some(start)
         }
-        None => free_slot(&app, &clinician_id, (f.due_at - 7 * 86_400).max(now + 3600), f.due_at + 7 * 86_400, f.duration_minutes).await?,
+        None => {
+            free_slot(
+                &app,
+                &clinician_id,
+                (f.due_at - 7 * 86_400).max(now + 3600),
+                f.due_at + 7 * 86_400,
+                f.duration_minutes,
+            )
+            .await?
+        }
     };
     let placed = start.map(|start| {
         let visit = NewVisit {
@@ -313,10 +345,17 @@ pub async fn assign(
             duration_minutes: f.duration_minutes,
             kind: VisitKind::FollowUp,
         };
-        let (link, token) = new_link(&app, &visit.id, (start, start + f.duration_minutes * 60), LinkRole::Patient, None);
+        let (link, token) =
+            new_link(&app, &visit.id, (start, start + f.duration_minutes * 60), LinkRole::Patient, None);
         (visit, link, token)
     });
-    let audit = audit_event(&app, &format!("clinician:{}", staff.0.id), "follow_up_assigned", &f.from_visit_id, Some(f.id.clone()));
+    let audit = audit_event(
+        &app,
+        &format!("clinician:{}", staff.0.id),
+        "follow_up_assigned",
+        &f.from_visit_id,
+        Some(f.id.clone()),
+    );
     app.store.reassign_follow_up(&f.id, &clinician_id, placed.as_ref().map(|(v, l, _)| (v, l)), &audit, now).await?;
     drop(_placing);
     let updated = app.store.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;
@@ -327,10 +366,20 @@ pub async fn assign(
 }
 
 /// `POST /api/follow-ups/{id}/cancel`: its visit, if booked, is cancelled and its link revoked.
-pub async fn cancel(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let f = follow_up_for(&app, &staff, &id).await?;
     let now = app.clock.now();
-    let audit = audit_event(&app, &format!("clinician:{}", staff.0.id), "follow_up_cancelled", &f.from_visit_id, Some(f.id.clone()));
+    let audit = audit_event(
+        &app,
+        &format!("clinician:{}", staff.0.id),
+        "follow_up_cancelled",
+        &f.from_visit_id,
+        Some(f.id.clone()),
+    );
     app.store.cancel_follow_up(&f.id, &audit, now).await?;
     let updated = app.store.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;
     Ok(Json(json!({ "follow_up": follow_up_json(&updated, now) })))
@@ -363,11 +412,16 @@ pub struct QueueQuery {
 }
 
 /// `GET /api/follow-ups`: the follow-up queue, by due date then priority.
-pub async fn queue(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQuery<QueueQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn queue(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<QueueQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let now = app.clock.now();
     let mut items = match &q.specialty {
         Some(specialty) => {
-            let specialty: crate::store::Specialty = specialty.parse().map_err(|_| ApiError::invalid("specialty", "unknown specialty"))?;
+            let specialty: crate::store::Specialty =
+                specialty.parse().map_err(|_| ApiError::invalid("specialty", "unknown specialty"))?;
             staff.require(&[StaffRole::Clinician, StaffRole::Admin])?;
             if staff.0.role != StaffRole::Admin && staff.0.specialty != specialty {
                 return Err(ApiError::forbidden());
@@ -389,7 +443,11 @@ pub async fn queue(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQu
     let mut open = Vec::new();
     for f in items.drain(..) {
         let done = match &f.visit_id {
-            Some(v) => app.store.visit_by_id(v).await?.is_some_and(|v| !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress)),
+            Some(v) => app
+                .store
+                .visit_by_id(v)
+                .await?
+                .is_some_and(|v| !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress)),
             None => false,
         };
         if !done {

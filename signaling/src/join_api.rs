@@ -41,8 +41,9 @@ async fn resolve(app: &App, token: &str) -> Result<(Link, Visit), ApiError> {
     }
     // A visit its clinician has already started is open to its links.
     if now < link.valid_from && visit.status != VisitStatus::InProgress {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "link_not_yet_valid", "this link opens later")
-            .with_details(json!({ "valid_from": rfc3339(link.valid_from), "scheduled_start": rfc3339(visit.scheduled_start) })));
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "link_not_yet_valid", "this link opens later").with_details(
+            json!({ "valid_from": rfc3339(link.valid_from), "scheduled_start": rfc3339(visit.scheduled_start) }),
+        ));
     }
     if now > link.valid_until {
         return Err(ApiError::new(StatusCode::GONE, "link_expired", "this link has expired"));
@@ -63,7 +64,15 @@ pub async fn exchange(State(app): State<Arc<App>>, Path(token): Path<String>) ->
     };
     let join_token = app
         .keys
-        .mint_join(&visit.id, role, &name, &format!("link:{}", link.id), crate::join_token::unix_now(), LINK_JOIN_TOKEN_TTL, false)
+        .mint_join(
+            &visit.id,
+            role,
+            &name,
+            &format!("link:{}", link.id),
+            crate::join_token::unix_now(),
+            LINK_JOIN_TOKEN_TTL,
+            false,
+        )
         .map_err(ApiError::internal)?;
     app.store.audit(&audit_event(&app, &format!("link:{}", link.id), "link_used", &visit.id, None)).await?;
     app.metrics.link_opened(&link.id);
@@ -99,13 +108,25 @@ pub async fn questionnaire(
     app.store.set_questionnaire(&visit.id, &value).await?;
     let flags = answers.red_flags(&app.config.red_flags);
     app.store
-        .audit(&audit_event(&app, &format!("link:{}", link.id), "questionnaire_answered", &visit.id, Some(flags.join(","))))
+        .audit(&audit_event(
+            &app,
+            &format!("link:{}", link.id),
+            "questionnaire_answered",
+            &visit.id,
+            Some(flags.join(",")),
+        ))
         .await?;
     // Red flags move the patient's follow-ups to the front and tell the clinician.
     if !flags.is_empty() {
         let raised = app.store.prioritise_follow_ups(&visit.patient_id).await?;
         app.store
-            .audit(&audit_event(&app, "system", "red_flags_raised", &visit.id, Some(format!("{} follow-ups urgent: {}", raised, flags.join(",")))))
+            .audit(&audit_event(
+                &app,
+                "system",
+                "red_flags_raised",
+                &visit.id,
+                Some(format!("{} follow-ups urgent: {}", raised, flags.join(","))),
+            ))
             .await?;
         app.rooms.send_to_subject(
             &format!("clinician:{}", visit.clinician_id),

@@ -243,7 +243,8 @@ mod tests {
     fn rotated_key_still_verifies() {
         let old = TokenKeys::from_secret("k1", b"old secret old secret old secret").unwrap();
         let t = old.mint_join("r", Role::Guest, "G", "s", unix_now(), 60, false).unwrap();
-        let new = TokenKeys::from_secret("k2", b"new secret new secret new secret").unwrap()
+        let new = TokenKeys::from_secret("k2", b"new secret new secret new secret")
+            .unwrap()
             .with_verify_only("k1", b"old secret old secret old secret")
             .unwrap();
         assert!(new.verify_join(&t).is_ok());

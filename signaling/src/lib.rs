@@ -5,8 +5,8 @@
 
 #![deny(missing_docs)]
 
-pub mod api_extract;
 pub mod accounts;
+pub mod api_extract;
 pub mod auth_api;
 pub mod calendar_feed;
 pub mod clock;
@@ -18,8 +18,8 @@ pub mod join_api;
 pub mod join_token;
 pub mod metrics;
 pub mod ops_dashboard;
-pub mod room_registry;
 pub mod questionnaire;
+pub mod room_registry;
 pub mod scheduler_worker;
 pub mod secret;
 pub mod server;

@@ -20,6 +20,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up
 enum Command {
     /// Run signaling and the embedded media server.
     Serve(ServeArgs),
@@ -207,8 +208,14 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
     let clinician = app.store.clinician_by_email(DEMO_CLINICIAN).await?.context("demo clinician")?;
     if app.store.availability_of(&clinician.id).await?.is_none() {
         use teleconsult_signaling::follow_up_placement::{Availability, WeeklyPeriod};
-        let weekly = (0..5).map(|weekday| WeeklyPeriod { weekday, start_minute: 8 * 60, end_minute: 18 * 60 }).collect();
-        app.store.set_availability(&clinician.id, &Availability { slot_minutes: 20, tz_offset_minutes: 0, weekly, days_off: vec![] }).await?;
+        let weekly =
+            (0..5).map(|weekday| WeeklyPeriod { weekday, start_minute: 8 * 60, end_minute: 18 * 60 }).collect();
+        app.store
+            .set_availability(
+                &clinician.id,
+                &Availability { slot_minutes: 20, tz_offset_minutes: 0, weekly, days_off: vec![] },
+            )
+            .await?;
     }
     let (visit_id, patient_url) = demo_visit(app, &clinician.id, now).await?;
 
@@ -229,7 +236,8 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
         (Role::Patient, "Demo Patient", "demo-patient"),
         (Role::Guest, "Demo Interpreter", "demo-guest"),
     ] {
-        let token = app.keys.mint_join("demo", role, name, sub, unix_now(), ttl, true).context("minting a demo token")?;
+        let token =
+            app.keys.mint_join("demo", role, name, sub, unix_now(), ttl, true).context("minting a demo token")?;
         println!();
         println!("  {} ({name}):", role.as_str());
         println!("    {}/media-test/call.html#token={token}", app.public_url);
@@ -283,11 +291,14 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
         AdminCommand::MintToken { token_secret, .. } => token_secret.clone(),
         _ => None,
     };
-    let resolved: Config = ServeArgs { config, db, token_secret: mint_secret, ..Default::default() }.resolve().context("settings")?;
+    let resolved: Config =
+        ServeArgs { config, db, token_secret: mint_secret, ..Default::default() }.resolve().context("settings")?;
     let now = unix_now() as i64;
     if let AdminCommand::MintToken { room, role, name, ttl_secs, admitted, .. } = command {
         let Some(secret) = resolved.token_secret else {
-            bail!("no token secret: pass --token-secret, set TELECONSULT_TOKEN_SECRET, or put token_secret in the config file");
+            bail!(
+                "no token secret: pass --token-secret, set TELECONSULT_TOKEN_SECRET, or put token_secret in the config file"
+            );
         };
         let keys = TokenKeys::from_secret("k1", secret.as_bytes()).context("token secret")?;
         let sub = format!("admin-minted-{}", teleconsult_signaling::secret::random_id("t"));
@@ -295,7 +306,8 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
         println!("{token}");
         return Ok(());
     }
-    let store = Store::open(&resolved.db_path).await.with_context(|| format!("opening {}", resolved.db_path.display()))?;
+    let store =
+        Store::open(&resolved.db_path).await.with_context(|| format!("opening {}", resolved.db_path.display()))?;
     match command {
         AdminCommand::CreateClinician { email, name, specialty, role } => {
             let password = read_password("Password: ")?;
@@ -336,9 +348,20 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
                 println!("line {}: {}: {}", e.line, e.field, e.message);
             }
             for v in &report.visits {
-                println!("line {}: {} {}", v["line"], v["visit_id"].as_str().unwrap_or(""), v["patient_link"].as_str().unwrap_or(""));
+                println!(
+                    "line {}: {} {}",
+                    v["line"],
+                    v["visit_id"].as_str().unwrap_or(""),
+                    v["patient_link"].as_str().unwrap_or("")
+                );
             }
-            println!("{} rows, {} imported, {} errors{}", report.rows, report.imported, report.errors.len(), if report.partial { " (partial)" } else { "" });
+            println!(
+                "{} rows, {} imported, {} errors{}",
+                report.rows,
+                report.imported,
+                report.errors.len(),
+                if report.partial { " (partial)" } else { "" }
+            );
             if !report.errors.is_empty() && !partial {
                 bail!("nothing imported: fix the rows above, or use --partial");
             }
@@ -351,7 +374,8 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
             let mut periods = Vec::new();
             for item in weekly.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                 let (day, span) = item.split_once(' ').context("periods look like \"mon 09:00-12:30\"")?;
-                let weekday = days.iter().position(|d| day.eq_ignore_ascii_case(d)).context("weekday must be mon..sun")? as u8;
+                let weekday =
+                    days.iter().position(|d| day.eq_ignore_ascii_case(d)).context("weekday must be mon..sun")? as u8;
                 let (from, to) = span.split_once('-').context("a period is HH:MM-HH:MM")?;
                 let minute = |t: &str| -> anyhow::Result<u16> {
                     let (h, m) = t.trim().split_once(':').context("a time is HH:MM")?;
@@ -362,7 +386,8 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
                 periods.push(WeeklyPeriod { weekday, start_minute, end_minute });
             }
             anyhow::ensure!((5..=120).contains(&slot_minutes), "slot length must be 5 to 120 minutes");
-            let days_off: Vec<String> = days_off.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let days_off: Vec<String> =
+                days_off.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
             let a = Availability { slot_minutes, tz_offset_minutes, weekly: periods, days_off };
             store.set_availability(&account.id, &a).await?;
             println!("availability set for {} ({} periods)", account.email, a.weekly.len());

@@ -109,10 +109,27 @@ impl Metrics {
             let n = rooms.in_call.get(role.as_str()).copied().unwrap_or(0);
             let _ = writeln!(out, "teleconsult_participants{{role=\"{}\"}} {n}", role.as_str());
         }
-        metric(&mut out, "teleconsult_waiting_room_participants", "gauge", "Patients and guests waiting to be admitted.");
+        metric(
+            &mut out,
+            "teleconsult_waiting_room_participants",
+            "gauge",
+            "Patients and guests waiting to be admitted.",
+        );
         let _ = writeln!(out, "teleconsult_waiting_room_participants {}", rooms.waiting);
-        histogram(&mut out, "teleconsult_wait_seconds", "Time from arrival in the waiting room to admission.", &WAIT_BUCKETS_SECS, &[("", &locked(&self.wait))]);
-        histogram(&mut out, "teleconsult_join_seconds", "Time from a link's exchange to its media connecting.", &JOIN_BUCKETS_SECS, &[("", &locked(&self.join))]);
+        histogram(
+            &mut out,
+            "teleconsult_wait_seconds",
+            "Time from arrival in the waiting room to admission.",
+            &WAIT_BUCKETS_SECS,
+            &[("", &locked(&self.wait))],
+        );
+        histogram(
+            &mut out,
+            "teleconsult_join_seconds",
+            "Time from a link's exchange to its media connecting.",
+            &JOIN_BUCKETS_SECS,
+            &[("", &locked(&self.join))],
+        );
         metric(&mut out, "teleconsult_visits_finished_total", "counter", "Visits by final status.");
         for status in ["completed", "no_show", "cancelled"] {
             let n = visits_finished.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
@@ -124,14 +141,37 @@ impl Metrics {
             ("teleconsult_sfu_rooms", "gauge", "Rooms on the media worker.", |w| w.rooms),
             ("teleconsult_sfu_participants", "gauge", "Participants on the media worker.", |w| w.participants),
             ("teleconsult_sfu_datagrams_received_total", "counter", "UDP datagrams received.", |w| w.datagrams_in),
-            ("teleconsult_sfu_datagrams_dropped_total", "counter", "UDP datagrams dropped (unparseable or no peer).", |w| w.datagrams_dropped),
-            ("teleconsult_sfu_packets_forwarded_total", "counter", "RTP packets forwarded to subscribers.", |w| w.packets_forwarded),
-            ("teleconsult_sfu_bytes_forwarded_total", "counter", "RTP payload bytes forwarded to subscribers.", |w| w.bytes_forwarded),
-            ("teleconsult_sfu_nacks_received_total", "counter", "NACKs received from subscribers.", |w| w.nacks_received),
-            ("teleconsult_sfu_plis_received_total", "counter", "Keyframe requests (PLI, FIR) received from subscribers.", |w| w.keyframe_requests_received),
-            ("teleconsult_sfu_keyframe_requests_total", "counter", "Keyframe requests (PLI) sent to publishers.", |w| w.keyframe_requests),
+            (
+                "teleconsult_sfu_datagrams_dropped_total",
+                "counter",
+                "UDP datagrams dropped (unparseable or no peer).",
+                |w| w.datagrams_dropped,
+            ),
+            ("teleconsult_sfu_packets_forwarded_total", "counter", "RTP packets forwarded to subscribers.", |w| {
+                w.packets_forwarded
+            }),
+            ("teleconsult_sfu_bytes_forwarded_total", "counter", "RTP payload bytes forwarded to subscribers.", |w| {
+                w.bytes_forwarded
+            }),
+            ("teleconsult_sfu_nacks_received_total", "counter", "NACKs received from subscribers.", |w| {
+                w.nacks_received
+            }),
+            (
+                "teleconsult_sfu_plis_received_total",
+                "counter",
+                "Keyframe requests (PLI, FIR) received from subscribers.",
+                |w| w.keyframe_requests_received,
+            ),
+            (
+                "teleconsult_sfu_keyframe_requests_total",
+                "counter",
+                "Keyframe requests (PLI) sent to publishers.",
+                |w| w.keyframe_requests,
+            ),
             ("teleconsult_sfu_udp_send_errors_total", "counter", "UDP sends that failed.", |w| w.send_errors),
-            ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| w.peer_faults),
+            ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| {
+                w.peer_faults
+            }),
         ];
         for (name, kind, help, field) in worker_metrics {
             metric(&mut out, name, kind, help);
@@ -143,12 +183,35 @@ impl Metrics {
         let per_worker = |pick: fn(&WorkerStats) -> &Histogram| -> Vec<(&str, &Histogram)> {
             workers.iter().zip(&labels).map(|(w, l)| (l.as_str(), pick(w))).collect()
         };
-        histogram(&mut out, "teleconsult_sfu_batch_turnaround_seconds", "Time from reading a batch of datagrams to having sent everything it produced (the SFU's added latency).", &TURNAROUND_BUCKETS_SECS, &per_worker(|w| &w.turnaround));
-        histogram(&mut out, "teleconsult_sfu_loss_ratio", "Loss fraction per track and stats report (ingress seen by the SFU, egress reported by subscribers).", &LOSS_BUCKETS, &per_worker(|w| &w.loss));
-        histogram(&mut out, "teleconsult_sfu_rtt_seconds", "Round-trip time per peer and stats report.", &RTT_BUCKETS_SECS, &per_worker(|w| &w.rtt));
+        histogram(
+            &mut out,
+            "teleconsult_sfu_batch_turnaround_seconds",
+            "Time from reading a batch of datagrams to having sent everything it produced (the SFU's added latency).",
+            &TURNAROUND_BUCKETS_SECS,
+            &per_worker(|w| &w.turnaround),
+        );
+        histogram(
+            &mut out,
+            "teleconsult_sfu_loss_ratio",
+            "Loss fraction per track and stats report (ingress seen by the SFU, egress reported by subscribers).",
+            &LOSS_BUCKETS,
+            &per_worker(|w| &w.loss),
+        );
+        histogram(
+            &mut out,
+            "teleconsult_sfu_rtt_seconds",
+            "Round-trip time per peer and stats report.",
+            &RTT_BUCKETS_SECS,
+            &per_worker(|w| &w.rtt),
+        );
 
         if let Some((cpu, rss)) = process_figures() {
-            metric(&mut out, "process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+            metric(
+                &mut out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+            );
             let _ = writeln!(out, "process_cpu_seconds_total {cpu}");
             metric(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
             let _ = writeln!(out, "process_resident_memory_bytes {rss}");

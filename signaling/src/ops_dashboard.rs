@@ -152,7 +152,10 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
                 let loss = f64::from(s.loss_in.unwrap_or(0.0).max(s.loss_out.unwrap_or(0.0)));
                 let rtt_ms = s.rtt.map(|d| d.as_secs_f64() * 1000.0);
                 rooms.entry(room.0.clone()).or_default().push(ParticipantHealth {
-                    role: roles.get(&(room.0.clone(), pid.0.clone())).map(|r| r.as_str().to_string()).unwrap_or_default(),
+                    role: roles
+                        .get(&(room.0.clone(), pid.0.clone()))
+                        .map(|r| r.as_str().to_string())
+                        .unwrap_or_default(),
                     participant_id: pid.0,
                     kbps_in,
                     kbps_out,
@@ -184,7 +187,8 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
                     specialties.insert(room_id.clone(), entry);
                 }
                 let since = first_seen.entry(room_id.clone()).or_insert(now);
-                let (specialty, started_at) = specialties.get(&room_id).cloned().flatten().map(|(s, t)| (Some(s), t)).unwrap_or((None, None));
+                let (specialty, started_at) =
+                    specialties.get(&room_id).cloned().flatten().map(|(s, t)| (Some(s), t)).unwrap_or((None, None));
                 let duration_secs = match started_at {
                     Some(t) => (app.clock.now() - t).max(0) as u64,
                     None => now.duration_since(*since).as_secs(),
@@ -201,7 +205,9 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
 
             let process = crate::metrics::process_figures();
             let cpu_pct = match (process, cpu_before) {
-                (Some((cpu, _)), Some((before, at))) => 100.0 * (cpu - before) / now.duration_since(at).as_secs_f64().max(0.001),
+                (Some((cpu, _)), Some((before, at))) => {
+                    100.0 * (cpu - before) / now.duration_since(at).as_secs_f64().max(0.001)
+                }
                 _ => 0.0,
             };
             if let Some((cpu, _)) = process {
@@ -232,7 +238,12 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
                     history.pop_front();
                 }
             }
-            let snapshot = Snapshot { at: rfc3339(app.clock.now()), node, rooms: room_list, history: history.iter().cloned().collect() };
+            let snapshot = Snapshot {
+                at: rfc3339(app.clock.now()),
+                node,
+                rooms: room_list,
+                history: history.iter().cloned().collect(),
+            };
             let _ = tx.send(Some(Arc::new(snapshot)));
         }
     });
@@ -293,7 +304,8 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
         Some(d) => d.clone(),
         None => rfc3339(app.clock.now() + q.tz_offset_minutes * 60 - 6 * 86_400)[..10].to_string(),
     };
-    let (from, _) = day_range(&start, q.tz_offset_minutes).ok_or_else(|| ApiError::invalid("start", "must be YYYY-MM-DD"))?;
+    let (from, _) =
+        day_range(&start, q.tz_offset_minutes).ok_or_else(|| ApiError::invalid("start", "must be YYYY-MM-DD"))?;
     let to = from + 7 * 86_400;
     let visits = app.store.visit_times_and_statuses(from, to).await?;
     let mut days = Vec::new();
@@ -330,18 +342,33 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
 }
 
 /// `GET /api/ops/weekly`
-pub async fn weekly(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQuery<WeekQuery>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn weekly(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<WeekQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     staff.require(OPS_ROLES)?;
     Ok(Json(weekly_figures(&app, &q).await?))
 }
 
 /// `GET /api/ops/weekly.csv`
-pub async fn weekly_csv(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQuery<WeekQuery>) -> Result<Response, ApiError> {
+pub async fn weekly_csv(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<WeekQuery>,
+) -> Result<Response, ApiError> {
     staff.require(OPS_ROLES)?;
     let w = weekly_figures(&app, &q).await?;
     let mut csv = String::from("date,completed,no_show,cancelled,scheduled\n");
     for d in w["days"].as_array().into_iter().flatten() {
-        csv.push_str(&format!("{},{},{},{},{}\n", d["date"].as_str().unwrap_or(""), d["completed"], d["no_show"], d["cancelled"], d["scheduled"]));
+        csv.push_str(&format!(
+            "{},{},{},{},{}\n",
+            d["date"].as_str().unwrap_or(""),
+            d["completed"],
+            d["no_show"],
+            d["cancelled"],
+            d["scheduled"]
+        ));
     }
     csv.push_str(&format!(
         "# week {}: teleconsultations {}, all consultations {}, share {}, median wait {} s\n",
@@ -351,8 +378,13 @@ pub async fn weekly_csv(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): 
         w["teleconsultation_share"],
         w["median_wait_secs"]
     ));
-    let disposition = format!("attachment; filename=\"teleconsult-week-{}.csv\"", w["week_start"].as_str().unwrap_or("week"));
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition)], csv).into_response())
+    let disposition =
+        format!("attachment; filename=\"teleconsult-week-{}.csv\"", w["week_start"].as_str().unwrap_or("week"));
+    Ok((
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()), (header::CONTENT_DISPOSITION, disposition)],
+        csv,
+    )
+        .into_response())
 }
 
 /// `PUT /api/ops/consultation-totals` body: all consultations (video or not)

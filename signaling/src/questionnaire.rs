@@ -40,7 +40,12 @@ impl Answers {
     /// Answers that should catch a clinician's eye, under `rules`.
     pub fn red_flags(&self, rules: &RedFlagRules) -> Vec<&'static str> {
         let mut flags = Vec::new();
-        for (name, present) in [("fever", self.fever), ("cough", self.cough), ("breathlessness", self.breathlessness), ("fatigue", self.fatigue)] {
+        for (name, present) in [
+            ("fever", self.fever),
+            ("cough", self.cough),
+            ("breathlessness", self.breathlessness),
+            ("fatigue", self.fatigue),
+        ] {
             if present && rules.symptoms.iter().any(|s| s == name) {
                 flags.push(name);
             }

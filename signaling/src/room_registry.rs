@@ -66,6 +66,10 @@ pub enum SeatError {
     NotWaiting,
 }
 
+/// What a resume gives back: the seat, its new resume token, its info, the
+/// others in the call, and a subscribe offer still waiting for an answer.
+pub type Resumed = (SeatRef, String, ParticipantInfo, Vec<ParticipantInfo>, Option<String>);
+
 /// A seat reference: room id, participant id and attachment epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeatRef {
@@ -147,11 +151,7 @@ impl RoomRegistry {
 
     /// Re-attaches a session to the seat a resume token names, rotating the
     /// token. The previous session, if still attached, is told to close.
-    pub fn resume(
-        &self,
-        resume_token: &str,
-        outbox: Outbox,
-    ) -> Result<(SeatRef, String, ParticipantInfo, Vec<ParticipantInfo>, Option<String>), SeatError> {
+    pub fn resume(&self, resume_token: &str, outbox: Outbox) -> Result<Resumed, SeatError> {
         let mut inner = self.lock();
         let (room, participant) = inner.resume.remove(resume_token).ok_or(SeatError::UnknownResumeToken)?;
         let new_token = crate::secret::random_token();
@@ -386,7 +386,10 @@ mod tests {
             reg.join("r", format!("p{i}"), Role::Guest, "G".into(), "s".into(), 2, true, tx).unwrap();
         }
         let (tx, _rx) = outbox();
-        assert_eq!(reg.join("r", "p3".into(), Role::Guest, "G".into(), "s".into(), 2, true, tx).unwrap_err(), SeatError::RoomFull);
+        assert_eq!(
+            reg.join("r", "p3".into(), Role::Guest, "G".into(), "s".into(), 2, true, tx).unwrap_err(),
+            SeatError::RoomFull
+        );
     }
 
     #[test]

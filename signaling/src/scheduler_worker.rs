@@ -69,7 +69,9 @@ impl SchedulerWorker {
         for visit_id in app.store.visits_to_provision(now, now + PROVISION_BEFORE_SECS).await? {
             let options = RoomOptions { max_participants: Some(app.config.max_participants) };
             if app.sfu.create_room(RoomId(visit_id.clone()), options).await.is_ok() {
-                app.store.mark_provisioned(&visit_id, now, &audit_event(app, "system", "room_provisioned", &visit_id, None)).await?;
+                app.store
+                    .mark_provisioned(&visit_id, now, &audit_event(app, "system", "room_provisioned", &visit_id, None))
+                    .await?;
                 report.provisioned += 1;
             }
         }
@@ -80,7 +82,11 @@ impl SchedulerWorker {
             for (kind, before) in REMINDERS.iter().rev() {
                 // 15min covers (now, now+15m]; 24h covers (now+15m, now+24h].
                 for visit in app.store.visits_starting(VisitStatus::Scheduled, lower, now + before).await? {
-                    if app.store.enqueue_reminder(&format!("reminder:{}:{kind}", visit.id), &visit.id, kind, now).await? {
+                    if app
+                        .store
+                        .enqueue_reminder(&format!("reminder:{}:{kind}", visit.id), &visit.id, kind, now)
+                        .await?
+                    {
                         report.reminders_queued += 1;
                     }
                 }
@@ -102,7 +108,9 @@ impl SchedulerWorker {
         }
 
         // 4. No-shows: the patient never came; the follow-up goes back to the queue.
-        for visit in app.store.visits_starting(VisitStatus::Scheduled, now - 7 * 86_400, now - NO_SHOW_AFTER_SECS).await? {
+        for visit in
+            app.store.visits_starting(VisitStatus::Scheduled, now - 7 * 86_400, now - NO_SHOW_AFTER_SECS).await?
+        {
             if !app.store.patient_joined(&visit.id).await? {
                 app.store.mark_no_show(&visit, now, &audit_event(app, "system", "no_show", &visit.id, None)).await?;
                 close_room(app, &visit.id, "visit_ended").await;
@@ -123,7 +131,11 @@ impl SchedulerWorker {
             let since = *self.empty_since.entry(visit.id.clone()).or_insert(now);
             if now - since >= AUTO_COMPLETE_AFTER_SECS {
                 let audit = audit_event(app, "system", "auto_completed", &visit.id, None);
-                match app.store.transition_visit(&visit.id, &[VisitStatus::InProgress], VisitStatus::Completed, now, &audit).await {
+                match app
+                    .store
+                    .transition_visit(&visit.id, &[VisitStatus::InProgress], VisitStatus::Completed, now, &audit)
+                    .await
+                {
                     Ok(_) => {
                         close_room(app, &visit.id, "visit_ended").await;
                         self.empty_since.remove(&visit.id);
@@ -148,7 +160,13 @@ async fn deliver(app: &App, url: &str, key: &str, visit_id: &str, kind: &str, no
     }
     let patient = app.store.patient_by_id(&visit.patient_id).await.map_err(|e| e.to_string())?;
     let clinician = app.store.clinician_by_id(&visit.clinician_id).await.map_err(|e| e.to_string())?;
-    let (link, token) = crate::visits_api::new_link(app, &visit.id, (visit.scheduled_start, visit.scheduled_end()), LinkRole::Patient, None);
+    let (link, token) = crate::visits_api::new_link(
+        app,
+        &visit.id,
+        (visit.scheduled_start, visit.scheduled_end()),
+        LinkRole::Patient,
+        None,
+    );
     app.store
         .insert_link(&link, &audit_event(app, "system", "reminder_link_issued", &visit.id, Some(key.to_string())))
         .await

@@ -18,12 +18,12 @@ use tracing::info;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::staff_auth::LoginThrottle;
-use crate::store::Store;
-use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
+use crate::staff_auth::LoginThrottle;
+use crate::store::Store;
+use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
 
 /// Largest WebSocket frame the transport accepts. Frames between
 /// `MAX_MESSAGE_BYTES` and this get a `message_too_large` error; larger
@@ -235,11 +235,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
         .route(
             "/api/visits/import",
-            post(crate::visit_import::handler).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
+            post(crate::visit_import::handler)
+                .layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
         )
         .route("/api/calendar-token", post(crate::calendar_feed::issue).delete(crate::calendar_feed::revoke))
         .route("/calendar/{file}", get(crate::calendar_feed::feed))
-        .route("/api/clinicians/{id}/availability", get(follow_ups_api::get_availability).put(follow_ups_api::set_availability))
+        .route(
+            "/api/clinicians/{id}/availability",
+            get(follow_ups_api::get_availability).put(follow_ups_api::set_availability),
+        )
         .route("/api/ops/stream", get(ops_dashboard::stream))
         .route("/api/ops/weekly", get(ops_dashboard::weekly))
         .route("/api/ops/weekly.csv", get(ops_dashboard::weekly_csv))
@@ -270,8 +274,12 @@ async fn openapi() -> Response {
 }
 
 async fn method_not_allowed() -> Response {
-    crate::http_error::ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this path does not take that method")
-        .into_response()
+    crate::http_error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take that method",
+    )
+    .into_response()
 }
 
 async fn api_not_found() -> Response {
@@ -287,7 +295,8 @@ async fn join_page() -> Response {
 
 /// The operations dashboard page (it signs in and streams on its own).
 async fn ops_page() -> Response {
-    crate::web_assets::asset_response("ops.html").unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
+    crate::web_assets::asset_response("ops.html")
+        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
@@ -299,11 +308,16 @@ async fn healthz(State(app): State<Arc<App>>) -> Response {
 /// in which case `Authorization: Bearer <token>` is required.
 async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
     if let Some(token) = &app.config.metrics_token {
-        let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         let ok = given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes()));
         if !ok {
-            return crate::http_error::ApiError::new(axum::http::StatusCode::UNAUTHORIZED, "unauthorized", "a metrics token is required")
-                .into_response();
+            return crate::http_error::ApiError::new(
+                axum::http::StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a metrics token is required",
+            )
+            .into_response();
         }
     }
     metrics_text(&app).await

@@ -51,7 +51,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 const MIGRATIONS: &[(i64, &str)] = &[
     (
         1,
-    r#"
+        r#"
 CREATE TABLE clinicians (
     id TEXT PRIMARY KEY,
     email TEXT NOT NULL UNIQUE,
@@ -533,7 +533,11 @@ fn follow_up_from(r: &SqliteRow) -> StoreResult<FollowUp> {
 }
 
 /// Cancels the visit a follow-up placed, if any, revoking its links.
-async fn cancel_follow_up_visit(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, follow_up_id: &str, now: i64) -> StoreResult<()> {
+async fn cancel_follow_up_visit(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    follow_up_id: &str,
+    now: i64,
+) -> StoreResult<()> {
     let visit: Option<String> = sqlx::query("SELECT visit_id FROM follow_ups WHERE id = $1")
         .bind(follow_up_id)
         .fetch_optional(&mut **tx)
@@ -549,7 +553,11 @@ async fn cancel_follow_up_visit(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, fo
             .bind(VisitStatus::Scheduled.as_str())
             .execute(&mut **tx)
             .await?;
-        sqlx::query("UPDATE links SET revoked_at = $1 WHERE visit_id = $2 AND revoked_at IS NULL").bind(now).bind(&visit).execute(&mut **tx).await?;
+        sqlx::query("UPDATE links SET revoked_at = $1 WHERE visit_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&visit)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -590,9 +598,11 @@ impl Store {
 
     async fn migrate(&self) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await?;
         let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
             .fetch_one(&mut *tx)
             .await?
@@ -642,7 +652,8 @@ impl Store {
 
     /// A clinician by email (already lower-cased by the caller).
     pub async fn clinician_by_email(&self, email: &str) -> StoreResult<Option<Clinician>> {
-        let row = sqlx::query("SELECT * FROM clinicians WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM clinicians WHERE email = $1").bind(email).fetch_optional(&self.pool).await?;
         row.as_ref().map(clinician_from).transpose()
     }
 
@@ -661,7 +672,11 @@ impl Store {
     /// Enables or disables an account. Disabling also revokes its refresh tokens.
     pub async fn set_clinician_active(&self, id: &str, active: bool, now: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE clinicians SET active = $1 WHERE id = $2").bind(active).bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("UPDATE clinicians SET active = $1 WHERE id = $2")
+            .bind(active)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -679,7 +694,11 @@ impl Store {
     /// Replaces a password hash and revokes every refresh token of the account.
     pub async fn set_password_hash(&self, id: &str, hash: &str, now: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE clinicians SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(&mut *tx).await?;
+        let done = sqlx::query("UPDATE clinicians SET password_hash = $1 WHERE id = $2")
+            .bind(hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -712,11 +731,13 @@ impl Store {
 
     /// (scheduled start, status) of every visit starting in `[from, to)`.
     pub async fn visit_times_and_statuses(&self, from: i64, to: i64) -> StoreResult<Vec<(i64, String)>> {
-        let rows = sqlx::query("SELECT scheduled_start, status FROM visits WHERE scheduled_start >= $1 AND scheduled_start < $2")
-            .bind(from)
-            .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT scheduled_start, status FROM visits WHERE scheduled_start >= $1 AND scheduled_start < $2",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok((int(r, "scheduled_start")?, text(r, "status")?))).collect()
     }
 
@@ -732,7 +753,11 @@ impl Store {
         let mut waits = Vec::new();
         for r in &rows {
             if let Some(detail) = opt_text(r, "detail")?
-                && let Some(secs) = detail.split("waited_secs=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok())
+                && let Some(secs) = detail
+                    .split("waited_secs=")
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse().ok())
             {
                 waits.push(secs);
             }
@@ -742,7 +767,10 @@ impl Store {
 
     /// The hospital's total of consultations for a week, if supplied.
     pub async fn consultation_total(&self, week_start: &str) -> StoreResult<Option<i64>> {
-        let row = sqlx::query("SELECT total FROM consultation_totals WHERE week_start = $1").bind(week_start).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT total FROM consultation_totals WHERE week_start = $1")
+            .bind(week_start)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(|r| int(r, "total")).transpose()
     }
 
@@ -750,7 +778,11 @@ impl Store {
     pub async fn set_consultation_total(&self, week_start: &str, total: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM consultation_totals WHERE week_start = $1").bind(week_start).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO consultation_totals (week_start, total) VALUES ($1, $2)").bind(week_start).bind(total).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO consultation_totals (week_start, total) VALUES ($1, $2)")
+            .bind(week_start)
+            .bind(total)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -798,7 +830,11 @@ impl Store {
     /// Marks a visit's room provisioned, with an audit event.
     pub async fn mark_provisioned(&self, visit_id: &str, now: i64, audit: &AuditEvent) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE visits SET provisioned_at = $1 WHERE id = $2 AND provisioned_at IS NULL").bind(now).bind(visit_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE visits SET provisioned_at = $1 WHERE id = $2 AND provisioned_at IS NULL")
+            .bind(now)
+            .bind(visit_id)
+            .execute(&mut *tx)
+            .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -808,7 +844,11 @@ impl Store {
     /// Returns whether it was queued now.
     pub async fn enqueue_reminder(&self, key: &str, visit_id: &str, kind: &str, now: i64) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await?;
-        let exists = sqlx::query("SELECT 1 AS one FROM outbox WHERE idempotency_key = $1").bind(key).fetch_optional(&mut *tx).await?.is_some();
+        let exists = sqlx::query("SELECT 1 AS one FROM outbox WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some();
         if !exists {
             sqlx::query(
                 "INSERT INTO outbox (idempotency_key, visit_id, kind, created_at, next_attempt_at, attempts) VALUES ($1, $2, $3, $4, $4, 0)",
@@ -834,7 +874,9 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| Ok((text(r, "idempotency_key")?, text(r, "visit_id")?, text(r, "kind")?, int(r, "attempts")?))).collect()
+        rows.iter()
+            .map(|r| Ok((text(r, "idempotency_key")?, text(r, "visit_id")?, text(r, "kind")?, int(r, "attempts")?)))
+            .collect()
     }
 
     /// Records a delivery attempt: delivered, or failed and retried at `retry_at`.
@@ -861,8 +903,12 @@ impl Store {
 
     /// Outbox entries: (key, delivered?, attempts), for tests and operators.
     pub async fn outbox_entries(&self) -> StoreResult<Vec<(String, bool, i64)>> {
-        let rows = sqlx::query("SELECT idempotency_key, delivered_at, attempts FROM outbox ORDER BY idempotency_key").fetch_all(&self.pool).await?;
-        rows.iter().map(|r| Ok((text(r, "idempotency_key")?, opt_int(r, "delivered_at")?.is_some(), int(r, "attempts")?))).collect()
+        let rows = sqlx::query("SELECT idempotency_key, delivered_at, attempts FROM outbox ORDER BY idempotency_key")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((text(r, "idempotency_key")?, opt_int(r, "delivered_at")?.is_some(), int(r, "attempts")?)))
+            .collect()
     }
 
     /// Whether the patient of a visit ever joined it (from the audit trail).
@@ -926,12 +972,14 @@ impl Store {
 
     /// Raises every open follow-up of a patient to `urgent`; returns how many.
     pub async fn prioritise_follow_ups(&self, patient_id: &str) -> StoreResult<u64> {
-        let done = sqlx::query("UPDATE follow_ups SET priority = $1 WHERE patient_id = $2 AND status <> $3 AND priority <> $1")
-            .bind("urgent")
-            .bind(patient_id)
-            .bind("cancelled")
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE follow_ups SET priority = $1 WHERE patient_id = $2 AND status <> $3 AND priority <> $1",
+        )
+        .bind("urgent")
+        .bind(patient_id)
+        .bind("cancelled")
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 
@@ -953,7 +1001,10 @@ impl Store {
 
     /// The clinician a calendar token belongs to.
     pub async fn calendar_owner(&self, token_hash: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT clinician_id FROM calendar_tokens WHERE token_hash = $1").bind(token_hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT clinician_id FROM calendar_tokens WHERE token_hash = $1")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(|r| text(r, "clinician_id")).transpose()
     }
 
@@ -965,20 +1016,36 @@ impl Store {
     // ----- availability and follow-ups -----
 
     /// A clinician's availability, if set.
-    pub async fn availability_of(&self, clinician_id: &str) -> StoreResult<Option<crate::follow_up_placement::Availability>> {
-        let row = sqlx::query("SELECT settings FROM availability WHERE clinician_id = $1").bind(clinician_id).fetch_optional(&self.pool).await?;
+    pub async fn availability_of(
+        &self,
+        clinician_id: &str,
+    ) -> StoreResult<Option<crate::follow_up_placement::Availability>> {
+        let row = sqlx::query("SELECT settings FROM availability WHERE clinician_id = $1")
+            .bind(clinician_id)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
-            Some(r) => Ok(Some(serde_json::from_str(&text(&r, "settings")?).map_err(|_| StoreError::Corrupt("settings"))?)),
+            Some(r) => {
+                Ok(Some(serde_json::from_str(&text(&r, "settings")?).map_err(|_| StoreError::Corrupt("settings"))?))
+            }
             None => Ok(None),
         }
     }
 
     /// Sets (replaces) a clinician's availability.
-    pub async fn set_availability(&self, clinician_id: &str, a: &crate::follow_up_placement::Availability) -> StoreResult<()> {
+    pub async fn set_availability(
+        &self,
+        clinician_id: &str,
+        a: &crate::follow_up_placement::Availability,
+    ) -> StoreResult<()> {
         let json = serde_json::to_string(a).map_err(|e| StoreError::Database(e.to_string()))?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM availability WHERE clinician_id = $1").bind(clinician_id).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO availability (clinician_id, settings) VALUES ($1, $2)").bind(clinician_id).bind(json).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO availability (clinician_id, settings) VALUES ($1, $2)")
+            .bind(clinician_id)
+            .bind(json)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -997,12 +1064,23 @@ impl Store {
         .bind(from)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| { let s = int(r, "scheduled_start")?; Ok((s, s + int(r, "duration_minutes")? * 60)) }).collect()
+        rows.iter()
+            .map(|r| {
+                let s = int(r, "scheduled_start")?;
+                Ok((s, s + int(r, "duration_minutes")? * 60))
+            })
+            .collect()
     }
 
     /// Records a follow-up, with its visit and link when it was placed, in
     /// one transaction.
-    pub async fn create_follow_up(&self, f: &FollowUp, placed: Option<(&NewVisit, &Link)>, audit: &AuditEvent, now: i64) -> StoreResult<()> {
+    pub async fn create_follow_up(
+        &self,
+        f: &FollowUp,
+        placed: Option<(&NewVisit, &Link)>,
+        audit: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         if let Some((visit, link)) = placed {
             insert_visit_row(&mut tx, visit, now).await?;
@@ -1092,7 +1170,11 @@ impl Store {
     pub async fn cancel_follow_up(&self, id: &str, audit: &AuditEvent, now: i64) -> StoreResult<()> {
         let mut tx = self.pool.begin().await?;
         cancel_follow_up_visit(&mut tx, id, now).await?;
-        sqlx::query("UPDATE follow_ups SET status = $1 WHERE id = $2").bind("cancelled").bind(id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE follow_ups SET status = $1 WHERE id = $2")
+            .bind("cancelled")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -1160,15 +1242,14 @@ impl Store {
         audit: &AuditEvent,
     ) -> StoreResult<Visit> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE visits SET scheduled_start = $1, duration_minutes = $2 WHERE id = $3 AND status = $4",
-        )
-        .bind(scheduled_start)
-        .bind(duration_minutes)
-        .bind(id)
-        .bind(VisitStatus::Scheduled.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let done =
+            sqlx::query("UPDATE visits SET scheduled_start = $1, duration_minutes = $2 WHERE id = $3 AND status = $4")
+                .bind(scheduled_start)
+                .bind(duration_minutes)
+                .bind(id)
+                .bind(VisitStatus::Scheduled.as_str())
+                .execute(&mut *tx)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -1208,7 +1289,8 @@ impl Store {
             .map(|r| r.try_get("status"))
             .transpose()
             .map_err(|_| StoreError::Corrupt("status"))?;
-        let current: VisitStatus = current.ok_or(StoreError::NotFound)?.parse().map_err(|_| StoreError::Corrupt("status"))?;
+        let current: VisitStatus =
+            current.ok_or(StoreError::NotFound)?.parse().map_err(|_| StoreError::Corrupt("status"))?;
         if !from.contains(&current) {
             return Err(StoreError::Conflict);
         }
@@ -1252,7 +1334,8 @@ impl Store {
 
     /// A link by its token hash.
     pub async fn link_by_token_hash(&self, hash: &str) -> StoreResult<Option<Link>> {
-        let row = sqlx::query("SELECT * FROM links WHERE token_hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT * FROM links WHERE token_hash = $1").bind(hash).fetch_optional(&self.pool).await?;
         row.as_ref().map(link_from).transpose()
     }
 
@@ -1322,7 +1405,11 @@ impl Store {
         if old.expires_at <= now {
             return Err(StoreError::NotFound);
         }
-        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2").bind(now).bind(&old.id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&old.id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO refresh_tokens (id, clinician_id, family_id, token_hash, expires_at, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -1364,10 +1451,11 @@ impl Store {
 
     /// A visit's audit trail, oldest first.
     pub async fn audit_of_visit(&self, visit_id: &str) -> StoreResult<Vec<AuditEvent>> {
-        let rows = sqlx::query("SELECT at, actor, action, visit_id, detail FROM audit_events WHERE visit_id = $1 ORDER BY id")
-            .bind(visit_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT at, actor, action, visit_id, detail FROM audit_events WHERE visit_id = $1 ORDER BY id")
+                .bind(visit_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 Ok(AuditEvent {
@@ -1391,14 +1479,16 @@ async fn insert_visit_rows(
     now: i64,
 ) -> StoreResult<()> {
     if let Some(p) = new_patient {
-        sqlx::query("INSERT INTO patients (id, display_name, hospital_id, contact, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&p.id)
-            .bind(&p.display_name)
-            .bind(&p.hospital_id)
-            .bind(&p.contact)
-            .bind(p.created_at)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "INSERT INTO patients (id, display_name, hospital_id, contact, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&p.id)
+        .bind(&p.display_name)
+        .bind(&p.hospital_id)
+        .bind(&p.contact)
+        .bind(p.created_at)
+        .execute(&mut **tx)
+        .await?;
     }
     insert_visit_row(tx, visit, now).await?;
     insert_link(tx, link).await?;
@@ -1444,10 +1534,8 @@ async fn insert_link(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, link: &Link) 
 async fn insert_audit(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, event: &AuditEvent) -> StoreResult<()> {
     // Ids sort by time (microseconds) then a random tail, so ORDER BY id is
     // the order of events.
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
+    let micros =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
     let id = format!("{micros:016x}{:08x}", rand::random::<u32>());
     sqlx::query("INSERT INTO audit_events (id, at, actor, action, visit_id, detail) VALUES ($1, $2, $3, $4, $5, $6)")
         .bind(id)
@@ -1507,21 +1595,55 @@ mod tests {
     async fn visit_lifecycle_and_cancel_revokes_links() {
         let (store, _) = temp_store().await;
         store.insert_clinician(&clinician("c-1", "a@x")).await.unwrap();
-        let patient = Patient { id: "pt-1".into(), display_name: "O'Brien; DROP TABLE visits;--".into(), hospital_id: None, contact: None, created_at: 1 };
-        let nv = NewVisit { id: "v-1".into(), patient_id: "pt-1".into(), clinician_id: "c-1".into(), scheduled_start: 1000, duration_minutes: 20, kind: VisitKind::FollowUp };
-        let link = Link { id: "l-1".into(), visit_id: "v-1".into(), role: LinkRole::Patient, label: None, token_hash: "abc".into(), valid_from: 0, valid_until: 9999, revoked_at: None, created_at: 1 };
+        let patient = Patient {
+            id: "pt-1".into(),
+            display_name: "O'Brien; DROP TABLE visits;--".into(),
+            hospital_id: None,
+            contact: None,
+            created_at: 1,
+        };
+        let nv = NewVisit {
+            id: "v-1".into(),
+            patient_id: "pt-1".into(),
+            clinician_id: "c-1".into(),
+            scheduled_start: 1000,
+            duration_minutes: 20,
+            kind: VisitKind::FollowUp,
+        };
+        let link = Link {
+            id: "l-1".into(),
+            visit_id: "v-1".into(),
+            role: LinkRole::Patient,
+            label: None,
+            token_hash: "abc".into(),
+            valid_from: 0,
+            valid_until: 9999,
+            revoked_at: None,
+            created_at: 1,
+        };
         let v = store.create_visit(Some(&patient), &nv, &link, &audit("created", "v-1"), 5).await.unwrap();
         assert_eq!(v.status, VisitStatus::Scheduled);
         assert_eq!(store.patient_by_id("pt-1").await.unwrap().unwrap().display_name, patient.display_name);
         let v = store.reschedule_visit("v-1", 2000, 30, (100, 200), &audit("rescheduled", "v-1")).await.unwrap();
         assert_eq!((v.scheduled_start, v.duration_minutes), (2000, 30));
         assert_eq!(store.link_by_token_hash("abc").await.unwrap().unwrap().valid_from, 100);
-        let v = store.transition_visit("v-1", &[VisitStatus::Scheduled], VisitStatus::Cancelled, 50, &audit("cancelled", "v-1")).await.unwrap();
+        let v = store
+            .transition_visit("v-1", &[VisitStatus::Scheduled], VisitStatus::Cancelled, 50, &audit("cancelled", "v-1"))
+            .await
+            .unwrap();
         assert_eq!(v.cancelled_at, Some(50));
         assert_eq!(store.link_by_token_hash("abc").await.unwrap().unwrap().revoked_at, Some(50));
         // No way back from cancelled.
         assert!(matches!(
-            store.transition_visit("v-1", &[VisitStatus::Scheduled], VisitStatus::InProgress, 60, &audit("started", "v-1")).await,
+            store
+                .transition_visit(
+                    "v-1",
+                    &[VisitStatus::Scheduled],
+                    VisitStatus::InProgress,
+                    60,
+                    &audit("started", "v-1")
+                )
+                .await,
             Err(StoreError::Conflict)
         ));
         let trail: Vec<String> = store.audit_of_visit("v-1").await.unwrap().into_iter().map(|e| e.action).collect();
@@ -1532,7 +1654,14 @@ mod tests {
     async fn refresh_rotation_detects_replay_and_revokes_the_family() {
         let (store, _) = temp_store().await;
         store.insert_clinician(&clinician("c-1", "a@x")).await.unwrap();
-        let t = |id: &str| RefreshToken { id: id.into(), clinician_id: "c-1".into(), family_id: "f".into(), expires_at: 1000, used_at: None, revoked_at: None };
+        let t = |id: &str| RefreshToken {
+            id: id.into(),
+            clinician_id: "c-1".into(),
+            family_id: "f".into(),
+            expires_at: 1000,
+            used_at: None,
+            revoked_at: None,
+        };
         store.insert_refresh_token(&t("r1"), "h1", 1).await.unwrap();
         store.rotate_refresh_token("h1", &t("r2"), "h2", 2).await.unwrap();
         // Replaying h1 fails and kills h2 too.

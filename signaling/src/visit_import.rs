@@ -143,7 +143,8 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
     }
     let column = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let need = |name: &'static str| column(name).ok_or(ImportError::MissingColumn(name));
-    let (c_email, c_name, c_start, c_duration) = (need("clinician_email")?, need("patient_name")?, need("start")?, need("duration_minutes")?);
+    let (c_email, c_name, c_start, c_duration) =
+        (need("clinician_email")?, need("patient_name")?, need("start")?, need("duration_minutes")?);
     let (c_hospital, c_contact, c_kind) = (column("hospital_id"), column("contact"), column("kind"));
 
     let now = ctx.now;
@@ -154,7 +155,7 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
     for (line, row) in rows {
         let line = *line;
         let get = |i: usize| row.get(i).map(|s| s.trim()).unwrap_or("");
-        let opt = |i: Option<usize>| i.map(|i| get(i)).filter(|s| !s.is_empty()).map(str::to_owned);
+        let opt = |i: Option<usize>| i.map(&get).filter(|s| !s.is_empty()).map(str::to_owned);
         let mut bad = |field: &str, message: String| errors.push(RowError { line, field: field.into(), message });
         if row.len() != header.len() {
             bad("row", format!("has {} fields, the header has {}", row.len(), header.len()));
@@ -162,7 +163,13 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
         }
         let email = get(c_email).to_lowercase();
         if !clinicians.contains_key(&email) {
-            let id = store.clinician_by_email(&email).await.ok().flatten().filter(|c| c.active && c.role != StaffRole::Ops).map(|c| c.id);
+            let id = store
+                .clinician_by_email(&email)
+                .await
+                .ok()
+                .flatten()
+                .filter(|c| c.active && c.role != StaffRole::Ops)
+                .map(|c| c.id);
             clinicians.insert(email.clone(), id);
         }
         let Some(clinician_id) = clinicians.get(&email).cloned().flatten() else {
@@ -175,7 +182,13 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
             continue;
         }
         let Some(start) = parse_rfc3339(get(c_start)) else {
-            bad("start", format!("{:?} is not an RFC 3339 time (e.g. 2027-01-18T09:30:00+01:00)", get(c_start).chars().take(40).collect::<String>()));
+            bad(
+                "start",
+                format!(
+                    "{:?} is not an RFC 3339 time (e.g. 2027-01-18T09:30:00+01:00)",
+                    get(c_start).chars().take(40).collect::<String>()
+                ),
+            );
             continue;
         };
         if start < now - 86_400 || start > now + 2 * 366 * 86_400 {
@@ -201,14 +214,17 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
             },
         };
         let (hospital_id, contact) = (opt(c_hospital), opt(c_contact));
-        if hospital_id.as_ref().is_some_and(|h| h.chars().count() > 64) || contact.as_ref().is_some_and(|c| c.chars().count() > 200) {
+        if hospital_id.as_ref().is_some_and(|h| h.chars().count() > 64)
+            || contact.as_ref().is_some_and(|c| c.chars().count() > 200)
+        {
             bad("row", "hospital_id (64) or contact (200) is too long".into());
             continue;
         }
         // No overlap with the clinician's calendar, nor with earlier rows.
         let end = start + duration * 60;
         if !booked.contains_key(&clinician_id) {
-            let busy = store.busy_intervals(&clinician_id, now - 86_400, now + 3 * 366 * 86_400).await.unwrap_or_default();
+            let busy =
+                store.busy_intervals(&clinician_id, now - 86_400, now + 3 * 366 * 86_400).await.unwrap_or_default();
             booked.insert(clinician_id.clone(), busy.into_iter().map(|(s, e)| (s, e, 0)).collect());
         }
         let calendar = booked.get_mut(&clinician_id).expect("inserted above");
@@ -218,7 +234,13 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
             continue;
         }
         calendar.push((start, end, line));
-        let patient = Patient { id: crate::secret::random_id("pt"), display_name: name.to_string(), hospital_id, contact, created_at: now };
+        let patient = Patient {
+            id: crate::secret::random_id("pt"),
+            display_name: name.to_string(),
+            hospital_id,
+            contact,
+            created_at: now,
+        };
         let visit = NewVisit {
             id: crate::secret::random_id("v"),
             patient_id: patient.id.clone(),
@@ -237,8 +259,15 @@ pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Res
     let mut batch = Vec::new();
     for (line, patient, visit) in good {
         let window = (visit.scheduled_start, visit.scheduled_start + visit.duration_minutes * 60);
-        let (link, token) = crate::visits_api::make_link(&visit.id, window, ctx.link_margins, LinkRole::Patient, None, now);
-        let audit = AuditEvent { at: now, actor: ctx.actor.clone(), action: "created".into(), visit_id: Some(visit.id.clone()), detail: Some(format!("import line {line}")) };
+        let (link, token) =
+            crate::visits_api::make_link(&visit.id, window, ctx.link_margins, LinkRole::Patient, None, now);
+        let audit = AuditEvent {
+            at: now,
+            actor: ctx.actor.clone(),
+            action: "created".into(),
+            visit_id: Some(visit.id.clone()),
+            detail: Some(format!("import line {line}")),
+        };
         report.visits.push(serde_json::json!({ "line": line, "visit_id": visit.id, "patient_link": format!("{}/join/{token}", ctx.public_url) }));
         batch.push((patient, visit, link, audit));
     }
@@ -268,7 +297,9 @@ pub async fn handler(
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     staff.require(&[StaffRole::Admin])?;
-    let body = body.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the file is larger than 16 MiB"))?;
+    let body = body.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the file is larger than 16 MiB")
+    })?;
     let ctx = ImportContext {
         store: &app.store,
         now: app.clock.now(),

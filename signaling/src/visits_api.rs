@@ -119,7 +119,13 @@ fn parse_start(text: &str, now: i64) -> Result<i64, ApiError> {
 
 /// A new link for a visit scheduled over `[start, end)`, valid around that
 /// time. Returns the record and the token (shown once, never stored).
-pub fn new_link(app: &App, visit_id: &str, window: (i64, i64), role: LinkRole, label: Option<String>) -> (Link, String) {
+pub fn new_link(
+    app: &App,
+    visit_id: &str,
+    window: (i64, i64),
+    role: LinkRole,
+    label: Option<String>,
+) -> (Link, String) {
     let margins = (app.config.link_opens_before, app.config.link_closes_after);
     make_link(visit_id, window, margins, role, label, app.clock.now())
 }
@@ -211,7 +217,11 @@ fn actor(staff: &Staff) -> String {
 }
 
 /// `POST /api/visits`
-pub async fn create(State(app): State<Arc<App>>, staff: Staff, ApiJson(body): ApiJson<CreateVisit>) -> Result<Response, ApiError> {
+pub async fn create(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    ApiJson(body): ApiJson<CreateVisit>,
+) -> Result<Response, ApiError> {
     staff.require(STAFF_WHO_RUN_VISITS)?;
     let now = app.clock.now();
     let clinician_id = body.clinician_id.clone().unwrap_or_else(|| staff.0.id.clone());
@@ -266,14 +276,20 @@ pub async fn create(State(app): State<Arc<App>>, staff: Staff, ApiJson(body): Ap
         kind: body.kind.unwrap_or(VisitKind::FollowUp),
     };
     let (visit, link, token) = book(&app, &actor(&staff), new_patient.as_ref(), &new_visit).await?;
-    let body = json!({ "visit": visit_json(&app, &visit).await?, "patient_link": link_json(&app, &link, Some(&token)) });
+    let body =
+        json!({ "visit": visit_json(&app, &visit).await?, "patient_link": link_json(&app, &link, Some(&token)) });
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// Stores a new visit (and its patient, if new) with its patient link and
 /// an audit event, in one transaction. Returns the visit, the link and the
 /// link's token.
-pub async fn book(app: &App, actor: &str, new_patient: Option<&Patient>, new_visit: &NewVisit) -> Result<(Visit, Link, String), ApiError> {
+pub async fn book(
+    app: &App,
+    actor: &str,
+    new_patient: Option<&Patient>,
+    new_visit: &NewVisit,
+) -> Result<(Visit, Link, String), ApiError> {
     let window = (new_visit.scheduled_start, new_visit.scheduled_start + new_visit.duration_minutes * 60);
     let (link, token) = new_link(app, &new_visit.id, window, LinkRole::Patient, None);
     let audit = audit_event(app, actor, "created", &new_visit.id, None);
@@ -282,7 +298,11 @@ pub async fn book(app: &App, actor: &str, new_patient: Option<&Patient>, new_vis
 }
 
 /// `GET /api/visits?date=…`
-pub async fn list(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<Value>, ApiError> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
     staff.require(STAFF_WHO_RUN_VISITS)?;
     let clinician_id = q.clinician_id.clone().unwrap_or_else(|| staff.0.id.clone());
     if !staff.may_act_on(&clinician_id) {
@@ -295,7 +315,8 @@ pub async fn list(State(app): State<Arc<App>>, staff: Staff, ApiQuery(q): ApiQue
         Some(d) => d.clone(),
         None => rfc3339(app.clock.now() + q.tz_offset_minutes * 60)[..10].to_string(),
     };
-    let (from, to) = day_range(&date, q.tz_offset_minutes).ok_or_else(|| ApiError::invalid("date", "must be YYYY-MM-DD"))?;
+    let (from, to) =
+        day_range(&date, q.tz_offset_minutes).ok_or_else(|| ApiError::invalid("date", "must be YYYY-MM-DD"))?;
     let visits = app.store.visits_of_clinician(&clinician_id, from, to).await?;
     let mut out = Vec::with_capacity(visits.len());
     for v in &visits {
@@ -358,9 +379,20 @@ async fn transition(
 }
 
 /// `POST /api/visits/{id}/cancel`: revokes its links and closes any live room.
-pub async fn cancel(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let visit =
-        transition(&app, &staff, &id, &[VisitStatus::Scheduled, VisitStatus::InProgress], VisitStatus::Cancelled, "cancelled").await?;
+pub async fn cancel(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let visit = transition(
+        &app,
+        &staff,
+        &id,
+        &[VisitStatus::Scheduled, VisitStatus::InProgress],
+        VisitStatus::Cancelled,
+        "cancelled",
+    )
+    .await?;
     close_room(&app, &id, "visit_cancelled").await;
     Ok(Json(json!({ "visit": visit_json(&app, &visit).await? })))
 }
@@ -394,7 +426,13 @@ pub async fn end_visit(app: &App, clinician_id: &str, staff: Option<&Staff>, id:
     let audit = audit_event(app, &format!("clinician:{clinician_id}"), "ended", id, None);
     let visit = match app
         .store
-        .transition_visit(id, &[VisitStatus::Scheduled, VisitStatus::InProgress], VisitStatus::Completed, app.clock.now(), &audit)
+        .transition_visit(
+            id,
+            &[VisitStatus::Scheduled, VisitStatus::InProgress],
+            VisitStatus::Completed,
+            app.clock.now(),
+            &audit,
+        )
         .await
     {
         Ok(v) => v,
@@ -414,7 +452,8 @@ pub async fn guest_link(
     Path(id): Path<String>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"))?;
+    let body =
+        body.map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"))?;
     // The body is optional: none, `{}` and `{"label": …}` all work.
     let input: GuestLinkInput = if body.iter().all(|b| b.is_ascii_whitespace()) {
         GuestLinkInput::default()
@@ -429,14 +468,19 @@ pub async fn guest_link(
     if let Some(l) = &label {
         check_text("label", l, 1, 80)?;
     }
-    let (link, token) = new_link(&app, &visit.id, (visit.scheduled_start, visit.scheduled_end()), LinkRole::Guest, label);
+    let (link, token) =
+        new_link(&app, &visit.id, (visit.scheduled_start, visit.scheduled_end()), LinkRole::Guest, label);
     let audit = audit_event(&app, &actor(&staff), "guest_link_created", &id, Some(link.id.clone()));
     app.store.insert_link(&link, &audit).await?;
     Ok((StatusCode::CREATED, Json(json!({ "link": link_json(&app, &link, Some(&token)) }))).into_response())
 }
 
 /// `POST /api/visits/{id}/join-token`: the caller's join token for the visit's room.
-pub async fn join_token(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+pub async fn join_token(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let visit = visit_for(&app, &staff, &id).await?;
     if !matches!(visit.status, VisitStatus::Scheduled | VisitStatus::InProgress) {
         return Err(ApiError::conflict("visit_closed", "the visit is over or cancelled"));
@@ -444,7 +488,15 @@ pub async fn join_token(State(app): State<Arc<App>>, staff: Staff, Path(id): Pat
     let ttl = 15 * 60;
     let token = app
         .keys
-        .mint_join(&id, Role::Clinician, &staff.0.display_name, &actor(&staff), crate::join_token::unix_now(), ttl, false)
+        .mint_join(
+            &id,
+            Role::Clinician,
+            &staff.0.display_name,
+            &actor(&staff),
+            crate::join_token::unix_now(),
+            ttl,
+            false,
+        )
         .map_err(ApiError::internal)?;
     Ok(Json(json!({ "join_token": token, "expires_in": ttl, "room_id": id })))
 }

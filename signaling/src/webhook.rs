@@ -48,7 +48,10 @@ pub async fn post(url: &str, idempotency_key: &str, body: &str) -> Result<(), St
 mod tests {
     #[test]
     fn parses_http_urls_only() {
-        assert_eq!(super::parse_url("http://sms.internal:8025/send"), Some(("sms.internal:8025".into(), "/send".into())));
+        assert_eq!(
+            super::parse_url("http://sms.internal:8025/send"),
+            Some(("sms.internal:8025".into(), "/send".into()))
+        );
         assert_eq!(super::parse_url("http://gw"), Some(("gw:80".into(), "/".into())));
         assert_eq!(super::parse_url("https://gw/x"), None);
         assert_eq!(super::parse_url("http://user@gw/x"), None);

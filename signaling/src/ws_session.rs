@@ -12,8 +12,8 @@ use std::time::Instant;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use teleconsult_protocol::{
-    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ParticipantInfo, PeerConnection, Role, ServerMessage,
-    TrackInfo, decode_client_message,
+    ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ParticipantInfo, PeerConnection, Role,
+    ServerMessage, TrackInfo, decode_client_message,
 };
 use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason, RoomId, RoomOptions, SfuError};
 use tokio::sync::mpsc;
@@ -61,7 +61,16 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         let _ = sink.close().await;
     });
 
-    let mut session = Session { app: app.clone(), tx: tx.clone(), hello: false, seat: None, role: None, subject: String::new(), bucket: RATE_BURST, last_refill: Instant::now() };
+    let mut session = Session {
+        app: app.clone(),
+        tx: tx.clone(),
+        hello: false,
+        seat: None,
+        role: None,
+        subject: String::new(),
+        bucket: RATE_BURST,
+        last_refill: Instant::now(),
+    };
     let mut shutdown = app.shutdown.clone();
     app.metrics_ws_connections(1);
     loop {
@@ -155,7 +164,11 @@ impl Session {
         match message {
             ClientMessage::Hello { id, protocol } => {
                 if protocol != PROTOCOL_VERSION {
-                    self.error(id, ErrorCode::UnsupportedVersion, &format!("this server speaks protocol {PROTOCOL_VERSION}"));
+                    self.error(
+                        id,
+                        ErrorCode::UnsupportedVersion,
+                        &format!("this server speaks protocol {PROTOCOL_VERSION}"),
+                    );
                     let _ = self.tx.send(Outbound::Close(4001, "unsupported protocol version")).await;
                     return false;
                 }
@@ -216,7 +229,14 @@ impl Session {
             Err(_) => return self.error(id, ErrorCode::Internal, "could not take a seat"),
         };
         info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), admitted, "joined");
-        audit_if_visit(&self.app, &seat.room, &claims.sub, "joined", Some(format!("{} {}", seat.participant, claims.role.as_str()))).await;
+        audit_if_visit(
+            &self.app,
+            &seat.room,
+            &claims.sub,
+            "joined",
+            Some(format!("{} {}", seat.participant, claims.role.as_str())),
+        )
+        .await;
         self.role = Some(claims.role);
         self.subject = claims.sub.clone();
         self.send(ServerMessage::Joined {
@@ -230,7 +250,11 @@ impl Session {
         });
         if let Some(me) = self.app.rooms.info(&seat.room, &seat.participant) {
             if admitted {
-                self.app.rooms.broadcast(&seat.room, Some(&seat.participant), &ServerMessage::ParticipantJoined { participant: me });
+                self.app.rooms.broadcast(
+                    &seat.room,
+                    Some(&seat.participant),
+                    &ServerMessage::ParticipantJoined { participant: me },
+                );
             } else {
                 let message = waiting_message(&self.app, &seat.room, me, 0).await;
                 self.app.rooms.send_to_clinicians(&seat.room, &message);
@@ -255,7 +279,8 @@ impl Session {
         };
         info!(room = %seat.room, participant = %seat.participant, "resumed");
         self.role = Some(me.role);
-        self.subject = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
+        self.subject =
+            self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
         self.send(ServerMessage::Resumed {
             id,
             room_id: seat.room.clone(),
@@ -295,8 +320,13 @@ impl Session {
             self.error(message.id().map(str::to_owned), ErrorCode::NotAdmitted, "wait until the clinician admits you");
             return true;
         }
-        let clinician_only =
-            matches!(message, ClientMessage::Admit { .. } | ClientMessage::Deny { .. } | ClientMessage::AskToWait { .. } | ClientMessage::EndVisit { .. });
+        let clinician_only = matches!(
+            message,
+            ClientMessage::Admit { .. }
+                | ClientMessage::Deny { .. }
+                | ClientMessage::AskToWait { .. }
+                | ClientMessage::EndVisit { .. }
+        );
         if clinician_only && !clinician {
             self.error(message.id().map(str::to_owned), ErrorCode::Forbidden, "only a clinician may do this");
             return true;
@@ -368,7 +398,8 @@ impl Session {
                     self.error(id, ErrorCode::BadMessage, "chat text must have 1 to 1000 characters");
                     return true;
                 }
-                let display_name = self.app.rooms.info(&seat.room, &seat.participant).map(|i| i.display_name).unwrap_or_default();
+                let display_name =
+                    self.app.rooms.info(&seat.room, &seat.participant).map(|i| i.display_name).unwrap_or_default();
                 self.app.rooms.broadcast(
                     &seat.room,
                     None,
@@ -379,8 +410,16 @@ impl Session {
             ClientMessage::Admit { id, participant_id } => match self.app.rooms.admit(&seat.room, &participant_id) {
                 Ok((info, others, waited)) => {
                     self.app.metrics.admitted_after(waited);
-                    self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Admitted { participants: others });
-                    self.app.rooms.broadcast(&seat.room, Some(&participant_id), &ServerMessage::ParticipantJoined { participant: info });
+                    self.app.rooms.send_to(
+                        &seat.room,
+                        &participant_id,
+                        ServerMessage::Admitted { participants: others },
+                    );
+                    self.app.rooms.broadcast(
+                        &seat.room,
+                        Some(&participant_id),
+                        &ServerMessage::ParticipantJoined { participant: info },
+                    );
                     let detail = format!("{participant_id} waited_secs={}", waited.as_secs());
                     audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(detail)).await;
                     info!(room = %seat.room, participant = %participant_id, "admitted");
@@ -400,9 +439,13 @@ impl Session {
                         }
                         self.app.rooms.send_to_clinicians(
                             &seat.room,
-                            &ServerMessage::ParticipantLeft { participant_id: participant_id.clone(), reason: "denied".into() },
+                            &ServerMessage::ParticipantLeft {
+                                participant_id: participant_id.clone(),
+                                reason: "denied".into(),
+                            },
                         );
-                        audit_if_visit(&self.app, &seat.room, &self.subject, "denied", Some(participant_id.clone())).await;
+                        audit_if_visit(&self.app, &seat.room, &self.subject, "denied", Some(participant_id.clone()))
+                            .await;
                         self.send(ServerMessage::Ack { id });
                     }
                 }
@@ -419,7 +462,8 @@ impl Session {
             ClientMessage::EndVisit { id } => {
                 let clinician_id = self.subject.strip_prefix("clinician:").unwrap_or(&self.subject).to_string();
                 let visit = self.app.store.visit_by_id(&seat.room).await.ok().flatten();
-                if visit.as_ref().is_some_and(|v| !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress)) {
+                if visit.as_ref().is_some_and(|v| !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress))
+                {
                     self.error(id, ErrorCode::VisitClosed, "the visit is already over");
                     return true;
                 }
@@ -444,7 +488,10 @@ impl Session {
                 return false;
             }
             // Handled before a seat is needed.
-            ClientMessage::Hello { .. } | ClientMessage::Join { .. } | ClientMessage::Resume { .. } | ClientMessage::Ping { .. } => {}
+            ClientMessage::Hello { .. }
+            | ClientMessage::Join { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Ping { .. } => {}
         }
         true
     }
@@ -549,7 +596,8 @@ async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::Unbou
             ParticipantEvent::TrackRemoved(t) => ServerMessage::TrackRemoved { track: track_info(t) },
             ParticipantEvent::Connected(Connection::Subscribe) => {
                 // Remote media now reaches the seat: its join time ends here.
-                let subject = app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
+                let subject =
+                    app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
                 if let Some(link_id) = subject.strip_prefix("link:") {
                     app.metrics.media_connected(link_id);
                 }
@@ -584,4 +632,3 @@ fn track_info(t: teleconsult_sfu::SubscribedTrack) -> TrackInfo {
         track_id: t.track_id,
     }
 }
-

@@ -61,7 +61,12 @@ async fn http_authorization_matrix() {
     //  admin, owner, other clinician, ops, anonymous, patient token)
     let endpoints: Vec<(&str, &str, Option<String>, [u16; 6])> = vec![
         ("GET", "/api/visits/{id}", None, [200, 200, 403, 403, 401, 401]),
-        ("PATCH", "/api/visits/{id}", Some(json!({"duration_minutes": 25}).to_string()), [200, 200, 403, 403, 401, 401]),
+        (
+            "PATCH",
+            "/api/visits/{id}",
+            Some(json!({"duration_minutes": 25}).to_string()),
+            [200, 200, 403, 403, 401, 401],
+        ),
         ("POST", "/api/visits/{id}/start", None, [200, 200, 403, 403, 401, 401]),
         ("POST", "/api/visits/{id}/guest-links", Some("{}".into()), [201, 201, 403, 403, 401, 401]),
         ("POST", "/api/visits/{id}/join-token", None, [200, 200, 403, 403, 401, 401]),
@@ -120,29 +125,79 @@ async fn websocket_actions_by_role() {
             (c, e, participant_id, admitted)
         }
     };
-    let (clinician, mut clinician_events, clinician_id, clinician_admitted) = connect(jt["join_token"].as_str().unwrap().to_string()).await;
+    let (clinician, mut clinician_events, clinician_id, clinician_admitted) =
+        connect(jt["join_token"].as_str().unwrap().to_string()).await;
     assert!(clinician_admitted);
     let px = http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
     let (patient, _pe, patient_id, patient_admitted) = connect(px["join_token"].as_str().unwrap().to_string()).await;
     assert!(!patient_admitted, "patients start in the waiting room");
-    let waiting = wait_event(&mut clinician_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::ParticipantWaiting { .. })).await;
-    assert!(matches!(waiting, Some(ServerMessage::ParticipantWaiting { participant, .. }) if participant.participant_id == patient_id));
+    let waiting = wait_event(&mut clinician_events, Duration::from_secs(5), |m| {
+        matches!(m, ServerMessage::ParticipantWaiting { .. })
+    })
+    .await;
+    assert!(
+        matches!(waiting, Some(ServerMessage::ParticipantWaiting { participant, .. }) if participant.participant_id == patient_id)
+    );
 
     let code = |r: Result<ServerMessage, teleconsult_loadtest::SignalingError>| r.err().and_then(|e| e.code());
     // A waiting patient: no media, no clinician actions.
     let admit_self = ClientMessage::Admit { id: None, participant_id: patient_id.clone() };
     assert_eq!(code(patient.request(admit_self.clone()).await), Some(ErrorCode::Forbidden));
-    assert_eq!(code(patient.request(ClientMessage::Deny { id: None, participant_id: clinician_id.clone(), message: None }).await), Some(ErrorCode::Forbidden));
-    assert_eq!(code(patient.request(ClientMessage::AskToWait { id: None, participant_id: clinician_id.clone(), message: "x".into() }).await), Some(ErrorCode::Forbidden));
+    assert_eq!(
+        code(
+            patient
+                .request(ClientMessage::Deny { id: None, participant_id: clinician_id.clone(), message: None })
+                .await
+        ),
+        Some(ErrorCode::Forbidden)
+    );
+    assert_eq!(
+        code(
+            patient
+                .request(ClientMessage::AskToWait {
+                    id: None,
+                    participant_id: clinician_id.clone(),
+                    message: "x".into()
+                })
+                .await
+        ),
+        Some(ErrorCode::Forbidden)
+    );
     assert_eq!(code(patient.request(ClientMessage::EndVisit { id: None }).await), Some(ErrorCode::Forbidden));
-    assert_eq!(code(patient.request(ClientMessage::PublishOffer { id: None, sdp: "v=0".into() }).await), Some(ErrorCode::NotAdmitted));
-    assert_eq!(code(patient.request(ClientMessage::SubscribeRestart { id: None, new_connection: false }).await), Some(ErrorCode::NotAdmitted));
-    assert_eq!(code(patient.request(ClientMessage::Mute { id: None, kind: teleconsult_protocol::TrackKind::Audio, muted: true }).await), Some(ErrorCode::NotAdmitted));
+    assert_eq!(
+        code(patient.request(ClientMessage::PublishOffer { id: None, sdp: "v=0".into() }).await),
+        Some(ErrorCode::NotAdmitted)
+    );
+    assert_eq!(
+        code(patient.request(ClientMessage::SubscribeRestart { id: None, new_connection: false }).await),
+        Some(ErrorCode::NotAdmitted)
+    );
+    assert_eq!(
+        code(
+            patient
+                .request(ClientMessage::Mute { id: None, kind: teleconsult_protocol::TrackKind::Audio, muted: true })
+                .await
+        ),
+        Some(ErrorCode::NotAdmitted)
+    );
     // A clinician's actions on people who are not there, or not waiting.
-    assert_eq!(code(clinician.request(ClientMessage::Admit { id: None, participant_id: "p-nobody".into() }).await), Some(ErrorCode::ParticipantNotFound));
-    assert_eq!(code(clinician.request(ClientMessage::Admit { id: None, participant_id: clinician_id.clone() }).await), Some(ErrorCode::NotWaiting));
+    assert_eq!(
+        code(clinician.request(ClientMessage::Admit { id: None, participant_id: "p-nobody".into() }).await),
+        Some(ErrorCode::ParticipantNotFound)
+    );
+    assert_eq!(
+        code(clinician.request(ClientMessage::Admit { id: None, participant_id: clinician_id.clone() }).await),
+        Some(ErrorCode::NotWaiting)
+    );
     let long = "x".repeat(501);
-    assert_eq!(code(clinician.request(ClientMessage::AskToWait { id: None, participant_id: patient_id.clone(), message: long }).await), Some(ErrorCode::BadMessage));
+    assert_eq!(
+        code(
+            clinician
+                .request(ClientMessage::AskToWait { id: None, participant_id: patient_id.clone(), message: long })
+                .await
+        ),
+        Some(ErrorCode::BadMessage)
+    );
     // And the admit itself works.
     assert!(matches!(clinician.request(admit_self).await, Ok(ServerMessage::Ack { .. })));
     server.shutdown().await;
@@ -181,13 +236,17 @@ async fn token_attacks_are_rejected() {
     // HS/RS confusion: an RS256 header over an HMAC signature made with the "public" material.
     let rs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
     let forged = {
-        let keys = TokenKeys::from_secret("k1", b"-----BEGIN PUBLIC KEY----- not really -----END PUBLIC KEY-----").unwrap();
+        let keys =
+            TokenKeys::from_secret("k1", b"-----BEGIN PUBLIC KEY----- not really -----END PUBLIC KEY-----").unwrap();
         let signed = keys.sign(&claims(now, now, now + 600)).unwrap();
         format!("{rs_header}.{payload}.{}", signed.rsplit('.').next().unwrap())
     };
     assert_eq!(me(&format!("Bearer {forged}")).await.code().as_deref(), Some("unauthorized"));
     // The wrong key, even claiming admin.
-    let wrong = TokenKeys::from_secret("k1", b"the wrong key, long enough to pass").unwrap().sign(&claims(now, now, now + 600)).unwrap();
+    let wrong = TokenKeys::from_secret("k1", b"the wrong key, long enough to pass")
+        .unwrap()
+        .sign(&claims(now, now, now + 600))
+        .unwrap();
     assert_eq!(me(&format!("Bearer {wrong}")).await.code().as_deref(), Some("unauthorized"));
     // Expired, and not yet valid, with the right key.
     let expired = server.app.keys.sign(&claims(now - 7200, now - 7200, now - 3600)).unwrap();
@@ -204,7 +263,11 @@ async fn token_attacks_are_rejected() {
     let err = c.request(ClientMessage::Join { id: None, token: owner.access.clone() }).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::InvalidToken));
     // A not-yet-valid join token.
-    let mut jc = server.app.keys.verify_join(&server.app.keys.mint_join(&visit, Role::Patient, "P", "s", now, 60, false).unwrap()).unwrap();
+    let mut jc = server
+        .app
+        .keys
+        .verify_join(&server.app.keys.mint_join(&visit, Role::Patient, "P", "s", now, 60, false).unwrap())
+        .unwrap();
     jc.nbf = now + 3600;
     jc.exp = now + 7200;
     let err = c.request(ClientMessage::Join { id: None, token: server.app.keys.sign(&jc).unwrap() }).await.unwrap_err();
@@ -212,10 +275,18 @@ async fn token_attacks_are_rejected() {
 
     // A token for another room: a clinician cannot get one for a visit not theirs,
     // and a patient's token seats them in their own visit only.
-    let r = http(&server, "POST", &format!("/api/visits/{other_visit}/join-token"), &[("Authorization", &owner.bearer())], None).await;
+    let r = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{other_visit}/join-token"),
+        &[("Authorization", &owner.bearer())],
+        None,
+    )
+    .await;
     assert_eq!(r.status, 403);
     let px = http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
-    let joined = c.request(ClientMessage::Join { id: None, token: px["join_token"].as_str().unwrap().into() }).await.unwrap();
+    let joined =
+        c.request(ClientMessage::Join { id: None, token: px["join_token"].as_str().unwrap().into() }).await.unwrap();
     assert!(matches!(joined, ServerMessage::Joined { room_id, .. } if room_id == visit));
     server.shutdown().await;
 }

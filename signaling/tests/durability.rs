@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-
 use common::{HttpResponse, http_to, temp_db};
 use serde_json::json;
 
@@ -22,6 +21,7 @@ async fn spawn_server(db: &std::path::Path, port: u16) -> Child {
     spawn_server_with(db, port, &[]).await
 }
 
+#[allow(clippy::zombie_processes)] // the caller owns the child and kills it
 async fn spawn_server_with(db: &std::path::Path, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(BIN)
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
@@ -45,7 +45,14 @@ async fn spawn_server_with(db: &std::path::Path, port: u16, extra: &[&str]) -> C
 }
 
 async fn login(addr: SocketAddr) -> String {
-    let r = http_to(addr, "POST", "/api/auth/login", &[], Some(r#"{"email":"onco@h.fr","password":"a long enough password"}"#)).await;
+    let r = http_to(
+        addr,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(r#"{"email":"onco@h.fr","password":"a long enough password"}"#),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     format!("Bearer {}", r.json()["access_token"].as_str().unwrap())
 }
@@ -75,7 +82,8 @@ async fn visits_and_links_survive_sigkill() {
     let bearer = login(addr).await;
     let mut created = Vec::new();
     for i in 0..20 {
-        let start = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 60 * i);
+        let start =
+            teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 60 * i);
         let body = json!({"patient": {"display_name": format!("Patient {i}")}, "scheduled_start": start, "duration_minutes": 15});
         let r = http_to(addr, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await;
         assert_eq!(r.status, 201, "{}", r.body);
@@ -91,16 +99,18 @@ async fn visits_and_links_survive_sigkill() {
     let mut server = spawn_server(&db, port).await;
     let bearer = login(addr).await;
     for (visit, token) in &created {
-        let r: HttpResponse = http_to(addr, "GET", &format!("/api/visits/{visit}"), &[("Authorization", &bearer)], None).await;
+        let r: HttpResponse =
+            http_to(addr, "GET", &format!("/api/visits/{visit}"), &[("Authorization", &bearer)], None).await;
         assert_eq!(r.status, 200, "visit {visit} survived: {}", r.body);
         let x = http_to(addr, "POST", &format!("/api/join/{token}"), &[], None).await;
         assert_eq!(x.status, 200, "link of {visit} still works: {}", x.body);
         assert_eq!(x.json()["visit"]["id"], visit.as_str());
     }
-    let day = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64)[..10].to_string();
+    let day =
+        teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64)[..10].to_string();
     let list = http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await;
     let n = list.json()["visits"].as_array().map(|a| a.len()).unwrap_or(0);
-    assert!(n >= 1 && n <= 20, "today's list is intact ({n})");
+    assert!((1..=20).contains(&n), "today's list is intact ({n})");
     server.kill().unwrap();
     let _ = server.wait();
 }
@@ -119,7 +129,9 @@ async fn bookings_and_reminders_survive_sigkill() {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let extra = ["--reminder-webhook", gateway.url.as_str(), "--scheduler-tick-ms", "100"];
     let book = |bearer: String, i: i64| async move {
-        let start = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 3600 + 600 * i);
+        let start = teleconsult_signaling::timefmt::rfc3339(
+            teleconsult_signaling::join_token::unix_now() as i64 + 3600 + 600 * i,
+        );
         let body = json!({"patient": {"display_name": format!("Patient {i}")}, "scheduled_start": start, "duration_minutes": 10});
         let r = http_to(addr, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await;
         (r.status == 201).then(|| r.json()["visit"]["id"].as_str().unwrap().to_string())
@@ -154,8 +166,12 @@ async fn bookings_and_reminders_survive_sigkill() {
     // Every acknowledged visit exists, once.
     let mut listed = std::collections::BTreeSet::new();
     for d in 0..2 {
-        let day = teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + d * 86_400)[..10].to_string();
-        let list = http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await.json();
+        let day =
+            teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + d * 86_400)
+                [..10]
+                .to_string();
+        let list =
+            http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await.json();
         for v in list["visits"].as_array().unwrap() {
             assert!(listed.insert(v["id"].as_str().unwrap().to_string()), "no visit listed twice");
         }

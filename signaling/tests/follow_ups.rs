@@ -21,19 +21,47 @@ async fn placement_window_queue_and_no_double_booking() {
 
     // The psychologist works Tuesdays 9:00-10:00 in 20-minute slots: 3 slots a week.
     let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "10:00"}], "days_off": ["2027-01-26"]});
-    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &pb)], Some(&availability.to_string())).await;
+    let r = http(
+        &server,
+        "PUT",
+        &format!("/api/clinicians/{}/availability", psy.clinician_id),
+        &[("Authorization", &pb)],
+        Some(&availability.to_string()),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     // Nobody else may set it.
-    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &ob)], Some(&availability.to_string())).await;
+    let r = http(
+        &server,
+        "PUT",
+        &format!("/api/clinicians/{}/availability", psy.clinician_id),
+        &[("Authorization", &ob)],
+        Some(&availability.to_string()),
+    )
+    .await;
     assert_eq!(r.status, 403);
     let bad = json!({"slot_minutes": 20, "weekly": [{"weekday": 9, "start": "10:00", "end": "09:00"}]});
-    let r = http(&server, "PUT", &format!("/api/clinicians/{}/availability", psy.clinician_id), &[("Authorization", &pb)], Some(&bad.to_string())).await;
+    let r = http(
+        &server,
+        "PUT",
+        &format!("/api/clinicians/{}/availability", psy.clinician_id),
+        &[("Authorization", &pb)],
+        Some(&bad.to_string()),
+    )
+    .await;
     assert_eq!(r.code().as_deref(), Some("validation_failed"));
 
     // The oncologist books a follow-up with the psychologist from a visit, due in a week ± 3 days.
     let (visit, _) = create_visit(&server, &onco, 3600).await;
     let body = json!({"due_in": {"weeks": 1}, "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "Anxiety follow-up", "priority": "soon", "tolerance_days": 3});
-    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+    let r = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{visit}/follow-ups"),
+        &[("Authorization", &ob)],
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Due Monday the 25th ± 3 days: the only Tuesday in the window, the 26th, is a
     // day off, so the follow-up waits in the queue.
@@ -80,11 +108,28 @@ async fn placement_window_queue_and_no_double_booking() {
 
     // An exact date outside any availability: unplaced (a Sunday, tolerance 0).
     let body = json!({"due_date": "2027-01-24", "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "x", "tolerance_days": 0});
-    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+    let r = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{visit}/follow-ups"),
+        &[("Authorization", &ob)],
+        Some(&body.to_string()),
+    )
+    .await;
     assert_eq!(r.json()["follow_up"]["status"], "unplaced");
     // Bad input is refused.
-    for body in [json!({"duration_minutes": 20, "reason": "x"}), json!({"due_in": {"days": 1}, "duration_minutes": 20, "reason": "x", "priority": "asap"})] {
-        let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(&body.to_string())).await;
+    for body in [
+        json!({"duration_minutes": 20, "reason": "x"}),
+        json!({"due_in": {"days": 1}, "duration_minutes": 20, "reason": "x", "priority": "asap"}),
+    ] {
+        let r = http(
+            &server,
+            "POST",
+            &format!("/api/visits/{visit}/follow-ups"),
+            &[("Authorization", &ob)],
+            Some(&body.to_string()),
+        )
+        .await;
         assert_eq!(r.code().as_deref(), Some("validation_failed"), "{body}");
     }
     server.shutdown().await;
@@ -100,7 +145,14 @@ async fn queue_actions_assign_cancel_and_service_view() {
     let ob = onco.bearer();
     let (visit, _) = create_visit(&server, &onco, 3600).await;
     // No availability set: the follow-up is unplaced.
-    let r = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"labs"}"#)).await;
+    let r = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{visit}/follow-ups"),
+        &[("Authorization", &ob)],
+        Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"labs"}"#),
+    )
+    .await;
     let f = r.json()["follow_up"]["id"].as_str().unwrap().to_string();
     assert_eq!(r.json()["follow_up"]["status"], "unplaced");
 
@@ -112,20 +164,38 @@ async fn queue_actions_assign_cancel_and_service_view() {
     let first_visit = r.json()["follow_up"]["visit_id"].as_str().unwrap().to_string();
     let token = r.json()["patient_link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     // A second follow-up cannot take the same slot.
-    let r2 = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", &ob)], Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"other"}"#)).await;
+    let r2 = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{visit}/follow-ups"),
+        &[("Authorization", &ob)],
+        Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"other"}"#),
+    )
+    .await;
     let f2 = r2.json()["follow_up"]["id"].as_str().unwrap().to_string();
-    let r = http(&server, "POST", &format!("/api/follow-ups/{f2}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
+    let r =
+        http(&server, "POST", &format!("/api/follow-ups/{f2}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
     assert_eq!((r.status, r.code().as_deref()), (409, Some("slot_taken")));
 
     // Re-assign the first to another oncologist: the old visit is cancelled and its link revoked.
     let move_it = json!({"clinician_id": onco2.clinician_id, "scheduled_start": "2027-01-20T11:00:00Z"}).to_string();
-    let r = http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&move_it)).await;
+    let r =
+        http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&move_it)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(http(&server, "GET", &format!("/api/visits/{first_visit}"), &[("Authorization", &ob)], None).await.json()["visit"]["status"], "cancelled");
-    assert_eq!(http(&server, "POST", &format!("/api/join/{token}"), &[], None).await.code().as_deref(), Some("link_revoked"));
+    assert_eq!(
+        http(&server, "GET", &format!("/api/visits/{first_visit}"), &[("Authorization", &ob)], None).await.json()["visit"]
+            ["status"],
+        "cancelled"
+    );
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{token}"), &[], None).await.code().as_deref(),
+        Some("link_revoked")
+    );
 
     // The service view (all oncologists) holds both follow-ups.
-    let q = http(&server, "GET", "/api/follow-ups?specialty=oncologist", &[("Authorization", &onco2.bearer())], None).await.json();
+    let q = http(&server, "GET", "/api/follow-ups?specialty=oncologist", &[("Authorization", &onco2.bearer())], None)
+        .await
+        .json();
     assert_eq!(q["follow_ups"].as_array().unwrap().len(), 2);
     let r = http(&server, "GET", "/api/follow-ups?specialty=psychologist", &[("Authorization", &ob)], None).await;
     assert_eq!(r.status, 403, "another service's queue is not yours");

@@ -140,10 +140,8 @@ async fn bad_input_never_hurts_a_running_call() {
         let _ = socket.send_to(&shaped, ("127.0.0.1", port)).await;
     }
     assert!(
-        eventually(Duration::from_secs(2), || async {
-            server.app.sfu.worker_stats()[0].datagrams_dropped >= 3000
-        })
-        .await,
+        eventually(Duration::from_secs(2), || async { server.app.sfu.worker_stats()[0].datagrams_dropped >= 3000 })
+            .await,
         "junk datagrams are counted and dropped"
     );
 

@@ -12,7 +12,8 @@ use teleconsult_protocol::{Role, ServerMessage};
 async fn all_receive_from_all(people: &[&Participant]) -> bool {
     people.iter().all(|r| {
         people.iter().filter(|p| p.participant_id != r.participant_id).all(|p| {
-            r.track_reception(&p.participant_id, true).is_some() && r.track_reception(&p.participant_id, false).is_some()
+            r.track_reception(&p.participant_id, true).is_some()
+                && r.track_reception(&p.participant_id, false).is_some()
         })
     })
 }
@@ -38,10 +39,8 @@ async fn three_participants_forwarding_keyframes_and_leave() {
         "everyone receives everyone"
     );
     assert!(
-        eventually(Duration::from_secs(5), || async {
-            a.keyframe_requests() > kf_a && b.keyframe_requests() > kf_b
-        })
-        .await,
+        eventually(Duration::from_secs(5), || async { a.keyframe_requests() > kf_a && b.keyframe_requests() > kf_b })
+            .await,
         "A ({kf_a} -> {}) and B ({kf_b} -> {}) got a keyframe request when C joined",
         a.keyframe_requests(),
         b.keyframe_requests()

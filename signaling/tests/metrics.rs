@@ -56,7 +56,8 @@ async fn metrics_follow_a_real_call() {
     let auth = [("Authorization", bearer.as_str())];
     let (visit, link) = create_visit(&server, &s, 0).await;
     let jt = http(&server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
-    let clinician = Participant::connect(&ParticipantOptions::new(url.clone(), jt["join_token"].as_str().unwrap())).await.unwrap();
+    let clinician =
+        Participant::connect(&ParticipantOptions::new(url.clone(), jt["join_token"].as_str().unwrap())).await.unwrap();
     let px = http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
     let opts = ParticipantOptions::new(url.clone(), px["join_token"].as_str().unwrap());
     let (mut patient, mut events) = Participant::join(&opts).await.unwrap();
@@ -68,10 +69,21 @@ async fn metrics_follow_a_real_call() {
     assert_eq!(value(&waiting, "teleconsult_participants", &[("role", "patient")]), 0.0);
 
     tokio::time::sleep(Duration::from_millis(300)).await;
-    clinician.signaling.request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() }).await.unwrap();
-    wait_event(&mut events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Admitted { .. })).await.expect("admitted");
+    clinician
+        .signaling
+        .request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() })
+        .await
+        .unwrap();
+    wait_event(&mut events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Admitted { .. }))
+        .await
+        .expect("admitted");
     patient.start_media(&opts, events).await.unwrap();
-    assert!(eventually(Duration::from_secs(15), || async { clinician.packets_from(&patient.participant_id) > 50 && patient.packets_from(&clinician.participant_id) > 50 }).await);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            clinician.packets_from(&patient.participant_id) > 50 && patient.packets_from(&clinician.participant_id) > 50
+        })
+        .await
+    );
 
     let during = scrape(&server).await;
     assert_eq!(value(&during, "teleconsult_waiting_room_participants", &[]), 0.0);
@@ -91,16 +103,24 @@ async fn metrics_follow_a_real_call() {
     // Counters refresh every 250 ms; the call goes on.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = scrape(&server).await;
-    assert!(value(&later, "teleconsult_sfu_packets_forwarded_total", &[]) > forwarded + 100.0, "packets forwarded grow");
+    assert!(
+        value(&later, "teleconsult_sfu_packets_forwarded_total", &[]) > forwarded + 100.0,
+        "packets forwarded grow"
+    );
     assert!(value(&later, "teleconsult_sfu_batch_turnaround_seconds", &[]) > 0.0);
-    assert!(value(&later, "teleconsult_sfu_rtt_seconds", &[]) > 0.0 || value(&later, "teleconsult_sfu_loss_ratio", &[]) > 0.0, "stats reports observed");
+    assert!(
+        value(&later, "teleconsult_sfu_rtt_seconds", &[]) > 0.0
+            || value(&later, "teleconsult_sfu_loss_ratio", &[]) > 0.0,
+        "stats reports observed"
+    );
 
     // Ending the visit: the room goes, the visit counts as completed.
     assert_eq!(http(&server, "POST", &format!("/api/visits/{visit}/end"), &auth, None).await.status, 200);
     assert!(
         eventually(Duration::from_secs(3), || async {
             let s = scrape(&server).await;
-            value(&s, "teleconsult_rooms_active", &[]) == 0.0 && value(&s, "teleconsult_visits_finished_total", &[("status", "completed")]) == 1.0
+            value(&s, "teleconsult_rooms_active", &[]) == 0.0
+                && value(&s, "teleconsult_visits_finished_total", &[("status", "completed")]) == 1.0
         })
         .await,
         "rooms down, visit completed"
@@ -120,6 +140,10 @@ async fn a_separate_metrics_listener_needs_no_token() {
     let r = common::http_to(format!("127.0.0.1:{port}").parse().unwrap(), "GET", "/metrics", &[], None).await;
     assert_eq!(r.status, 200);
     assert!(r.body.contains("teleconsult_rooms_active"));
-    assert_eq!(http(&server, "GET", "/metrics", &[], None).await.status, 401, "the main listener still wants the token");
+    assert_eq!(
+        http(&server, "GET", "/metrics", &[], None).await.status,
+        401,
+        "the main listener still wants the token"
+    );
     server.shutdown().await;
 }

@@ -44,7 +44,8 @@ async fn lost_video_is_retransmitted_to_the_subscriber() {
         "NACK/RTX repaired the loss: {got} of {sent} received, {dropped} dropped on the wire"
     );
     let stats = server.app.sfu.participant_stats().await;
-    let b_stats = stats.iter().find(|s| s.participant.as_ref().map(|p| p.0.as_str()) == Some(b.participant_id.as_str())).unwrap();
+    let b_stats =
+        stats.iter().find(|s| s.participant.as_ref().map(|p| p.0.as_str()) == Some(b.participant_id.as_str())).unwrap();
     assert!(b_stats.nacks_received > 0, "the SFU answered B's NACKs ({b_stats:?})");
     a.leave().await;
     b.leave().await;

@@ -16,7 +16,10 @@ fn observability_dir() -> PathBuf {
 }
 
 fn promtool(args: &[&str]) -> (bool, String) {
-    let out = Command::new("promtool").args(args).output().expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool is installed (scripts/test.sh installs Debian's prometheus)");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
 }
 
@@ -31,7 +34,9 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             continue;
         }
         if word.starts_with("teleconsult_") || word.starts_with("process_") {
-            let family = ["_bucket", "_count", "_sum"].iter().fold(word.clone(), |w, s| w.strip_suffix(s).map(str::to_owned).unwrap_or(w));
+            let family = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(word.clone(), |w, s| w.strip_suffix(s).map(str::to_owned).unwrap_or(w));
             names.insert(family);
         }
         word.clear();
@@ -51,13 +56,19 @@ async fn configs_are_valid_and_name_only_real_metrics() {
     let alerts = std::fs::read_to_string(dir.join("alerts.yml")).unwrap();
     assert_eq!(alerts.matches("- alert:").count(), alerts.matches("severity:").count());
     assert_eq!(alerts.matches("- alert:").count(), alerts.matches("summary:").count());
-    for wanted in ["TeleconsultHighLoss", "TeleconsultPatientsWaitingLong", "TeleconsultSfuUnreachable", "TeleconsultErrorRateSpike"] {
+    for wanted in [
+        "TeleconsultHighLoss",
+        "TeleconsultPatientsWaitingLong",
+        "TeleconsultSfuUnreachable",
+        "TeleconsultErrorRateSpike",
+    ] {
         assert!(alerts.contains(wanted), "{wanted} rule exists");
     }
 
     // Dashboard queries: promtool checks each as a recording rule.
     let dashboard: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap()).expect("dashboard is JSON");
+        serde_json::from_str(&std::fs::read_to_string(dir.join("grafana-dashboard.json")).unwrap())
+            .expect("dashboard is JSON");
     let exprs: Vec<String> = dashboard["panels"]
         .as_array()
         .expect("panels")
@@ -68,7 +79,10 @@ async fn configs_are_valid_and_name_only_real_metrics() {
     assert!(exprs.len() >= 10, "the dashboard has its panels");
     let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
     for (i, e) in exprs.iter().enumerate() {
-        rules.push_str(&format!("      - record: dashboard:query{i}\n        expr: {}\n", serde_json::to_string(e).unwrap()));
+        rules.push_str(&format!(
+            "      - record: dashboard:query{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
     }
     let tmp = common::temp_db().with_extension("rules.yml");
     std::fs::write(&tmp, rules).unwrap();
@@ -79,8 +93,12 @@ async fn configs_are_valid_and_name_only_real_metrics() {
     // Every metric they name exists in /metrics.
     let server = server().await;
     let text = http(&server, "GET", "/metrics", &[], None).await.body;
-    let families: BTreeSet<String> =
-        text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    let families: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
     let mut named = BTreeSet::new();
     for e in exprs.iter().map(String::as_str).chain(std::iter::once(alerts.as_str())) {
         named.extend(metric_names(e));
@@ -94,6 +112,8 @@ async fn configs_are_valid_and_name_only_real_metrics() {
 
 #[test]
 fn finds_metric_names_in_promql() {
-    let names = metric_names("histogram_quantile(0.99, sum by (le) (rate(teleconsult_wait_seconds_bucket[5m]))) > process_cpu_seconds_total");
+    let names = metric_names(
+        "histogram_quantile(0.99, sum by (le) (rate(teleconsult_wait_seconds_bucket[5m]))) > process_cpu_seconds_total",
+    );
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["process_cpu_seconds_total", "teleconsult_wait_seconds"]);
 }

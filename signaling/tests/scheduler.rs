@@ -32,7 +32,11 @@ async fn worker_transitions_on_simulated_time() {
     // A visit in 30 hours, one in 40 minutes that will be cancelled.
     let (visit, _) = create_visit(&server, &s, 30 * 3600).await;
     let (cancelled, _) = create_visit(&server, &s, 40 * 60).await;
-    assert_eq!(worker.tick(&server.app, clock.now()).await.reminders_queued, 1, "the 24h reminder of the 40-minute visit");
+    assert_eq!(
+        worker.tick(&server.app, clock.now()).await.reminders_queued,
+        1,
+        "the 24h reminder of the 40-minute visit"
+    );
     assert_eq!(http(&server, "POST", &format!("/api/visits/{cancelled}/cancel"), &auth, None).await.status, 200);
 
     // Six hours on, the 30-hour visit is 24 hours away: its reminder is queued.
@@ -48,7 +52,11 @@ async fn worker_transitions_on_simulated_time() {
     assert_eq!(delivered, 2, "both queued reminders were delivered once");
     assert!(gateway.attempts.load(std::sync::atomic::Ordering::SeqCst) >= 3, "after failures");
     let keys = gateway.received.lock().unwrap().clone();
-    assert_eq!(keys, vec![format!("reminder:{visit}:24h")], "the cancelled visit's reminder was not sent; the other arrived once");
+    assert_eq!(
+        keys,
+        vec![format!("reminder:{visit}:24h")],
+        "the cancelled visit's reminder was not sent; the other arrived once"
+    );
 
     // Fifteen minutes before the start: the room is provisioned and the 15min reminder goes.
     clock.set(T0 + 30 * 3600 - 14 * 60);
@@ -65,7 +73,8 @@ async fn worker_transitions_on_simulated_time() {
     let v = http(&server, "GET", &format!("/api/visits/{visit}"), &auth, None).await.json();
     assert_eq!(v["visit"]["status"], "no_show");
     let q = http(&server, "GET", "/api/follow-ups", &auth, None).await.json();
-    let requeued: Vec<&serde_json::Value> = q["follow_ups"].as_array().unwrap().iter().filter(|f| f["from_visit_id"] == visit.as_str()).collect();
+    let requeued: Vec<&serde_json::Value> =
+        q["follow_ups"].as_array().unwrap().iter().filter(|f| f["from_visit_id"] == visit.as_str()).collect();
     assert_eq!(requeued.len(), 1);
     assert_eq!(requeued[0]["status"], "unplaced");
 
@@ -81,7 +90,8 @@ async fn worker_transitions_on_simulated_time() {
     assert_eq!(v["visit"]["status"], "completed");
 
     let audit = http(&server, "GET", &format!("/api/visits/{visit}/audit"), &auth, None).await.json();
-    let actions: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for wanted in ["room_provisioned", "reminder_link_issued", "no_show"] {
         assert!(actions.contains(&wanted), "{wanted} in {actions:?}");
     }
@@ -98,20 +108,37 @@ async fn red_flags_raise_the_next_follow_up_and_notify() {
     let bearer = s.bearer();
     let auth = [("Authorization", bearer.as_str())];
     let (visit, link) = create_visit(&server, &s, 600).await;
-    let booked = http(&server, "POST", &format!("/api/visits/{visit}/follow-ups"), &auth, Some(r#"{"due_in":{"weeks":4},"duration_minutes":20,"reason":"routine check"}"#)).await;
+    let booked = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{visit}/follow-ups"),
+        &auth,
+        Some(r#"{"due_in":{"weeks":4},"duration_minutes":20,"reason":"routine check"}"#),
+    )
+    .await;
     assert_eq!(booked.json()["follow_up"]["priority"], "routine");
     // The clinician is connected.
     let jt = http(&server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
     let (c, mut events) = teleconsult_loadtest::SignalingClient::connect(&common::ws_url(&server)).await.unwrap();
     c.hello().await.unwrap();
-    c.request(teleconsult_protocol::ClientMessage::Join { id: None, token: jt["join_token"].as_str().unwrap().into() }).await.unwrap();
+    c.request(teleconsult_protocol::ClientMessage::Join { id: None, token: jt["join_token"].as_str().unwrap().into() })
+        .await
+        .unwrap();
 
     let answers = json!({"fever": false, "cough": true, "breathlessness": true, "pain": 3, "fatigue": false});
-    assert_eq!(http(&server, "POST", &format!("/api/join/{link}/questionnaire"), &[], Some(&answers.to_string())).await.status, 200);
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{link}/questionnaire"), &[], Some(&answers.to_string())).await.status,
+        200
+    );
     let q = http(&server, "GET", "/api/follow-ups", &auth, None).await.json();
     assert_eq!(q["follow_ups"][0]["priority"], "urgent", "red flags raise the priority");
-    let notice = common::wait_event(&mut events, Duration::from_secs(5), |m| matches!(m, teleconsult_protocol::ServerMessage::Notice { .. })).await;
-    assert!(matches!(notice, Some(teleconsult_protocol::ServerMessage::Notice { kind, detail, .. }) if kind == "red_flags" && detail == "breathlessness"));
+    let notice = common::wait_event(&mut events, Duration::from_secs(5), |m| {
+        matches!(m, teleconsult_protocol::ServerMessage::Notice { .. })
+    })
+    .await;
+    assert!(
+        matches!(notice, Some(teleconsult_protocol::ServerMessage::Notice { kind, detail, .. }) if kind == "red_flags" && detail == "breathlessness")
+    );
     server.shutdown().await;
 }
 
@@ -134,12 +161,23 @@ async fn csv_import_reports_every_row() {
         let addr = server.http_addr;
         async move {
             let text = String::from_utf8_lossy(&body).to_string();
-            common::http_to(addr, "POST", &format!("/api/visits/import{query}"), &[("Authorization", &ab), ("Content-Type", "text/csv")], Some(&text)).await
+            common::http_to(
+                addr,
+                "POST",
+                &format!("/api/visits/import{query}"),
+                &[("Authorization", &ab), ("Content-Type", "text/csv")],
+                Some(&text),
+            )
+            .await
         }
     };
 
     // Good rows import, with their links.
-    let good = format!("{HEADER}{}{}", csv_row("onco@h.fr", "\"Dupont, Jeanne\"", "2027-01-19T09:00:00+01:00", "20"), csv_row("ONCO@h.fr", "Paul Martin", "2027-01-19T09:20:00+01:00", "20"));
+    let good = format!(
+        "{HEADER}{}{}",
+        csv_row("onco@h.fr", "\"Dupont, Jeanne\"", "2027-01-19T09:00:00+01:00", "20"),
+        csv_row("ONCO@h.fr", "Paul Martin", "2027-01-19T09:20:00+01:00", "20")
+    );
     let r = post(good.into_bytes(), "").await;
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["import"]["imported"], 2);
@@ -157,7 +195,12 @@ async fn csv_import_reports_every_row() {
     assert_eq!(r.status, 422);
     let report = &r.json()["import"];
     assert_eq!(report["imported"], 0);
-    let errors: Vec<(u64, String)> = report["errors"].as_array().unwrap().iter().map(|e| (e["line"].as_u64().unwrap(), e["field"].as_str().unwrap().to_string())).collect();
+    let errors: Vec<(u64, String)> = report["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["line"].as_u64().unwrap(), e["field"].as_str().unwrap().to_string()))
+        .collect();
     assert_eq!(errors, vec![(2, "start".into()), (3, "clinician_email".into()), (4, "start".into())]);
     // The same file, partially: only line 5 goes in.
     let r = post(bad.into_bytes(), "?partial=true").await;
@@ -168,7 +211,14 @@ async fn csv_import_reports_every_row() {
     assert_eq!(post(HEADER.as_bytes().to_vec(), "").await.code().as_deref(), Some("empty_file"));
     let mut latin1 = HEADER.as_bytes().to_vec();
     latin1.extend_from_slice(b"onco@h.fr,Ren\xe9,H,,2027-01-22T09:00:00Z,20,follow_up\n");
-    let r = common::http_to(server.http_addr, "POST", "/api/visits/import", &[("Authorization", &ab), ("Content-Type", "text/csv")], None).await;
+    let r = common::http_to(
+        server.http_addr,
+        "POST",
+        "/api/visits/import",
+        &[("Authorization", &ab), ("Content-Type", "text/csv")],
+        None,
+    )
+    .await;
     assert_eq!(r.code().as_deref(), Some("empty_file"), "no body is an empty file");
     let r = raw_post(server.http_addr, &ab, &latin1).await;
     assert!(r.contains("not_utf8"), "{r}");
@@ -177,7 +227,12 @@ async fn csv_import_reports_every_row() {
     let mut big = String::from(HEADER);
     let mut n = 0;
     while big.len() < 5 << 20 {
-        big.push_str(&csv_row("ghost@h.fr", &format!("Patient {n} with a rather long name to fill the file"), "2027-02-01T09:00:00Z", "20"));
+        big.push_str(&csv_row(
+            "ghost@h.fr",
+            &format!("Patient {n} with a rather long name to fill the file"),
+            "2027-02-01T09:00:00Z",
+            "20",
+        ));
         n += 1;
     }
     let r = post(big.into_bytes(), "").await;
@@ -186,7 +241,14 @@ async fn csv_import_reports_every_row() {
     assert_eq!(r.json()["import"]["imported"], 0);
 
     // Only admins import.
-    let r = common::http_to(server.http_addr, "POST", "/api/visits/import", &[("Authorization", &onco.bearer()), ("Content-Type", "text/csv")], Some(HEADER)).await;
+    let r = common::http_to(
+        server.http_addr,
+        "POST",
+        "/api/visits/import",
+        &[("Authorization", &onco.bearer()), ("Content-Type", "text/csv")],
+        Some(HEADER),
+    )
+    .await;
     assert_eq!(r.status, 403);
     server.shutdown().await;
 }
@@ -215,7 +277,8 @@ async fn calendar_feed_parses_and_can_be_revoked() {
     let auth = [("Authorization", bearer.as_str())];
     let (v1, _) = create_visit(&server, &s, 3600).await;
     let (v2, _) = create_visit(&server, &s, 2 * 86_400).await;
-    let url = http(&server, "POST", "/api/calendar-token", &auth, None).await.json()["url"].as_str().unwrap().to_string();
+    let url =
+        http(&server, "POST", "/api/calendar-token", &auth, None).await.json()["url"].as_str().unwrap().to_string();
     let path = url.split_once("://").unwrap().1.split_once('/').unwrap().1;
     let feed = http(&server, "GET", &format!("/{path}"), &[], None).await;
     assert_eq!(feed.status, 200);

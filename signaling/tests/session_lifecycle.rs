@@ -79,7 +79,8 @@ async fn seat_is_freed_when_the_grace_period_ends() {
     let (_b, mut b_events, _, _) = join(&url, token(&server, "room-grace", Role::Clinician, "B")).await;
     let (a, _a_events, a_id, a_resume) = join(&url, token(&server, "room-grace", Role::Patient, "A")).await;
     a.close();
-    let left = wait_event(&mut b_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::ParticipantLeft { .. })).await;
+    let left =
+        wait_event(&mut b_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::ParticipantLeft { .. })).await;
     let Some(ServerMessage::ParticipantLeft { participant_id, reason }) = left else { panic!("no participant_left") };
     assert_eq!((participant_id.as_str(), reason.as_str()), (a_id.as_str(), "timeout"));
     let (c, _e) = SignalingClient::connect(&url).await.unwrap();
@@ -113,15 +114,16 @@ async fn a_silent_peer_is_removed_and_its_tracks_renegotiated_away() {
         rt.shutdown_background();
     });
     let s_id = id_rx.await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(15), || async { b.packets_from(&s_id) > 0 }).await,
-        "S's media reaches B"
-    );
+    assert!(eventually(Duration::from_secs(15), || async { b.packets_from(&s_id) > 0 }).await, "S's media reaches B");
     let _ = stop_tx.send(());
     s_thread.join().unwrap();
     assert!(
         eventually(Duration::from_secs(8), || async {
-            b.events().iter().filter(|e| matches!(e, ServerMessage::TrackRemoved { track } if track.participant_id == s_id)).count() == 2
+            b.events()
+                .iter()
+                .filter(|e| matches!(e, ServerMessage::TrackRemoved { track } if track.participant_id == s_id))
+                .count()
+                == 2
         })
         .await,
         "S's tracks leave B's subscription after the peer timeout"
@@ -138,7 +140,8 @@ async fn shutdown_tells_every_session() {
     let url = ws_url(&server);
     let (_a, mut events, _, _) = join(&url, token(&server, "room-stop", Role::Patient, "A")).await;
     let stopping = tokio::spawn(server.shutdown());
-    let closed = wait_event(&mut events, Duration::from_secs(5), |m| matches!(m, ServerMessage::RoomClosed { .. })).await;
+    let closed =
+        wait_event(&mut events, Duration::from_secs(5), |m| matches!(m, ServerMessage::RoomClosed { .. })).await;
     assert!(matches!(closed, Some(ServerMessage::RoomClosed { reason }) if reason == "server_shutdown"));
     tokio::time::timeout(Duration::from_secs(10), stopping).await.expect("shutdown completes").unwrap();
 }

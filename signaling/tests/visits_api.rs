@@ -15,13 +15,29 @@ async fn login_refresh_rotation_replay_and_logout() {
     create_staff(&server, "oncologist@h.fr", StaffRole::Clinician).await;
 
     // Wrong password and unknown email get the same answer.
-    let wrong = http(&server, "POST", "/api/auth/login", &[], Some(r#"{"email":"oncologist@h.fr","password":"nope nope nope"}"#)).await;
-    let unknown = http(&server, "POST", "/api/auth/login", &[], Some(r#"{"email":"nobody@h.fr","password":"nope nope nope"}"#)).await;
+    let wrong = http(
+        &server,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(r#"{"email":"oncologist@h.fr","password":"nope nope nope"}"#),
+    )
+    .await;
+    let unknown =
+        http(&server, "POST", "/api/auth/login", &[], Some(r#"{"email":"nobody@h.fr","password":"nope nope nope"}"#))
+            .await;
     assert_eq!((wrong.status, unknown.status), (401, 401));
     assert_eq!(wrong.body, unknown.body);
 
     let s = login(&server, "OncoLogist@H.fr").await;
-    let cookie = http(&server, "POST", "/api/auth/login", &[], Some(r#"{"email":"oncologist@h.fr","password":"a long enough password"}"#)).await;
+    let cookie = http(
+        &server,
+        "POST",
+        "/api/auth/login",
+        &[],
+        Some(r#"{"email":"oncologist@h.fr","password":"a long enough password"}"#),
+    )
+    .await;
     let set_cookie = cookie.header("set-cookie").unwrap();
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/api/auth", "Secure"] {
         assert!(set_cookie.contains(attr), "cookie has {attr}: {set_cookie}");
@@ -95,7 +111,10 @@ async fn visit_lifecycle_links_and_audit() {
     let mut tampered = link.clone().into_bytes();
     tampered[5] = if tampered[5] == b'A' { b'B' } else { b'A' };
     let tampered = String::from_utf8(tampered).unwrap();
-    assert_eq!(http(&server, "POST", &format!("/api/join/{tampered}"), &[], None).await.code().as_deref(), Some("link_unknown"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{tampered}"), &[], None).await.code().as_deref(),
+        Some("link_unknown")
+    );
     assert_eq!(http(&server, "POST", "/api/join/short", &[], None).await.code().as_deref(), Some("link_unknown"));
 
     // Today's list has it.
@@ -117,19 +136,36 @@ async fn visit_lifecycle_links_and_audit() {
 
     // Reschedule by a day: the link window moves with the visit.
     let later = teleconsult_signaling::timefmt::rfc3339(NOW + 26 * 3600);
-    let r = http(&server, "PATCH", &format!("/api/visits/{visit}"), &auth, Some(&json!({"scheduled_start": later}).to_string())).await;
+    let r = http(
+        &server,
+        "PATCH",
+        &format!("/api/visits/{visit}"),
+        &auth,
+        Some(&json!({"scheduled_start": later}).to_string()),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(), Some("link_not_yet_valid"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(),
+        Some("link_not_yet_valid")
+    );
 
     // A guest link works alongside.
     clock.set(NOW + 26 * 3600);
-    let g = http(&server, "POST", &format!("/api/visits/{visit}/guest-links"), &auth, Some(r#"{"label":"interpreter"}"#)).await;
+    let g =
+        http(&server, "POST", &format!("/api/visits/{visit}/guest-links"), &auth, Some(r#"{"label":"interpreter"}"#))
+            .await;
     assert_eq!(g.status, 201, "{}", g.body);
     let guest = g.json()["link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     let gx = http(&server, "POST", &format!("/api/join/{guest}"), &[], None).await;
     assert_eq!((gx.json()["role"].as_str(), gx.json()["display_name"].as_str()), (Some("guest"), Some("interpreter")));
     // A guest cannot answer the patient's questionnaire.
-    assert_eq!(http(&server, "POST", &format!("/api/join/{guest}/questionnaire"), &[], Some(&answers.to_string())).await.status, 403);
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{guest}/questionnaire"), &[], Some(&answers.to_string()))
+            .await
+            .status,
+        403
+    );
 
     // Start, then end: completed, and the link now says the visit is over.
     assert_eq!(http(&server, "POST", &format!("/api/visits/{visit}/start"), &auth, None).await.status, 200);
@@ -137,27 +173,47 @@ async fn visit_lifecycle_links_and_audit() {
     assert!(jt.json()["join_token"].is_string());
     let end = http(&server, "POST", &format!("/api/visits/{visit}/end"), &auth, None).await;
     assert_eq!(end.json()["visit"]["status"], "completed");
-    assert_eq!(http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(), Some("visit_ended"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(),
+        Some("visit_ended")
+    );
     let again = http(&server, "POST", &format!("/api/visits/{visit}/end"), &auth, None).await;
     assert_eq!((again.status, again.code().as_deref()), (409, Some("invalid_transition")));
 
     // Cancelling another visit revokes its link.
     let (v2, l2) = create_visit(&server, &s, 600).await;
     assert_eq!(http(&server, "POST", &format!("/api/visits/{v2}/cancel"), &auth, None).await.status, 200);
-    assert_eq!(http(&server, "POST", &format!("/api/join/{l2}"), &[], None).await.code().as_deref(), Some("link_revoked"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{l2}"), &[], None).await.code().as_deref(),
+        Some("link_revoked")
+    );
 
     // Long after the end, the first link has expired (3 hours after a 20 minute visit).
     let (v3, l3) = create_visit(&server, &s, 0).await;
     clock.advance(3 * 3600);
-    assert_eq!(http(&server, "POST", &format!("/api/join/{l3}"), &[], None).await.code().as_deref(), Some("link_expired"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{l3}"), &[], None).await.code().as_deref(),
+        Some("link_expired")
+    );
     let _ = v3;
 
     // The audit trail, in order, with no names in it.
     let audit = http(&server, "GET", &format!("/api/visits/{visit}/audit"), &auth, None).await;
-    let actions: Vec<String> = audit.json()["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    let actions: Vec<String> =
+        audit.json()["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
     assert_eq!(
         actions,
-        ["created", "link_used", "questionnaire_answered", "red_flags_raised", "rescheduled", "guest_link_created", "link_used", "started", "ended"]
+        [
+            "created",
+            "link_used",
+            "questionnaire_answered",
+            "red_flags_raised",
+            "rescheduled",
+            "guest_link_created",
+            "link_used",
+            "started",
+            "ended"
+        ]
     );
     assert!(!audit.body.contains("Jeanne") && !audit.body.contains("rash"), "no personal data in the audit trail");
     server.shutdown().await;
@@ -187,7 +243,14 @@ async fn hostile_input_is_stored_intact_or_rejected_never_a_500() {
     let body = json!({"patient": {"display_name": long}, "scheduled_start": start, "duration_minutes": 30});
     let r = http(&server, "POST", "/api/visits", &auth, Some(&body.to_string())).await;
     assert_eq!((r.status, r.code().as_deref()), (422, Some("validation_failed")));
-    let r = http(&server, "POST", &format!("/api/visits/{id}/guest-links"), &auth, Some(&json!({"label": long}).to_string())).await;
+    let r = http(
+        &server,
+        "POST",
+        &format!("/api/visits/{id}/guest-links"),
+        &auth,
+        Some(&json!({"label": long}).to_string()),
+    )
+    .await;
     assert_eq!(r.code().as_deref(), Some("validation_failed"));
 
     // Malformed bodies: 4xx with a JSON code, never a 500.
@@ -195,10 +258,26 @@ async fn hostile_input_is_stored_intact_or_rejected_never_a_500() {
         ("POST", "/api/visits", "{not json"),
         ("POST", "/api/visits", "[]"),
         ("POST", "/api/visits", r#"{"patient": 7}"#),
-        ("POST", "/api/visits", r#"{"patient": {"display_name": "A"}, "scheduled_start": "tomorrow", "duration_minutes": 30}"#),
-        ("POST", "/api/visits", r#"{"patient": {"display_name": "A"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": -5}"#),
-        ("POST", "/api/visits", r#"{"patient": {"display_name": "A", "id": "pt-x"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": 30}"#),
-        ("POST", "/api/visits", r#"{"patient": {"display_name": "A\u0000B"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": 30}"#),
+        (
+            "POST",
+            "/api/visits",
+            r#"{"patient": {"display_name": "A"}, "scheduled_start": "tomorrow", "duration_minutes": 30}"#,
+        ),
+        (
+            "POST",
+            "/api/visits",
+            r#"{"patient": {"display_name": "A"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": -5}"#,
+        ),
+        (
+            "POST",
+            "/api/visits",
+            r#"{"patient": {"display_name": "A", "id": "pt-x"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": 30}"#,
+        ),
+        (
+            "POST",
+            "/api/visits",
+            r#"{"patient": {"display_name": "A\u0000B"}, "scheduled_start": "2026-01-01T00:00:00Z", "duration_minutes": 30}"#,
+        ),
         ("POST", "/api/visits", r#"{"surprise": true}"#),
         ("PATCH", "/api/visits/v-nope", r#"{"duration_minutes": 30}"#),
         ("POST", "/api/auth/login", r#"{"email": 1}"#),
@@ -212,7 +291,14 @@ async fn hostile_input_is_stored_intact_or_rejected_never_a_500() {
         assert!((400..500).contains(&r.status), "{method} {path} {body}: {} {}", r.status, r.body);
         assert!(r.code().is_some(), "{method} {path}: JSON error code in {}", r.body);
     }
-    let r = http(&server, "POST", "/api/visits", &[("Authorization", bearer.as_str()), ("Content-Type", "text/plain")], Some("{}")).await;
+    let r = http(
+        &server,
+        "POST",
+        "/api/visits",
+        &[("Authorization", bearer.as_str()), ("Content-Type", "text/plain")],
+        Some("{}"),
+    )
+    .await;
     assert_eq!((r.status, r.code().as_deref()), (415, Some("unsupported_media_type")));
     let r = http(&server, "GET", "/api/nothing-here", &[], None).await;
     assert_eq!((r.status, r.code().as_deref()), (404, Some("not_found")));
@@ -229,10 +315,11 @@ async fn existing_patients_early_starts_and_repeated_starts() {
     let bearer = s.bearer();
     let auth = [("Authorization", bearer.as_str())];
     let (visit, link) = create_visit(&server, &s, 3 * 3600).await;
-    let patient_id = http(&server, "GET", &format!("/api/visits/{visit}"), &auth, None).await.json()["visit"]["patient"]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let patient_id =
+        http(&server, "GET", &format!("/api/visits/{visit}"), &auth, None).await.json()["visit"]["patient"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
 
     // Booking an existing patient: fine for their clinician, refused for a stranger.
     let start = teleconsult_signaling::timefmt::rfc3339(NOW + 86_400);
@@ -242,7 +329,10 @@ async fn existing_patients_early_starts_and_repeated_starts() {
     assert_eq!((r.status, r.code().as_deref()), (403, Some("forbidden")));
 
     // Started three hours early: the patient's link works at once.
-    assert_eq!(http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(), Some("link_not_yet_valid"));
+    assert_eq!(
+        http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.code().as_deref(),
+        Some("link_not_yet_valid")
+    );
     for _ in 0..2 {
         assert_eq!(http(&server, "POST", &format!("/api/visits/{visit}/start"), &auth, None).await.status, 200);
     }

@@ -47,7 +47,11 @@ async fn admit_deny_and_reconnect() {
     // Before admission: no media either way.
     let err = patient.signaling.request(ClientMessage::PublishOffer { id: None, sdp: some_offer() }).await.unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NotAdmitted));
-    let err = patient.signaling.request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() }).await.unwrap_err();
+    let err = patient
+        .signaling
+        .request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::Forbidden), "a patient never admits anyone");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(clinician.packets_from(&patient.participant_id), 0);
@@ -56,13 +60,24 @@ async fn admit_deny_and_reconnect() {
     // The clinician asks the patient to wait, then admits.
     clinician
         .signaling
-        .request(ClientMessage::AskToWait { id: None, participant_id: patient.participant_id.clone(), message: "5 minutes".into() })
+        .request(ClientMessage::AskToWait {
+            id: None,
+            participant_id: patient.participant_id.clone(),
+            message: "5 minutes".into(),
+        })
         .await
         .unwrap();
-    let note = wait_event(&mut patient_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::WaitMessage { .. })).await;
+    let note =
+        wait_event(&mut patient_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::WaitMessage { .. }))
+            .await;
     assert!(matches!(note, Some(ServerMessage::WaitMessage { message }) if message == "5 minutes"));
-    clinician.signaling.request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() }).await.unwrap();
-    let admitted = wait_event(&mut patient_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Admitted { .. })).await;
+    clinician
+        .signaling
+        .request(ClientMessage::Admit { id: None, participant_id: patient.participant_id.clone() })
+        .await
+        .unwrap();
+    let admitted =
+        wait_event(&mut patient_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Admitted { .. })).await;
     let Some(ServerMessage::Admitted { participants }) = admitted else { panic!("no admitted") };
     assert!(participants.iter().any(|p| p.participant_id == clinician.participant_id));
 
@@ -80,14 +95,17 @@ async fn admit_deny_and_reconnect() {
     patient.signaling.close();
     let (again, _events) = SignalingClient::connect(&url).await.unwrap();
     again.hello().await.unwrap();
-    let reply = again.request(ClientMessage::Resume { id: None, resume_token: patient.resume_token.clone() }).await.unwrap();
+    let reply =
+        again.request(ClientMessage::Resume { id: None, resume_token: patient.resume_token.clone() }).await.unwrap();
     assert!(matches!(reply, ServerMessage::Resumed { admitted: true, .. }), "{reply:?}");
     let before = clinician.packets_from(&patient.participant_id);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(clinician.packets_from(&patient.participant_id) > before, "media kept flowing");
 
     // A guest is denied: a clear message, then the socket closes.
-    let g = http(&server, "POST", &format!("/api/visits/{visit}/guest-links"), &auth, Some(r#"{"label":"cousin"}"#)).await.json();
+    let g = http(&server, "POST", &format!("/api/visits/{visit}/guest-links"), &auth, Some(r#"{"label":"cousin"}"#))
+        .await
+        .json();
     let guest_link = g["link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     let gx = http(&server, "POST", &format!("/api/join/{guest_link}"), &[], None).await.json();
     let (guest, mut guest_events) =
@@ -96,12 +114,20 @@ async fn admit_deny_and_reconnect() {
     assert_eq!(err.code(), Some(ErrorCode::Forbidden));
     clinician
         .signaling
-        .request(ClientMessage::Deny { id: None, participant_id: guest.participant_id.clone(), message: Some("Not today".into()) })
+        .request(ClientMessage::Deny {
+            id: None,
+            participant_id: guest.participant_id.clone(),
+            message: Some("Not today".into()),
+        })
         .await
         .unwrap();
-    let denied = wait_event(&mut guest_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Denied { .. })).await;
+    let denied =
+        wait_event(&mut guest_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Denied { .. })).await;
     assert!(matches!(denied, Some(ServerMessage::Denied { message: Some(m) }) if m == "Not today"));
-    assert!(eventually(Duration::from_secs(3), || async { guest.signaling.is_closed() }).await, "socket closed after a deny");
+    assert!(
+        eventually(Duration::from_secs(3), || async { guest.signaling.is_closed() }).await,
+        "socket closed after a deny"
+    );
     // Denying someone already in the call is refused.
     let err = clinician
         .signaling
@@ -114,7 +140,10 @@ async fn admit_deny_and_reconnect() {
     clinician.signaling.send(&ClientMessage::EndVisit { id: None }).unwrap();
     assert!(
         eventually(Duration::from_secs(5), || async {
-            patient.events().iter().any(|e| matches!(e, ServerMessage::RoomClosed { reason } if reason == "visit_ended"))
+            patient
+                .events()
+                .iter()
+                .any(|e| matches!(e, ServerMessage::RoomClosed { reason } if reason == "visit_ended"))
                 || again.is_closed()
         })
         .await
@@ -123,7 +152,8 @@ async fn admit_deny_and_reconnect() {
     assert_eq!(v["visit"]["status"], "completed");
 
     let audit = http(&server, "GET", &format!("/api/visits/{visit}/audit"), &auth, None).await.json();
-    let actions: Vec<&str> = audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for wanted in ["link_used", "joined", "admitted", "denied", "ended"] {
         assert!(actions.contains(&wanted), "audit has {wanted}: {actions:?}");
     }

@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use teleconsult_protocol::{Role, ServerMessage};
-use tokio::sync::mpsc::UnboundedReceiver;
 use teleconsult_signaling::config::{Config, LogFormat};
 use teleconsult_signaling::join_token::unix_now;
 use teleconsult_signaling::server::{RunningServer, start};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
@@ -47,7 +47,8 @@ pub fn temp_db() -> std::path::PathBuf {
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     (u64::from(nanos) << 16) | NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
@@ -157,7 +158,11 @@ pub struct Session {
     pub clinician_id: String,
 }
 
-pub async fn create_staff(server: &RunningServer, email: &str, role: teleconsult_signaling::store::StaffRole) -> String {
+pub async fn create_staff(
+    server: &RunningServer,
+    email: &str,
+    role: teleconsult_signaling::store::StaffRole,
+) -> String {
     use teleconsult_signaling::store::Specialty;
     teleconsult_signaling::accounts::create_clinician(
         &server.app.store,
