@@ -1237,3 +1237,6 @@ fn parse_offer(sdp: &str) -> Result<SdpOffer, SfuError> {
 fn fingerprint_of(sdp: &str) -> Option<String> {
     sdp.lines().find_map(|l| l.trim().strip_prefix("a=fingerprint:").map(|f| f.trim().to_ascii_lowercase()))
 }
+
+#[cfg(test)]
+mod sim_tests;
