@@ -450,23 +450,34 @@ async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shar
         let n = shared.audio_sent.fetch_add(1, Ordering::SeqCst);
         // ~32 kbit/s Opus: 80-byte frames every 20 ms.
         let payload = build_payload(&[], n, now_micros(), 80);
-        let packet = rtc::rtp::Packet {
-            header: rtc::rtp::Header {
-                version: 2,
-                payload_type: 111,
-                sequence_number: seq,
-                timestamp,
-                ssrc,
-                marker: n == 0,
-                ..Default::default()
-            },
-            payload: payload.into(),
-        };
-        if track.write_rtp(packet).await.is_err() {
+        if track.write_rtp(rtp_packet(111, seq, timestamp, ssrc, n == 0, payload)).await.is_err() {
             break;
         }
         seq = seq.wrapping_add(1);
         timestamp = timestamp.wrapping_add(960);
+    }
+}
+
+/// One RTP packet (version 2, no extensions).
+fn rtp_packet(
+    payload_type: u8,
+    sequence_number: u16,
+    timestamp: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: Vec<u8>,
+) -> rtc::rtp::Packet {
+    rtc::rtp::Packet {
+        header: rtc::rtp::Header {
+            version: 2,
+            payload_type,
+            sequence_number,
+            timestamp,
+            ssrc,
+            marker,
+            ..Default::default()
+        },
+        payload: payload.into(),
     }
 }
 
@@ -499,18 +510,7 @@ pub(crate) async fn send_video(
             // S bit on the first packet of a frame; low bit 0 marks a keyframe.
             let prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
             let payload = build_payload(&prefix, n, now_micros(), len.max(VIDEO_PREFIX_LEN + 16));
-            let packet = rtc::rtp::Packet {
-                header: rtc::rtp::Header {
-                    version: 2,
-                    payload_type: 96,
-                    sequence_number: seq,
-                    timestamp,
-                    ssrc,
-                    marker: i + 1 == packets,
-                    ..Default::default()
-                },
-                payload: payload.into(),
-            };
+            let packet = rtp_packet(96, seq, timestamp, ssrc, i + 1 == packets, payload);
             if track.write_rtp(packet).await.is_err() {
                 return;
             }

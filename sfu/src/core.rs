@@ -83,6 +83,8 @@ struct Participant {
     subscribe: Option<PeerKey>,
     events: UnboundedSender<ParticipantEvent>,
     tracks_in: Vec<TrackIn>,
+    /// When the participant (re)offered media; its peers' own
+    /// `last_received` times count from here.
     last_activity: Instant,
 }
 
@@ -99,6 +101,8 @@ struct Peer {
     participant: ParticipantId,
     side: Side,
     timeout: Instant,
+    /// When a datagram last arrived for this peer (the silence check reads it).
+    last_received: Instant,
     /// The remote DTLS fingerprint line, to tell a renegotiation from a new
     /// peer connection.
     fingerprint: Option<String>,
@@ -578,14 +582,12 @@ impl MediaCore {
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else { return };
-        let (room, participant) = (peer.room.clone(), peer.participant.clone());
+        // Hot path: no lookups or allocations beyond str0m's own work.
+        peer.last_received = now;
         let ok = catch_unwind(AssertUnwindSafe(|| peer.rtc.handle_input(input))).map(|r| r.is_ok()).unwrap_or(false);
-        if let Some(p) = self.rooms.get_mut(&room).and_then(|r| r.participants.get_mut(&participant)) {
-            p.last_activity = now;
-        }
         if !ok {
             // A datagram str0m refuses is dropped; only a fault takes the peer down.
-            debug!(room = %room, participant = %participant, "datagram rejected by peer");
+            debug!(room = %peer.room, participant = %peer.participant, "datagram rejected by peer");
         }
         self.drain(key);
         self.run_actions(now);
@@ -625,7 +627,13 @@ impl MediaCore {
             let mut silent = Vec::new();
             for (room_id, room) in &self.rooms {
                 for (pid, p) in &room.participants {
-                    if now.saturating_duration_since(p.last_activity) > timeout {
+                    let last = [p.publish, p.subscribe]
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|k| self.peers.get(&k))
+                        .map(|peer| peer.last_received)
+                        .fold(p.last_activity, Instant::max);
+                    if now.saturating_duration_since(last) > timeout {
                         silent.push((room_id.clone(), pid.clone()));
                     }
                 }
@@ -674,6 +682,7 @@ impl MediaCore {
                 participant: participant.clone(),
                 side,
                 timeout: now,
+                last_received: now,
                 fingerprint: None,
                 stats: PeerMediaStats::default(),
             },

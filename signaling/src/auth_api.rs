@@ -80,7 +80,7 @@ pub async fn login(
     };
     app.login_throttle.succeeded(&email_key);
     let family = crate::secret::random_id("rf");
-    issue_session(&app, &clinician, &family, None).await
+    issue_session(&app, &clinician, &family).await
 }
 
 /// Rotates the refresh cookie and returns a new access token. A refresh
@@ -130,12 +130,7 @@ pub async fn me(staff: Staff) -> Json<serde_json::Value> {
     Json(json!({ "clinician": staff.0 }))
 }
 
-async fn issue_session(
-    app: &App,
-    clinician: &Clinician,
-    family: &str,
-    _previous: Option<&str>,
-) -> Result<Response, ApiError> {
+async fn issue_session(app: &App, clinician: &Clinician, family: &str) -> Result<Response, ApiError> {
     let now = app.clock.now();
     let token = crate::secret::random_token();
     let record = RefreshToken {

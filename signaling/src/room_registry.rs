@@ -363,11 +363,6 @@ impl RoomRegistry {
     pub fn room_sizes(&self) -> Vec<(String, usize)> {
         self.lock().rooms.iter().map(|(id, seats)| (id.clone(), seats.len())).collect()
     }
-
-    /// Every attached outbox, for a shutdown notice.
-    pub fn all_outboxes(&self) -> Vec<Outbox> {
-        self.lock().rooms.values().flat_map(|r| r.values().filter_map(|s| s.outbox.clone())).collect()
-    }
 }
 
 #[cfg(test)]

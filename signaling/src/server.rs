@@ -9,7 +9,6 @@ use axum::extract::{State, WebSocketUpgrade};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use teleconsult_protocol::ErrorCode;
 use teleconsult_sfu::{SfuConfig, SfuHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -56,18 +55,6 @@ pub struct App {
     pub placement_lock: tokio::sync::Mutex<()>,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-}
-
-impl App {
-    pub(crate) fn metrics_ws_connections(&self, delta: i64) {
-        self.metrics.ws_connections(delta);
-    }
-    pub(crate) fn metrics_ws_error(&self, code: ErrorCode) {
-        self.metrics.ws_error(code.as_str());
-    }
-    pub(crate) fn metrics_ws_message(&self, kind: &'static str) {
-        self.metrics.ws_message(kind);
-    }
 }
 
 /// A started server.

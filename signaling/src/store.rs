@@ -1008,11 +1008,6 @@ impl Store {
         row.as_ref().map(|r| text(r, "clinician_id")).transpose()
     }
 
-    /// Visits of a clinician in `[from, to)`, any status.
-    pub async fn all_visits_of_clinician(&self, clinician_id: &str, from: i64, to: i64) -> StoreResult<Vec<Visit>> {
-        self.visits_of_clinician(clinician_id, from, to).await
-    }
-
     // ----- availability and follow-ups -----
 
     /// A clinician's availability, if set.

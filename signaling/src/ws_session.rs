@@ -72,7 +72,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         last_refill: Instant::now(),
     };
     let mut shutdown = app.shutdown.clone();
-    app.metrics_ws_connections(1);
+    app.metrics.ws_connections(1);
     loop {
         tokio::select! {
             frame = stream.next() => {
@@ -99,7 +99,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
     drop(session);
     drop(tx);
     let _ = writer.await;
-    app.metrics_ws_connections(-1);
+    app.metrics.ws_connections(-1);
 }
 
 struct Session {
@@ -120,7 +120,7 @@ impl Session {
     }
 
     fn error(&self, id: Option<String>, code: ErrorCode, message: &str) {
-        self.app.metrics_ws_error(code);
+        self.app.metrics.ws_error(code.as_str());
         self.send(ServerMessage::Error { id, code, message: message.to_string() });
     }
 
@@ -155,7 +155,7 @@ impl Session {
                 return true;
             }
         };
-        self.app.metrics_ws_message(message.type_name());
+        self.app.metrics.ws_message(message.type_name());
         let id = message.id().map(str::to_owned);
         if !self.hello && !matches!(message, ClientMessage::Hello { .. }) {
             self.error(id, ErrorCode::HelloRequired, "send hello first");

@@ -115,21 +115,12 @@ async fn websocket_actions_by_role() {
     let (visit, link) = create_visit(&server, &owner, 0).await;
     let jt = http(&server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
 
-    let connect = |token: String| {
-        let url = url.clone();
-        async move {
-            let (c, e) = SignalingClient::connect(&url).await.unwrap();
-            c.hello().await.unwrap();
-            let joined = c.request(ClientMessage::Join { id: None, token }).await.unwrap();
-            let ServerMessage::Joined { participant_id, admitted, .. } = joined else { panic!("{joined:?}") };
-            (c, e, participant_id, admitted)
-        }
-    };
-    let (clinician, mut clinician_events, clinician_id, clinician_admitted) =
+    let connect = |token: String| common::join_ws(&url, token);
+    let (clinician, mut clinician_events, clinician_id, _, clinician_admitted) =
         connect(jt["join_token"].as_str().unwrap().to_string()).await;
     assert!(clinician_admitted);
     let px = http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
-    let (patient, _pe, patient_id, patient_admitted) = connect(px["join_token"].as_str().unwrap().to_string()).await;
+    let (patient, _pe, patient_id, _, patient_admitted) = connect(px["join_token"].as_str().unwrap().to_string()).await;
     assert!(!patient_admitted, "patients start in the waiting room");
     let waiting = wait_event(&mut clinician_events, Duration::from_secs(5), |m| {
         matches!(m, ServerMessage::ParticipantWaiting { .. })

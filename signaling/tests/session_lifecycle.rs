@@ -11,13 +11,7 @@ use teleconsult_protocol::{ClientMessage, ErrorCode, Role, ServerMessage};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 async fn join(url: &str, token: String) -> (SignalingClient, UnboundedReceiver<ServerMessage>, String, String) {
-    let (c, e) = SignalingClient::connect(url).await.unwrap();
-    c.hello().await.unwrap();
-    let ServerMessage::Joined { participant_id, resume_token, .. } =
-        c.request(ClientMessage::Join { id: None, token }).await.unwrap()
-    else {
-        panic!("expected joined")
-    };
+    let (c, e, participant_id, resume_token, _) = common::join_ws(url, token).await;
     (c, e, participant_id, resume_token)
 }
 

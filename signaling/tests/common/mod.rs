@@ -260,3 +260,18 @@ pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
     });
     WebhookReceiver { url, received, attempts }
 }
+
+/// Opens a WebSocket, says hello and joins; returns the client, its events,
+/// the participant id, the resume token and whether the seat is admitted.
+pub async fn join_ws(
+    url: &str,
+    token: String,
+) -> (teleconsult_loadtest::SignalingClient, UnboundedReceiver<ServerMessage>, String, String, bool) {
+    let (c, e) = teleconsult_loadtest::SignalingClient::connect(url).await.expect("connects");
+    c.hello().await.expect("hello");
+    let joined = c.request(teleconsult_protocol::ClientMessage::Join { id: None, token }).await.expect("joins");
+    let ServerMessage::Joined { participant_id, resume_token, admitted, .. } = joined else {
+        panic!("expected joined: {joined:?}")
+    };
+    (c, e, participant_id, resume_token, admitted)
+}
