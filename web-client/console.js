@@ -5,11 +5,10 @@
 
 import { SignalingClient } from '/js/signaling.js';
 import { MediaSession } from '/js/media_session.js';
-import { refreshSession, signIn as staffSignIn } from '/js/staff_session.js';
+import { StaffSession } from '/js/staff_session.js';
 
+const session = new StaffSession();
 const state = {
-  token: null,
-  me: null,
   visitId: null,
   signaling: null,
   media: null,
@@ -33,32 +32,16 @@ const showOnly = (...ids) => {
 };
 
 async function api(path, options = {}) {
-  const headers = { ...(options.headers ?? {}), Authorization: `Bearer ${state.token}` };
-  if (options.body) headers['Content-Type'] = 'application/json';
-  let r = await fetch(path, { ...options, headers });
-  if (r.status === 401 && await refresh()) {
-    headers.Authorization = `Bearer ${state.token}`;
-    r = await fetch(path, { ...options, headers });
-  }
+  const r = await session.fetch(path, options);
   const body = await r.json().catch(() => ({}));
   if (!r.ok) throw Object.assign(new Error(body.error?.message ?? `HTTP ${r.status}`), { code: body.error?.code });
   return body;
 }
 
-async function refresh() {
-  const session = await refreshSession();
-  if (!session) return false;
-  state.token = session.access_token;
-  state.me = session.clinician;
-  return true;
-}
-
 async function signIn(event) {
   event.preventDefault();
-  const { session, error } = await staffSignIn($('email').value, $('password').value);
+  const error = await session.signIn($('email').value, $('password').value);
   if (error) return status(error);
-  state.token = session.access_token;
-  state.me = session.clinician;
   await showToday();
 }
 
@@ -70,7 +53,7 @@ function cell(row, text, className) {
 }
 
 async function showToday() {
-  $('who').textContent = `${state.me.display_name} (${state.me.specialty.replace('_', ' ')})`;
+  $('who').textContent = `${session.me.display_name} (${session.me.specialty.replace('_', ' ')})`;
   showOnly('today');
   const offset = -new Date().getTimezoneOffset();
   const { visits } = await api(`/api/visits?tz_offset_minutes=${offset}`);
@@ -388,7 +371,7 @@ setInterval(async () => {
 
 wireControls();
 (async () => {
-  if (await refresh()) {
+  if (await session.refresh()) {
     await showToday();
   } else {
     showOnly('signin');

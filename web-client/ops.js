@@ -2,33 +2,21 @@
 // from /api/ops/stream, and shows the week's figures. No patient names ever
 // reach this page: rooms are visit ids, people are roles.
 
-import { refreshSession, signIn as staffSignIn } from '/js/staff_session.js';
+import { StaffSession } from '/js/staff_session.js';
 
-const state = { token: null, lastSnapshot: null, weekStart: null };
+const session = new StaffSession();
+const state = { lastSnapshot: null, weekStart: null };
 window.teleconsultOps = state;
 
 const $ = (id) => document.getElementById(id);
 const status = (text) => { $('status').textContent = text; };
 
-async function api(path, options = {}) {
-  const headers = { ...(options.headers ?? {}) };
-  if (state.token) headers.Authorization = `Bearer ${state.token}`;
-  if (options.body) headers['Content-Type'] = 'application/json';
-  return fetch(path, { ...options, headers });
-}
-
-async function refresh() {
-  const session = await refreshSession();
-  if (!session) return false;
-  state.token = session.access_token;
-  return true;
-}
+const api = (path, options) => session.fetch(path, options);
 
 async function signIn(event) {
   event.preventDefault();
-  const { session, error } = await staffSignIn($('email').value, $('password').value);
+  const error = await session.signIn($('email').value, $('password').value);
   if (error) return status(error);
-  state.token = session.access_token;
   await start();
 }
 
@@ -50,8 +38,8 @@ async function start() {
 async function stream() {
   for (;;) {
     try {
+      // A 401 has already been retried once with a renewed token.
       const r = await api('/api/ops/stream');
-      if (r.status === 401 && await refresh()) continue;
       if (!r.ok) throw new Error(`stream ${r.status}`);
       const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
       let buffer = '';
@@ -216,7 +204,7 @@ $('signin-form').addEventListener('submit', signIn);
 $('csv').addEventListener('click', downloadCsv);
 $('total-form').addEventListener('submit', saveTotal);
 (async () => {
-  if (await refresh()) {
+  if (await session.refresh()) {
     await start();
   } else {
     $('signin').hidden = false;
