@@ -6,9 +6,15 @@ mod common;
 
 use common::{create_staff, create_visit, http, login, server_at};
 use serde_json::json;
+use teleconsult_signaling::server::RunningServer;
 use teleconsult_signaling::store::StaffRole;
 
 const MONDAY_8H: i64 = 1_800_230_400 + 8 * 3600; // 2027-01-18T08:00:00Z, a Monday
+
+/// Books a follow-up from `visit` with the clinician's bearer token.
+async fn book(server: &RunningServer, bearer: &str, visit: &str, body: &str) -> common::HttpResponse {
+    http(server, "POST", &format!("/api/visits/{visit}/follow-ups"), &[("Authorization", bearer)], Some(body)).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_window_queue_and_no_double_booking() {
@@ -54,14 +60,7 @@ async fn placement_window_queue_and_no_double_booking() {
     // The oncologist books a follow-up with the psychologist from a visit, due in a week ± 3 days.
     let (visit, _) = create_visit(&server, &onco, 3600).await;
     let body = json!({"due_in": {"weeks": 1}, "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "Anxiety follow-up", "priority": "soon", "tolerance_days": 3});
-    let r = http(
-        &server,
-        "POST",
-        &format!("/api/visits/{visit}/follow-ups"),
-        &[("Authorization", &ob)],
-        Some(&body.to_string()),
-    )
-    .await;
+    let r = book(&server, &ob, &visit, &body.to_string()).await;
     assert_eq!(r.status, 201, "{}", r.body);
     // Due Monday the 25th ± 3 days: the only Tuesday in the window, the 26th, is a
     // day off, so the follow-up waits in the queue.
@@ -108,28 +107,14 @@ async fn placement_window_queue_and_no_double_booking() {
 
     // An exact date outside any availability: unplaced (a Sunday, tolerance 0).
     let body = json!({"due_date": "2027-01-24", "clinician_id": psy.clinician_id, "duration_minutes": 20, "reason": "x", "tolerance_days": 0});
-    let r = http(
-        &server,
-        "POST",
-        &format!("/api/visits/{visit}/follow-ups"),
-        &[("Authorization", &ob)],
-        Some(&body.to_string()),
-    )
-    .await;
+    let r = book(&server, &ob, &visit, &body.to_string()).await;
     assert_eq!(r.json()["follow_up"]["status"], "unplaced");
     // Bad input is refused.
     for body in [
         json!({"duration_minutes": 20, "reason": "x"}),
         json!({"due_in": {"days": 1}, "duration_minutes": 20, "reason": "x", "priority": "asap"}),
     ] {
-        let r = http(
-            &server,
-            "POST",
-            &format!("/api/visits/{visit}/follow-ups"),
-            &[("Authorization", &ob)],
-            Some(&body.to_string()),
-        )
-        .await;
+        let r = book(&server, &ob, &visit, &body.to_string()).await;
         assert_eq!(r.code().as_deref(), Some("validation_failed"), "{body}");
     }
     server.shutdown().await;
@@ -145,14 +130,7 @@ async fn queue_actions_assign_cancel_and_service_view() {
     let ob = onco.bearer();
     let (visit, _) = create_visit(&server, &onco, 3600).await;
     // No availability set: the follow-up is unplaced.
-    let r = http(
-        &server,
-        "POST",
-        &format!("/api/visits/{visit}/follow-ups"),
-        &[("Authorization", &ob)],
-        Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"labs"}"#),
-    )
-    .await;
+    let r = book(&server, &ob, &visit, r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"labs"}"#).await;
     let f = r.json()["follow_up"]["id"].as_str().unwrap().to_string();
     assert_eq!(r.json()["follow_up"]["status"], "unplaced");
 
@@ -164,14 +142,7 @@ async fn queue_actions_assign_cancel_and_service_view() {
     let first_visit = r.json()["follow_up"]["visit_id"].as_str().unwrap().to_string();
     let token = r.json()["patient_link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     // A second follow-up cannot take the same slot.
-    let r2 = http(
-        &server,
-        "POST",
-        &format!("/api/visits/{visit}/follow-ups"),
-        &[("Authorization", &ob)],
-        Some(r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"other"}"#),
-    )
-    .await;
+    let r2 = book(&server, &ob, &visit, r#"{"due_in":{"days":2},"duration_minutes":20,"reason":"other"}"#).await;
     let f2 = r2.json()["follow_up"]["id"].as_str().unwrap().to_string();
     let r =
         http(&server, "POST", &format!("/api/follow-ups/{f2}/assign"), &[("Authorization", &ob)], Some(&slot)).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{eventually, server, token, wait_event, ws_url};
-use teleconsult_loadtest::{Participant, ParticipantOptions, SignalingClient};
+use teleconsult_loadtest::{Participant, SignalingClient};
 use teleconsult_protocol::{ClientMessage, ErrorCode, PROTOCOL_VERSION, Role, ServerMessage};
 use teleconsult_signaling::join_token::{TokenKeys, unix_now};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -49,12 +49,8 @@ async fn bad_input_never_hurts_a_running_call() {
     let server = server().await;
     let url = ws_url(&server);
     let room = "room-hostile";
-    let a = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Clinician, "A")))
-        .await
-        .unwrap();
-    let b = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Patient, "B")))
-        .await
-        .unwrap();
+    let a = common::media_participant(&server, room, Role::Clinician, "A").await;
+    let b = common::media_participant(&server, room, Role::Patient, "B").await;
     assert!(
         eventually(Duration::from_secs(15), || async {
             a.packets_from(&b.participant_id) > 0 && b.packets_from(&a.participant_id) > 0

@@ -22,9 +22,7 @@ async fn lost_video_is_retransmitted_to_the_subscriber() {
     // VP8 is payload type 96 in the server's offers; its RTX (97) passes.
     let relay = LossyRelay::start(media, 96, 20).await.unwrap();
 
-    let a = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Clinician, "A")))
-        .await
-        .unwrap();
+    let a = common::media_participant(&server, room, Role::Clinician, "A").await;
     let mut b_opts = ParticipantOptions::new(url.clone(), token(&server, room, Role::Patient, "B"));
     b_opts.subscribe_via = Some((media, relay.addr));
     let b = Participant::connect(&b_opts).await.unwrap();

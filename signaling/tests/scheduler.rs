@@ -119,11 +119,8 @@ async fn red_flags_raise_the_next_follow_up_and_notify() {
     assert_eq!(booked.json()["follow_up"]["priority"], "routine");
     // The clinician is connected.
     let jt = http(&server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
-    let (c, mut events) = teleconsult_loadtest::SignalingClient::connect(&common::ws_url(&server)).await.unwrap();
-    c.hello().await.unwrap();
-    c.request(teleconsult_protocol::ClientMessage::Join { id: None, token: jt["join_token"].as_str().unwrap().into() })
-        .await
-        .unwrap();
+    let (_clinician, mut events, ..) =
+        common::join_ws(&common::ws_url(&server), jt["join_token"].as_str().unwrap().into()).await;
 
     let answers = json!({"fever": false, "cough": true, "breathlessness": true, "pain": 3, "fatigue": false});
     assert_eq!(

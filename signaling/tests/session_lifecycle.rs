@@ -20,12 +20,8 @@ async fn resume_within_grace_keeps_the_seat_and_the_media() {
     let server = server().await;
     let url = ws_url(&server);
     let room = "room-resume";
-    let a = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Patient, "A")))
-        .await
-        .unwrap();
-    let b = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Clinician, "B")))
-        .await
-        .unwrap();
+    let a = common::media_participant(&server, room, Role::Patient, "A").await;
+    let b = common::media_participant(&server, room, Role::Clinician, "B").await;
     assert!(eventually(Duration::from_secs(15), || async { b.packets_from(&a.participant_id) > 0 }).await);
 
     // A's WebSocket drops; its media does not.
@@ -91,9 +87,7 @@ async fn a_silent_peer_is_removed_and_its_tracks_renegotiated_away() {
     let server = server_with(cfg).await;
     let url = ws_url(&server);
     let room = "room-silent";
-    let b = Participant::connect(&ParticipantOptions::new(url.clone(), token(&server, room, Role::Clinician, "B")))
-        .await
-        .unwrap();
+    let b = common::media_participant(&server, room, Role::Clinician, "B").await;
     // S runs on a runtime of its own; stopping that runtime silences it
     // mid-call with no goodbye of any kind, as a pulled network cable would.
     let s_options = ParticipantOptions::new(url.clone(), token(&server, room, Role::Patient, "S"));

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { eventually, launchChromium, screenshot, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { eventually, screenshot, serverAndChromium, walkToWaitingRoom } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -30,12 +30,7 @@ async function patientAudioLevel(page) {
 }
 
 test('console and patient: admit, video both ways, mute, chat, end; accessibility', async (t) => {
-  const server = await startDemoServer();
-  const chromium = await launchChromium();
-  t.after(async () => {
-    await chromium.close();
-    await server.stop();
-  });
+  const { server, chromium } = await serverAndChromium(t);
   const { base } = server;
 
   // axe needs to inject its script; these contexts bypass the CSP for that alone.

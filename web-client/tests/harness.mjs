@@ -106,6 +106,20 @@ export async function launchChromium() {
   };
 }
 
+/**
+ * A demo server and a Chromium for one test, both stopped when the test
+ * ends (also when it fails).
+ */
+export async function serverAndChromium(t) {
+  const server = await startDemoServer();
+  const chromium = await launchChromium();
+  t.after(async () => {
+    await chromium.close();
+    await server.stop();
+  });
+  return { server, chromium };
+}
+
 /** Polls `check` until it returns a truthy value or `ms` pass. */
 export async function eventually(check, ms = 20000, every = 250) {
   const deadline = Date.now() + ms;

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { api, eventually, launchChromium, screenshot, signIn, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { api, eventually, screenshot, serverAndChromium, signIn, walkToWaitingRoom } from './harness.mjs';
 
 /** A minimal protocol client acting as the clinician. */
 async function clinicianSocket(base, joinToken) {
@@ -35,12 +35,7 @@ async function clinicianSocket(base, joinToken) {
 }
 
 test('patient page: link to call, reload, deny, audio-only, link errors, French', async (t) => {
-  const server = await startDemoServer();
-  const chromium = await launchChromium();
-  t.after(async () => {
-    await chromium.close();
-    await server.stop();
-  });
+  const { server, chromium } = await serverAndChromium(t);
   const { base } = server;
   const visit = server.links.visit;
   const token = await signIn(base, 'clinician@demo.teleconsult.test');

@@ -3,15 +3,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, launchChromium, screenshot, startDemoServer } from './harness.mjs';
+import { eventually, screenshot, serverAndChromium } from './harness.mjs';
 
 test('two browsers decode each other\'s video through the SFU', async (t) => {
-  const server = await startDemoServer();
-  const chromium = await launchChromium();
-  t.after(async () => {
-    await chromium.close();
-    await server.stop();
-  });
+  const { server, chromium } = await serverAndChromium(t);
 
   const pages = [];
   for (const role of ['clinician', 'patient']) {

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, launchChromium, screenshot, startDemoServer } from './harness.mjs';
+import { eventually, screenshot, serverAndChromium } from './harness.mjs';
 
 const PASSWORD = 'demo-password';
 
@@ -16,12 +16,7 @@ async function signIn(page, base, email) {
 }
 
 test('the dashboard shows a live call within 5 s, and refuses a clinician', async (t) => {
-  const server = await startDemoServer();
-  const chromium = await launchChromium();
-  t.after(async () => {
-    await chromium.close();
-    await server.stop();
-  });
+  const { server, chromium } = await serverAndChromium(t);
 
   // A live call between two browsers in the demo room.
   for (const role of ['clinician', 'patient']) {

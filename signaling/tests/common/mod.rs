@@ -261,6 +261,18 @@ pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
     WebhookReceiver { url, received, attempts }
 }
 
+/// A webrtc-rs participant with a minted token for `room`, joined and
+/// publishing audio and video.
+pub async fn media_participant(
+    server: &RunningServer,
+    room: &str,
+    role: Role,
+    name: &str,
+) -> teleconsult_loadtest::Participant {
+    let options = teleconsult_loadtest::ParticipantOptions::new(ws_url(server), token(server, room, role, name));
+    teleconsult_loadtest::Participant::connect(&options).await.expect("participant connects")
+}
+
 /// Opens a WebSocket, says hello and joins; returns the client, its events,
 /// the participant id, the resume token and whether the seat is admitted.
 pub async fn join_ws(
