@@ -151,7 +151,10 @@ fn link_token(url: &str) -> String {
 /// media flowing.
 async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: usize) -> anyhow::Result<Room> {
     let ws = format!("ws://{}/ws", target.http);
-    let start = time_rfc3339_now();
+    // One synthetic clinician holds every room, and a clinician never has
+    // two visits at once: room i is booked for the hour after room i-1's.
+    // The clinician starts each visit at once, which opens its links.
+    let start = time_rfc3339_at((now_micros() / 1_000_000) as i64 + 3600 * index as i64);
     let body = serde_json::json!({
         "patient": {"display_name": format!("Load patient {index}")},
         "scheduled_start": start,
@@ -213,9 +216,8 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
     Ok(Room { people, join_started_us })
 }
 
-fn time_rfc3339_now() -> String {
-    // Seconds since the epoch formatted as RFC 3339 UTC, without a date crate.
-    let secs = (now_micros() / 1_000_000) as i64;
+/// Unix seconds formatted as RFC 3339 UTC, without a date crate.
+fn time_rfc3339_at(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil-from-days (Howard Hinnant's algorithm).
@@ -521,7 +523,9 @@ mod tests {
 
     #[test]
     fn formats_rfc3339() {
-        let s = super::time_rfc3339_now();
+        assert_eq!(super::time_rfc3339_at(1_800_230_400 + 9 * 3600 + 30 * 60), "2027-01-18T09:30:00Z");
+        let s = super::time_rfc3339_at(0);
+        assert_eq!(s, "1970-01-01T00:00:00Z");
         assert_eq!(s.len(), 20);
         assert!(s.ends_with('Z') && &s[4..5] == "-" && &s[10..11] == "T");
     }

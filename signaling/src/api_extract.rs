@@ -10,8 +10,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use crate::app::App;
 use crate::http_error::ApiError;
-use crate::server::App;
+use crate::idempotency::RequestFingerprint;
 use crate::staff_auth::{API_AUDIENCE, AccessClaims};
 use crate::store::{Clinician, StaffRole};
 
@@ -31,6 +32,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             )),
             Err(e) => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", short(&e.body_text()))),
         }
+    }
+}
+
+/// A JSON body that may come with an `Idempotency-Key`: the parsed body and
+/// the request's fingerprint (see [`crate::idempotency`]). Body errors are
+/// those of [`ApiJson`].
+pub struct IdempotentJson<T>(pub T, pub RequestFingerprint);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for IdempotentJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|_| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the body is too large"))?;
+        let fingerprint = RequestFingerprint::new(&parts.headers, parts.method.as_str(), parts.uri.path(), &bytes)?;
+        let ApiJson(value) = ApiJson::<T>::from_request(Request::from_parts(parts, bytes.into()), state).await?;
+        Ok(IdempotentJson(value, fingerprint))
     }
 }
 

@@ -12,14 +12,14 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::api_extract::{ApiJson, Staff};
+use crate::app::App;
 use crate::http_error::ApiError;
 use crate::join_token::ISSUER;
-use crate::server::App;
 use crate::staff_auth::{
     ACCESS_TTL_SECS, ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES, API_AUDIENCE, AccessClaims, REFRESH_COOKIE,
     REFRESH_TTL_SECS, token_hash, verify_dummy, verify_password,
 };
-use crate::store::{Clinician, RefreshToken};
+use crate::store::{Clinician, RefreshToken, Rotation};
 
 /// `POST /api/auth/login` body.
 #[derive(Debug, Deserialize)]
@@ -90,22 +90,23 @@ pub async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<
     let token = refresh_cookie(&headers).ok_or_else(unauthorized)?;
     let now = app.clock.now();
     let new_token = crate::secret::random_token();
-    let new = RefreshToken {
-        id: crate::secret::random_id("r"),
-        clinician_id: String::new(),
-        family_id: String::new(),
-        expires_at: now + REFRESH_TTL_SECS,
-        used_at: None,
-        revoked_at: None,
-    };
-    let old = match app.store.rotate_refresh_token(&token_hash(&token), &new, &token_hash(&new_token), now).await {
-        Ok(old) => old,
-        Err(crate::store::StoreError::Conflict) => {
+    let rotation = app
+        .store
+        .rotate_refresh_token(
+            &token_hash(&token),
+            &crate::secret::random_id("r"),
+            &token_hash(&new_token),
+            now + REFRESH_TTL_SECS,
+            now,
+        )
+        .await?;
+    let old = match rotation {
+        Rotation::Rotated(old) => old,
+        Rotation::Replayed => {
             tracing::warn!("refresh token replayed; its family is revoked");
             return Err(unauthorized());
         }
-        Err(crate::store::StoreError::NotFound) => return Err(unauthorized()),
-        Err(e) => return Err(e.into()),
+        Rotation::Unknown => return Err(unauthorized()),
     };
     let clinician =
         app.store.clinician_by_id(&old.clinician_id).await?.filter(|c| c.active).ok_or_else(unauthorized)?;

@@ -12,8 +12,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::api_extract::Staff;
+use crate::app::App;
 use crate::http_error::ApiError;
-use crate::server::App;
 use crate::staff_auth::token_hash;
 use crate::store::{StaffRole, Visit, VisitStatus};
 

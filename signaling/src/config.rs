@@ -49,9 +49,17 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`. Default text.
     #[arg(long, env = "TELECONSULT_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
-    /// SQLite database file. Default `teleconsult.db`.
-    #[arg(long, env = "TELECONSULT_DB")]
-    pub db: Option<PathBuf>,
+    /// The database: a SQLite file path or `sqlite:` URL (one node), or a
+    /// `postgres://` URL (one node or several). Default `teleconsult.db`.
+    #[arg(long, env = "TELECONSULT_DB", hide_env_values = true)]
+    pub db: Option<String>,
+    /// Most open database connections. Default 8 (SQLite), 16 (PostgreSQL).
+    #[arg(long, env = "TELECONSULT_DB_MAX_CONNECTIONS")]
+    pub db_max_connections: Option<u32>,
+    /// Seconds a request waits for a free database connection before it is
+    /// answered 503. Default 10.
+    #[arg(long, env = "TELECONSULT_DB_ACQUIRE_TIMEOUT_SECS")]
+    pub db_acquire_timeout_secs: Option<u64>,
     /// Public base URL, used in patient links. Default `http://<http-addr>`.
     #[arg(long, env = "TELECONSULT_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -112,7 +120,9 @@ struct FileConfig {
     peer_timeout_secs: Option<u64>,
     token_secret: Option<String>,
     log_format: Option<LogFormat>,
-    db: Option<PathBuf>,
+    db: Option<String>,
+    db_max_connections: Option<u32>,
+    db_acquire_timeout_secs: Option<u64>,
     public_url: Option<String>,
     link_opens_before_mins: Option<i64>,
     link_closes_after_mins: Option<i64>,
@@ -145,8 +155,10 @@ pub struct Config {
     pub token_secret: Option<String>,
     /// Log format.
     pub log_format: LogFormat,
-    /// SQLite file.
-    pub db_path: PathBuf,
+    /// The database location (see [`ServeArgs::db`]).
+    pub db: String,
+    /// The database connection pool.
+    pub db_pool: crate::store::PoolSettings,
     /// Public base URL (no trailing slash); `None`: `http://` plus the bound address.
     pub public_url: Option<String>,
     /// Links open this long before the visit's start (seconds).
@@ -219,7 +231,13 @@ impl ServeArgs {
             peer_timeout: Duration::from_secs(self.peer_timeout_secs.or(file.peer_timeout_secs).unwrap_or(20)),
             token_secret: self.token_secret.or(file.token_secret),
             log_format: self.log_format.or(file.log_format).unwrap_or(LogFormat::Text),
-            db_path: self.db.or(file.db).unwrap_or_else(|| PathBuf::from("teleconsult.db")),
+            db: self.db.or(file.db).unwrap_or_else(|| "teleconsult.db".to_string()),
+            db_pool: crate::store::PoolSettings {
+                max_connections: self.db_max_connections.or(file.db_max_connections),
+                acquire_timeout: Duration::from_secs(
+                    self.db_acquire_timeout_secs.or(file.db_acquire_timeout_secs).unwrap_or(10).clamp(1, 300),
+                ),
+            },
             public_url: self.public_url.or(file.public_url).map(|u| u.trim_end_matches('/').to_string()),
             link_opens_before: 60 * self.link_opens_before_mins.or(file.link_opens_before_mins).unwrap_or(30),
             link_closes_after: 60 * self.link_closes_after_mins.or(file.link_closes_after_mins).unwrap_or(120),
@@ -251,6 +269,12 @@ impl ServeArgs {
         }
         if config.max_participants < 2 || config.max_participants > 50 {
             return Err(ConfigError::Invalid { name: "max_participants", why: "must be 2 to 50" });
+        }
+        if config.db.trim().is_empty() {
+            return Err(ConfigError::Invalid { name: "db", why: "must name a SQLite file or a postgres:// URL" });
+        }
+        if config.db_pool.max_connections.is_some_and(|n| n == 0 || n > 1000) {
+            return Err(ConfigError::Invalid { name: "db_max_connections", why: "must be 1 to 1000" });
         }
         if config.media_ips.is_empty() {
             return Err(ConfigError::Invalid { name: "media_ips", why: "must name at least one address" });

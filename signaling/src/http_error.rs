@@ -1,11 +1,16 @@
-//! JSON errors for the HTTP API: `{"error": {"code", "message"}}` with the right status.
+//! Errors with a stable code: `{"error": {"code", "message"}}` with the
+//! right status on HTTP, and the same code in a WebSocket `error`. Domain
+//! modules return them, so the HTTP API and the WebSocket refuse the same
+//! thing in the same words.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// An HTTP API error with a stable code.
+use crate::store::{StoreError, Transient};
+
+/// An API error with a stable code.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
@@ -16,12 +21,14 @@ pub struct ApiError {
     pub message: String,
     /// Machine-readable extras (e.g. when a link opens).
     pub details: Option<serde_json::Value>,
+    /// Seconds to wait before retrying (sent as `Retry-After`).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// A new error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), details: None }
+        ApiError { status, code, message: message.into(), details: None, retry_after_secs: None }
     }
 
     /// Adds machine-readable details.
@@ -30,23 +37,17 @@ impl ApiError {
         self
     }
 
+    /// Adds a `Retry-After`.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
     /// 404 `not_found`.
     pub fn not_found() -> Self {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such resource")
     }
-}
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({ "code": self.code, "message": self.message });
-        if let Some(details) = self.details {
-            error["details"] = details;
-        }
-        (self.status, Json(json!({ "error": error }))).into_response()
-    }
-}
-
-impl ApiError {
     /// 400 with a code.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
@@ -67,6 +68,17 @@ impl ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 409 `slot_taken`: the clinician already has a visit then.
+    pub fn slot_taken() -> Self {
+        ApiError::conflict("slot_taken", "the clinician already has a visit at that time")
+    }
+
+    /// 503 `service_busy`, to be retried shortly.
+    pub fn busy() -> Self {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "service_busy", "the server is busy; try again in a moment")
+            .retry_after(1)
+    }
+
     /// 500 `internal`, logging the cause (which never carries personal data).
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
@@ -74,11 +86,40 @@ impl ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({ "code": self.code, "message": self.message });
+        if let Some(details) = self.details {
+            error["details"] = details;
+        }
+        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        if let Some(secs) = self.retry_after_secs
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+impl Transient for ApiError {
+    fn is_transient(&self) -> bool {
+        self.code == "service_busy"
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
-            crate::store::StoreError::NotFound => ApiError::not_found(),
-            crate::store::StoreError::Conflict => ApiError::conflict("conflict", "that conflicts with what is stored"),
+            StoreError::NotFound => ApiError::not_found(),
+            StoreError::Conflict => ApiError::conflict("conflict", "that conflicts with what is stored"),
+            StoreError::Overlap => ApiError::slot_taken(),
+            StoreError::Busy => ApiError::busy(),
+            StoreError::Unavailable(why) => {
+                tracing::error!(error = %why, "database unavailable");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database cannot be reached")
+                    .retry_after(5)
+            }
             other => ApiError::internal(other),
         }
     }

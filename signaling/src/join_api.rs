@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 use teleconsult_protocol::{Role, ServerMessage};
 
 use crate::api_extract::ApiJson;
+use crate::app::App;
 use crate::http_error::ApiError;
 use crate::questionnaire::Answers;
-use crate::server::App;
 use crate::staff_auth::token_hash;
 use crate::store::{Link, LinkRole, Visit, VisitStatus};
 use crate::timefmt::rfc3339;

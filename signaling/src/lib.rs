@@ -7,13 +7,17 @@
 
 pub mod accounts;
 pub mod api_extract;
+pub mod app;
 pub mod auth_api;
 pub mod calendar_feed;
 pub mod clock;
 pub mod config;
 pub mod follow_up_placement;
+pub mod follow_ups;
 pub mod follow_ups_api;
 pub mod http_error;
+pub mod idempotency;
+pub mod input_checks;
 pub mod join_api;
 pub mod join_token;
 pub mod metrics;
@@ -28,6 +32,7 @@ pub mod store;
 pub mod timefmt;
 pub mod visit_import;
 pub mod visit_rooms;
+pub mod visits;
 pub mod visits_api;
 pub mod web_assets;
 pub mod webhook;

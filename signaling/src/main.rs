@@ -7,9 +7,9 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use teleconsult_protocol::Role;
 use teleconsult_signaling::accounts;
+use teleconsult_signaling::app::App;
 use teleconsult_signaling::config::{Config, LogFormat, ServeArgs};
 use teleconsult_signaling::join_token::{TokenKeys, unix_now};
-use teleconsult_signaling::server::App;
 use teleconsult_signaling::store::{Specialty, StaffRole, Store};
 
 #[derive(Parser)]
@@ -29,9 +29,9 @@ enum Command {
         /// TOML settings file (for `db` and `token_secret`).
         #[arg(long, env = "TELECONSULT_CONFIG", global = true)]
         config: Option<PathBuf>,
-        /// SQLite database file. Default `teleconsult.db`.
-        #[arg(long, env = "TELECONSULT_DB", global = true)]
-        db: Option<PathBuf>,
+        /// The database: a SQLite file or a `postgres://` URL. Default `teleconsult.db`.
+        #[arg(long, env = "TELECONSULT_DB", global = true, hide_env_values = true)]
+        db: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -256,18 +256,34 @@ async fn demo_visit(app: &App, clinician_id: &str, now: i64) -> anyhow::Result<(
         contact: None,
         created_at: now,
     };
-    let new_visit = NewVisit {
-        id: teleconsult_signaling::secret::random_id("v"),
-        patient_id: patient.id.clone(),
-        clinician_id: clinician_id.to_string(),
-        scheduled_start: now + 5 * 60,
-        duration_minutes: 20,
-        kind: VisitKind::FollowUp,
-    };
-    let (visit, _, token) = teleconsult_signaling::visits_api::book(app, "system", Some(&patient), &new_visit)
-        .await
-        .map_err(|e| anyhow::anyhow!("booking the demo visit: {}", e.message))?;
-    Ok((visit.id, format!("{}/join/{token}", app.public_url)))
+    use teleconsult_signaling::idempotency::{Answer, Idempotency};
+    // A database kept from an earlier demo may hold a visit at that time:
+    // take the next free 20 minutes.
+    let mut start = now + 5 * 60;
+    for _ in 0..100 {
+        let new_visit = NewVisit {
+            id: teleconsult_signaling::secret::random_id("v"),
+            patient_id: patient.id.clone(),
+            clinician_id: clinician_id.to_string(),
+            scheduled_start: start,
+            duration_minutes: 20,
+            kind: VisitKind::FollowUp,
+        };
+        let booked =
+            teleconsult_signaling::visits::book(app, "system", Some(&patient), &new_visit, &Idempotency::none(), |b| {
+                Answer::created(serde_json::json!({ "url": app.link_url(&b.token) }))
+            })
+            .await;
+        match booked {
+            Ok(answer) => {
+                let url = answer.body["url"].as_str().unwrap_or_default().to_string();
+                return Ok((new_visit.id, url));
+            }
+            Err(e) if e.code == "slot_taken" => start += 20 * 60,
+            Err(e) => bail!("booking the demo visit: {}", e.message),
+        }
+    }
+    bail!("the demo clinician's calendar is full")
 }
 
 /// Reads a password: a prompt on a terminal, else one line of standard input.
@@ -286,7 +302,7 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
     }
 }
 
-async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminCommand) -> anyhow::Result<()> {
+async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminCommand) -> anyhow::Result<()> {
     let mint_secret = match &command {
         AdminCommand::MintToken { token_secret, .. } => token_secret.clone(),
         _ => None,
@@ -306,8 +322,9 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
         println!("{token}");
         return Ok(());
     }
-    let store =
-        Store::open(&resolved.db_path).await.with_context(|| format!("opening {}", resolved.db_path.display()))?;
+    let store = Store::open_with(&resolved.db, resolved.db_pool)
+        .await
+        .with_context(|| format!("opening {}", teleconsult_signaling::store::redacted(&resolved.db)))?;
     match command {
         AdminCommand::CreateClinician { email, name, specialty, role } => {
             let password = read_password("Password: ")?;
@@ -336,18 +353,28 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
         }
         AdminCommand::ImportVisits { file, partial, public_url } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
-            let ctx = teleconsult_signaling::visit_import::ImportContext {
+            let importer = teleconsult_signaling::visit_import::Importer {
                 store: &store,
                 now,
-                public_url,
+                public_url: &public_url,
                 link_margins: (resolved.link_opens_before, resolved.link_closes_after),
                 actor: "admin-cli".into(),
             };
-            let report = teleconsult_signaling::visit_import::import(&ctx, &bytes, partial).await?;
-            for e in &report.errors {
-                println!("line {}: {}: {}", e.line, e.field, e.message);
+            let answer = importer
+                .import(&bytes, partial, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
+            let report = &answer.body["import"];
+            let errors = report["errors"].as_array().cloned().unwrap_or_default();
+            for e in &errors {
+                println!(
+                    "line {}: {}: {}",
+                    e["line"],
+                    e["field"].as_str().unwrap_or(""),
+                    e["message"].as_str().unwrap_or("")
+                );
             }
-            for v in &report.visits {
+            for v in report["visits"].as_array().into_iter().flatten() {
                 println!(
                     "line {}: {} {}",
                     v["line"],
@@ -357,12 +384,12 @@ async fn admin(config: Option<PathBuf>, db: Option<PathBuf>, command: AdminComma
             }
             println!(
                 "{} rows, {} imported, {} errors{}",
-                report.rows,
-                report.imported,
-                report.errors.len(),
-                if report.partial { " (partial)" } else { "" }
+                report["rows"],
+                report["imported"],
+                errors.len(),
+                if partial { " (partial)" } else { "" }
             );
-            if !report.errors.is_empty() && !partial {
+            if !errors.is_empty() && !partial {
                 bail!("nothing imported: fix the rows above, or use --partial");
             }
         }

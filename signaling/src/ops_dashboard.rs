@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::api_extract::{ApiJson, ApiQuery, Staff};
+use crate::app::App;
 use crate::http_error::ApiError;
-use crate::server::App;
 use crate::store::StaffRole;
 use crate::timefmt::{day_range, rfc3339};
 

@@ -14,7 +14,7 @@ use serde_json::json;
 use teleconsult_sfu::{RoomId, RoomOptions};
 use tracing::{info, warn};
 
-use crate::server::App;
+use crate::app::App;
 use crate::store::{LinkRole, VisitStatus};
 use crate::timefmt::rfc3339;
 use crate::visit_rooms::{audit_event, close_room};
@@ -96,14 +96,14 @@ impl SchedulerWorker {
 
         // 3. Deliver what is due.
         if let Some(url) = app.config.reminder_webhook.clone() {
-            for (key, visit_id, kind, attempts) in app.store.due_outbox(now, 50).await? {
-                let outcome = deliver(app, &url, &key, &visit_id, &kind, now).await;
+            for entry in app.store.due_outbox(now, 50).await? {
+                let outcome = deliver(app, &url, &entry.key, &entry.visit_id, &entry.kind, now).await;
                 match &outcome {
                     Ok(()) => report.delivered += 1,
                     Err(_) => report.failed += 1,
                 }
-                let retry_at = now + (RETRY_BASE_SECS << attempts.clamp(0, 7)).min(3600);
-                app.store.outbox_attempted(&key, now, outcome.map_err(|e| (e, retry_at))).await?;
+                let retry_at = now + (RETRY_BASE_SECS << entry.attempts.clamp(0, 7)).min(3600);
+                app.store.outbox_attempted(&entry.key, now, outcome.map_err(|e| (e, retry_at))).await?;
             }
         }
 
@@ -111,15 +111,19 @@ impl SchedulerWorker {
         for visit in
             app.store.visits_starting(VisitStatus::Scheduled, now - 7 * 86_400, now - NO_SHOW_AFTER_SECS).await?
         {
-            if !app.store.patient_joined(&visit.id).await? {
-                app.store.mark_no_show(&visit, now, &audit_event(app, "system", "no_show", &visit.id, None)).await?;
+            if !app.store.patient_joined(&visit.id).await?
+                && app.store.mark_no_show(&visit, now, &audit_event(app, "system", "no_show", &visit.id, None)).await?
+            {
                 close_room(app, &visit.id, "visit_ended").await;
                 report.no_shows += 1;
                 info!(visit = %visit.id, "no-show; follow-up re-queued");
             }
         }
 
-        // 5. Running visits whose room stayed empty.
+        // 5. Answers to idempotent requests older than a day.
+        app.store.forget_idempotency_keys(now - crate::idempotency::KEEP_SECS).await?;
+
+        // 6. Running visits whose room stayed empty.
         let occupied: Vec<String> = app.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
         let running = app.store.visits_starting(VisitStatus::InProgress, i64::MIN / 2, i64::MAX / 2).await?;
         self.empty_since.retain(|id, _| running.iter().any(|v| &v.id == id));
@@ -160,12 +164,13 @@ async fn deliver(app: &App, url: &str, key: &str, visit_id: &str, kind: &str, no
     }
     let patient = app.store.patient_by_id(&visit.patient_id).await.map_err(|e| e.to_string())?;
     let clinician = app.store.clinician_by_id(&visit.clinician_id).await.map_err(|e| e.to_string())?;
-    let (link, token) = crate::visits_api::new_link(
-        app,
+    let (link, token) = crate::visits::make_link(
         &visit.id,
         (visit.scheduled_start, visit.scheduled_end()),
+        app.link_margins(),
         LinkRole::Patient,
         None,
+        now,
     );
     app.store
         .insert_link(&link, &audit_event(app, "system", "reminder_link_issued", &visit.id, Some(key.to_string())))
@@ -178,7 +183,7 @@ async fn deliver(app: &App, url: &str, key: &str, visit_id: &str, kind: &str, no
         "scheduled_start": rfc3339(visit.scheduled_start),
         "patient": patient.map(|p| json!({"display_name": p.display_name, "hospital_id": p.hospital_id, "contact": p.contact})),
         "clinician": clinician.map(|c| json!({"display_name": c.display_name, "specialty": c.specialty})),
-        "link": format!("{}/join/{token}", app.public_url),
+        "link": app.link_url(&token),
         "sent_at": rfc3339(now),
     });
     crate::webhook::post(url, key, &body.to_string()).await

@@ -15,11 +15,13 @@ use tokio::sync::watch;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::info;
 
+pub use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
+use crate::secret::Sealer;
 use crate::staff_auth::LoginThrottle;
 use crate::store::Store;
 use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
@@ -28,34 +30,6 @@ use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
 /// `MAX_MESSAGE_BYTES` and this get a `message_too_large` error; larger
 /// ones are refused by the transport, which closes the socket (1009).
 const WS_TRANSPORT_LIMIT: usize = 1 << 20;
-
-/// Everything the handlers share.
-pub struct App {
-    /// Resolved settings.
-    pub config: Config,
-    /// Token keys.
-    pub keys: TokenKeys,
-    /// The media plane.
-    pub sfu: SfuHandle,
-    /// Live rooms and seats.
-    pub rooms: RoomRegistry,
-    /// Counters.
-    pub metrics: Metrics,
-    /// The durable store.
-    pub store: Store,
-    /// Wall-clock time (injectable for tests).
-    pub clock: Arc<dyn Clock>,
-    /// Failed-login slowdown.
-    pub login_throttle: LoginThrottle,
-    /// Base URL for links (no trailing slash).
-    pub public_url: String,
-    /// Live snapshots for the ops dashboard.
-    pub ops_snapshots: crate::ops_dashboard::Snapshots,
-    /// Serialises follow-up placement (read calendar, pick, write).
-    pub placement_lock: tokio::sync::Mutex<()>,
-    /// Flips to true when the server shuts down.
-    pub shutdown: watch::Receiver<bool>,
-}
 
 /// A started server.
 pub struct RunningServer {
@@ -78,10 +52,10 @@ pub enum StartError {
     #[error("the token secret is unusable")]
     BadSecret,
     /// The database could not be opened or migrated.
-    #[error("database {path}: {source}")]
+    #[error("database {location}: {source}")]
     Store {
-        /// The file.
-        path: std::path::PathBuf,
+        /// Where (without any password).
+        location: String,
         /// Why.
         source: crate::store::StoreError,
     },
@@ -102,14 +76,17 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
 
 /// Starts with a given clock (tests use a manual one).
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
-    let store = Store::open(&config.db_path)
+    let store = Store::open_with(&config.db, config.db_pool)
         .await
-        .map_err(|source| StartError::Store { path: config.db_path.clone(), source })?;
+        .map_err(|source| StartError::Store { location: crate::store::redacted(&config.db), source })?;
     // Pay for the dummy password hash now, not on the first unknown email.
     tokio::task::spawn_blocking(crate::staff_auth::warm_up).await.ok();
-    let keys = match &config.token_secret {
-        Some(secret) => TokenKeys::from_secret("k1", secret.as_bytes()).map_err(|_| StartError::BadSecret)?,
-        None => TokenKeys::random(),
+    let (keys, sealer) = match &config.token_secret {
+        Some(secret) => (
+            TokenKeys::from_secret("k1", secret.as_bytes()).map_err(|_| StartError::BadSecret)?,
+            Sealer::from_secret(secret.as_bytes(), "answers"),
+        ),
+        None => (TokenKeys::random(), Sealer::random()),
     };
     let sfu = SfuHandle::start(SfuConfig {
         media_ips: config.media_ips.clone(),
@@ -129,6 +106,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let app = Arc::new(App {
         config: config.clone(),
         keys,
+        sealer,
         sfu,
         rooms: RoomRegistry::default(),
         metrics: Metrics::default(),
@@ -137,7 +115,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         login_throttle: LoginThrottle::default(),
         public_url,
         ops_snapshots,
-        placement_lock: tokio::sync::Mutex::new(()),
         shutdown: shutdown_rx.clone(),
     });
     crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
@@ -222,8 +199,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
         .route(
             "/api/visits/import",
-            post(crate::visit_import::handler)
-                .layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
+            post(visits_api::import).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
         )
         .route("/api/calendar-token", post(crate::calendar_feed::issue).delete(crate::calendar_feed::revoke))
         .route("/calendar/{file}", get(crate::calendar_feed::feed))

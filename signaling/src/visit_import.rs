@@ -1,7 +1,14 @@
 //! Bulk import of scheduled teleconsultations from the hospital's
-//! information system, as CSV. Every row is validated and reported; nothing
+//! information system, as CSV. Every row is checked and reported; nothing
 //! is imported unless every row is good, or the caller asks for a partial
-//! import. Shared by `POST /api/visits/import` and `teleconsult admin import-visits`.
+//! import. Shared by `POST /api/visits/import` and `teleconsult admin
+//! import-visits`.
+//!
+//! Rows reach the calendar through the one booking path
+//! ([`crate::visits::place`]) inside one write transaction that holds every
+//! named clinician's calendar lock. Each row is placed under a savepoint,
+//! so the database's own overlap rule decides, and a refused row is undone
+//! alone (partial import) or the whole file is (the default).
 //!
 //! Columns (by header name, any order): `clinician_email`, `patient_name`,
 //! `start` (RFC 3339), `duration_minutes`, and optionally `hospital_id`,
@@ -9,33 +16,27 @@
 
 use std::collections::HashMap;
 
-use serde::Serialize;
-
-use std::sync::Arc;
-
-use axum::Json;
-use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::Serialize;
+use serde_json::json;
 
-use crate::api_extract::{ApiQuery, Staff};
 use crate::http_error::ApiError;
-use crate::server::App;
-use crate::store::{AuditEvent, LinkRole, NewVisit, Patient, StaffRole, Store, VisitKind};
+use crate::idempotency::{Answer, Idempotency};
+use crate::secret::Sealer;
+use crate::store::{AuditEvent, NewVisit, Patient, StaffRole, Store, StoreError, VisitKind, with_retries};
 use crate::timefmt::parse_rfc3339;
 
-/// What an import needs besides the file: where to store, the time, and
-/// how links are made. Built from the app (API) or the settings (CLI).
+/// What an import needs besides the file: where to store, the time, how
+/// links are made, and who imports. Built from the app (API) or the
+/// settings (CLI).
 #[derive(Debug, Clone)]
-pub struct ImportContext<'a> {
+pub struct Importer<'a> {
     /// The store.
     pub store: &'a Store,
     /// Now (Unix seconds).
     pub now: i64,
     /// Base of patient links.
-    pub public_url: String,
+    pub public_url: &'a str,
     /// (opens before the start, closes after the end), seconds.
     pub link_margins: (i64, i64),
     /// Who imports, for the audit trail.
@@ -71,6 +72,20 @@ pub struct ImportReport {
     pub visits: Vec<serde_json::Value>,
 }
 
+impl ImportReport {
+    /// 422 when rows were refused and nothing imported (not partial), 201
+    /// when visits were created, 200 otherwise.
+    pub fn status(&self) -> StatusCode {
+        if !self.errors.is_empty() && !self.partial {
+            StatusCode::UNPROCESSABLE_ENTITY
+        } else if self.imported > 0 {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        }
+    }
+}
+
 /// Why the file as a whole was refused.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
@@ -87,6 +102,25 @@ pub enum ImportError {
     /// Larger than [`MAX_IMPORT_BYTES`].
     #[error("the file is larger than 16 MiB")]
     TooLarge,
+}
+
+impl From<ImportError> for ApiError {
+    fn from(e: ImportError) -> Self {
+        let code = match e {
+            ImportError::NotUtf8(_) => "not_utf8",
+            ImportError::Empty => "empty_file",
+            ImportError::MissingColumn(_) => "missing_column",
+            ImportError::TooLarge => "payload_too_large",
+        };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
+    }
+}
+
+/// A row that passed the checks, ready to place.
+struct GoodRow {
+    line: usize,
+    patient: Patient,
+    visit: NewVisit,
 }
 
 /// Splits CSV text into records (RFC 4180: quotes, doubled quotes, CRLF).
@@ -128,202 +162,218 @@ pub fn parse_csv(text: &str) -> Vec<(usize, Vec<String>)> {
     records
 }
 
-/// Validates and (unless refused) imports.
-pub async fn import(ctx: &ImportContext<'_>, bytes: &[u8], partial: bool) -> Result<ImportReport, ImportError> {
-    let store = ctx.store;
-    if bytes.len() > MAX_IMPORT_BYTES {
-        return Err(ImportError::TooLarge);
-    }
-    let text = std::str::from_utf8(bytes).map_err(|e| ImportError::NotUtf8(e.valid_up_to()))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let records = parse_csv(text);
-    let Some(((_, header), rows)) = records.split_first() else { return Err(ImportError::Empty) };
-    if rows.is_empty() {
-        return Err(ImportError::Empty);
-    }
-    let column = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
-    let need = |name: &'static str| column(name).ok_or(ImportError::MissingColumn(name));
-    let (c_email, c_name, c_start, c_duration) =
-        (need("clinician_email")?, need("patient_name")?, need("start")?, need("duration_minutes")?);
-    let (c_hospital, c_contact, c_kind) = (column("hospital_id"), column("contact"), column("kind"));
+/// What checking the file found: the good rows and the row errors.
+struct Checked {
+    rows: usize,
+    good: Vec<GoodRow>,
+    errors: Vec<RowError>,
+}
 
-    let now = ctx.now;
-    let mut errors = Vec::new();
-    let mut good: Vec<(usize, Patient, NewVisit)> = Vec::new();
-    let mut clinicians: HashMap<String, Option<String>> = HashMap::new();
-    let mut booked: HashMap<String, Vec<(i64, i64, usize)>> = HashMap::new();
-    for (line, row) in rows {
-        let line = *line;
-        let get = |i: usize| row.get(i).map(|s| s.trim()).unwrap_or("");
-        let opt = |i: Option<usize>| i.map(&get).filter(|s| !s.is_empty()).map(str::to_owned);
-        let mut bad = |field: &str, message: String| errors.push(RowError { line, field: field.into(), message });
-        if row.len() != header.len() {
-            bad("row", format!("has {} fields, the header has {}", row.len(), header.len()));
-            continue;
-        }
-        let email = get(c_email).to_lowercase();
-        if !clinicians.contains_key(&email) {
-            let id = store
-                .clinician_by_email(&email)
-                .await
-                .ok()
-                .flatten()
-                .filter(|c| c.active && c.role != StaffRole::Ops)
-                .map(|c| c.id);
-            clinicians.insert(email.clone(), id);
-        }
-        let Some(clinician_id) = clinicians.get(&email).cloned().flatten() else {
-            bad("clinician_email", format!("no active clinician {email:?}"));
-            continue;
+impl Importer<'_> {
+    /// Checks and (unless refused) imports `bytes`. With an idempotency key,
+    /// a repeated request gets the first answer and imports nothing new.
+    pub async fn import(
+        &self,
+        bytes: &[u8],
+        partial: bool,
+        idempotency: Option<(&Idempotency, &Sealer)>,
+    ) -> Result<Answer, ApiError> {
+        let checked = self.check(bytes).await?;
+        let none = Idempotency::none();
+        let (idempotency, sealer) = match idempotency {
+            Some((i, s)) => (i, Some(s)),
+            None => (&none, None),
         };
-        let name = get(c_name);
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-            bad("patient_name", "must have 1 to 200 characters".into());
-            continue;
-        }
-        let Some(start) = parse_rfc3339(get(c_start)) else {
-            bad(
-                "start",
-                format!(
-                    "{:?} is not an RFC 3339 time (e.g. 2027-01-18T09:30:00+01:00)",
-                    get(c_start).chars().take(40).collect::<String>()
-                ),
-            );
-            continue;
-        };
-        if start < now - 86_400 || start > now + 2 * 366 * 86_400 {
-            bad("start", "must be between yesterday and two years ahead".into());
-            continue;
-        }
-        let Ok(duration) = get(c_duration).parse::<i64>() else {
-            bad("duration_minutes", "must be a whole number of minutes".into());
-            continue;
-        };
-        if !(5..=240).contains(&duration) {
-            bad("duration_minutes", "must be between 5 and 240".into());
-            continue;
-        }
-        let kind = match opt(c_kind) {
-            None => VisitKind::FollowUp,
-            Some(k) => match k.parse::<VisitKind>() {
-                Ok(k) => k,
-                Err(()) => {
-                    bad("kind", "must be follow_up, first or group".into());
-                    continue;
+        let checked = &checked;
+        with_retries(|| async move {
+            let mut tx = self.store.begin_write().await?;
+            if let Some(sealer) = sealer
+                && let Some(replay) = idempotency.claim(&mut tx, sealer, self.now).await?
+            {
+                return Ok(replay);
+            }
+            let mut report = ImportReport {
+                rows: checked.rows,
+                imported: 0,
+                partial,
+                errors: checked.errors.clone(),
+                visits: Vec::new(),
+            };
+            let clinicians: Vec<&str> = checked.good.iter().map(|r| r.visit.clinician_id.as_str()).collect();
+            tx.lock_calendars(&clinicians).await?;
+            // Earlier rows of this file, per clinician, to name the line an
+            // overlap is with; the database decides either way.
+            let mut placed: HashMap<&str, Vec<(i64, i64, usize)>> = HashMap::new();
+            for row in &checked.good {
+                let (start, end) =
+                    (row.visit.scheduled_start, row.visit.scheduled_start + row.visit.duration_minutes * 60);
+                let audit = AuditEvent {
+                    at: self.now,
+                    actor: self.actor.clone(),
+                    action: "created".into(),
+                    visit_id: Some(row.visit.id.clone()),
+                    detail: Some(format!("import line {}", row.line)),
+                };
+                tx.savepoint("import_row").await?;
+                match crate::visits::place(&mut tx, Some(&row.patient), &row.visit, self.link_margins, &audit, self.now)
+                    .await
+                {
+                    Ok(booked) => {
+                        tx.release("import_row").await?;
+                        placed.entry(row.visit.clinician_id.as_str()).or_default().push((start, end, row.line));
+                        report.visits.push(json!({
+                            "line": row.line,
+                            "visit_id": booked.visit.id,
+                            "patient_link": format!("{}/join/{}", self.public_url, booked.token),
+                        }));
+                        report.imported += 1;
+                    }
+                    Err(StoreError::Overlap) => {
+                        tx.rollback_to("import_row").await?;
+                        tx.release("import_row").await?;
+                        let earlier = placed
+                            .get(row.visit.clinician_id.as_str())
+                            .and_then(|rows| rows.iter().find(|(s, e, _)| start < *e && end > *s));
+                        let with = match earlier {
+                            Some((_, _, line)) => format!("line {line}"),
+                            None => "an existing visit".to_string(),
+                        };
+                        report.errors.push(RowError {
+                            line: row.line,
+                            field: "start".into(),
+                            message: format!("overlaps {with} of the same clinician"),
+                        });
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-            },
-        };
-        let (hospital_id, contact) = (opt(c_hospital), opt(c_contact));
-        if hospital_id.as_ref().is_some_and(|h| h.chars().count() > 64)
-            || contact.as_ref().is_some_and(|c| c.chars().count() > 200)
-        {
-            bad("row", "hospital_id (64) or contact (200) is too long".into());
-            continue;
-        }
-        // No overlap with the clinician's calendar, nor with earlier rows.
-        let end = start + duration * 60;
-        if !booked.contains_key(&clinician_id) {
-            let busy =
-                store.busy_intervals(&clinician_id, now - 86_400, now + 3 * 366 * 86_400).await.unwrap_or_default();
-            booked.insert(clinician_id.clone(), busy.into_iter().map(|(s, e)| (s, e, 0)).collect());
-        }
-        let calendar = booked.get_mut(&clinician_id).expect("inserted above");
-        if let Some((_, _, other)) = calendar.iter().find(|(s, e, _)| start < *e && end > *s) {
-            let with = if *other == 0 { "an existing visit".to_string() } else { format!("line {other}") };
-            bad("start", format!("overlaps {with} of the same clinician"));
-            continue;
-        }
-        calendar.push((start, end, line));
-        let patient = Patient {
-            id: crate::secret::random_id("pt"),
-            display_name: name.to_string(),
-            hospital_id,
-            contact,
-            created_at: now,
-        };
-        let visit = NewVisit {
-            id: crate::secret::random_id("v"),
-            patient_id: patient.id.clone(),
-            clinician_id,
-            scheduled_start: start,
-            duration_minutes: duration,
-            kind,
-        };
-        good.push((line, patient, visit));
+            }
+            report.errors.sort_by_key(|e| e.line);
+            if !report.errors.is_empty() && !partial {
+                // Nothing is imported: the transaction is dropped, rolled back.
+                report.imported = 0;
+                report.visits.clear();
+                return Ok(Answer { status: report.status(), body: json!({ "import": report }), replayed: false });
+            }
+            let answer = Answer { status: report.status(), body: json!({ "import": report }), replayed: false };
+            if let Some(sealer) = sealer {
+                idempotency.record(&mut tx, sealer, &answer).await?;
+            }
+            tx.commit().await?;
+            Ok(answer)
+        })
+        .await
     }
 
-    let mut report = ImportReport { rows: rows.len(), imported: 0, partial, errors, visits: Vec::new() };
-    if !report.errors.is_empty() && !partial {
-        return Ok(report);
-    }
-    let mut batch = Vec::new();
-    for (line, patient, visit) in good {
-        let window = (visit.scheduled_start, visit.scheduled_start + visit.duration_minutes * 60);
-        let (link, token) =
-            crate::visits_api::make_link(&visit.id, window, ctx.link_margins, LinkRole::Patient, None, now);
-        let audit = AuditEvent {
-            at: now,
-            actor: ctx.actor.clone(),
-            action: "created".into(),
-            visit_id: Some(visit.id.clone()),
-            detail: Some(format!("import line {line}")),
-        };
-        report.visits.push(serde_json::json!({ "line": line, "visit_id": visit.id, "patient_link": format!("{}/join/{token}", ctx.public_url) }));
-        batch.push((patient, visit, link, audit));
-    }
-    match store.create_visits(&batch, now).await {
-        Ok(()) => report.imported = batch.len(),
-        Err(e) => {
-            report.visits.clear();
-            report.errors.push(RowError { line: 0, field: "file".into(), message: format!("nothing imported: {e}") });
+    /// Reads the file and checks every row's contents (not yet the calendar).
+    async fn check(&self, bytes: &[u8]) -> Result<Checked, ImportError> {
+        let store = self.store;
+        if bytes.len() > MAX_IMPORT_BYTES {
+            return Err(ImportError::TooLarge);
         }
+        let text = std::str::from_utf8(bytes).map_err(|e| ImportError::NotUtf8(e.valid_up_to()))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+        let records = parse_csv(text);
+        let Some(((_, header), rows)) = records.split_first() else { return Err(ImportError::Empty) };
+        if rows.is_empty() {
+            return Err(ImportError::Empty);
+        }
+        let column = |name: &str| header.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+        let need = |name: &'static str| column(name).ok_or(ImportError::MissingColumn(name));
+        let (c_email, c_name, c_start, c_duration) =
+            (need("clinician_email")?, need("patient_name")?, need("start")?, need("duration_minutes")?);
+        let (c_hospital, c_contact, c_kind) = (column("hospital_id"), column("contact"), column("kind"));
+
+        let now = self.now;
+        let mut errors = Vec::new();
+        let mut good = Vec::new();
+        let mut clinicians: HashMap<String, Option<String>> = HashMap::new();
+        for (line, row) in rows {
+            let line = *line;
+            let get = |i: usize| row.get(i).map(|s| s.trim()).unwrap_or("");
+            let opt = |i: Option<usize>| i.map(&get).filter(|s| !s.is_empty()).map(str::to_owned);
+            let mut bad = |field: &str, message: String| errors.push(RowError { line, field: field.into(), message });
+            if row.len() != header.len() {
+                bad("row", format!("has {} fields, the header has {}", row.len(), header.len()));
+                continue;
+            }
+            let email = get(c_email).to_lowercase();
+            if !clinicians.contains_key(&email) {
+                let id = store
+                    .clinician_by_email(&email)
+                    .await
+                    .ok()
+                    .flatten()
+                    .filter(|c| c.active && c.role != StaffRole::Ops)
+                    .map(|c| c.id);
+                clinicians.insert(email.clone(), id);
+            }
+            let Some(clinician_id) = clinicians.get(&email).cloned().flatten() else {
+                bad("clinician_email", format!("no active clinician {email:?}"));
+                continue;
+            };
+            let name = get(c_name);
+            if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+                bad("patient_name", "must have 1 to 200 characters".into());
+                continue;
+            }
+            let Some(start) = parse_rfc3339(get(c_start)) else {
+                bad(
+                    "start",
+                    format!(
+                        "{:?} is not an RFC 3339 time (e.g. 2027-01-18T09:30:00+01:00)",
+                        get(c_start).chars().take(40).collect::<String>()
+                    ),
+                );
+                continue;
+            };
+            if start < now - 86_400 || start > now + 2 * 366 * 86_400 {
+                bad("start", "must be between yesterday and two years ahead".into());
+                continue;
+            }
+            let Ok(duration) = get(c_duration).parse::<i64>() else {
+                bad("duration_minutes", "must be a whole number of minutes".into());
+                continue;
+            };
+            if !(5..=240).contains(&duration) {
+                bad("duration_minutes", "must be between 5 and 240".into());
+                continue;
+            }
+            let kind = match opt(c_kind) {
+                None => VisitKind::FollowUp,
+                Some(k) => match k.parse::<VisitKind>() {
+                    Ok(k) => k,
+                    Err(()) => {
+                        bad("kind", "must be follow_up, first or group".into());
+                        continue;
+                    }
+                },
+            };
+            let (hospital_id, contact) = (opt(c_hospital), opt(c_contact));
+            if hospital_id.as_ref().is_some_and(|h| h.chars().count() > 64)
+                || contact.as_ref().is_some_and(|c| c.chars().count() > 200)
+            {
+                bad("row", "hospital_id (64) or contact (200) is too long".into());
+                continue;
+            }
+            let patient = Patient {
+                id: crate::secret::random_id("pt"),
+                display_name: name.to_string(),
+                hospital_id,
+                contact,
+                created_at: now,
+            };
+            let visit = NewVisit {
+                id: crate::secret::random_id("v"),
+                patient_id: patient.id.clone(),
+                clinician_id,
+                scheduled_start: start,
+                duration_minutes: duration,
+                kind,
+            };
+            good.push(GoodRow { line, patient, visit });
+        }
+        Ok(Checked { rows: rows.len(), good, errors })
     }
-    Ok(report)
-}
-
-/// `POST /api/visits/import` query.
-#[derive(Debug, Deserialize)]
-pub struct ImportQuery {
-    /// Import the good rows even if others are bad.
-    #[serde(default)]
-    pub partial: bool,
-}
-
-/// `POST /api/visits/import` (admins): the CSV is the body.
-pub async fn handler(
-    State(app): State<Arc<App>>,
-    staff: Staff,
-    ApiQuery(q): ApiQuery<ImportQuery>,
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    staff.require(&[StaffRole::Admin])?;
-    let body = body.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the file is larger than 16 MiB")
-    })?;
-    let ctx = ImportContext {
-        store: &app.store,
-        now: app.clock.now(),
-        public_url: app.public_url.clone(),
-        link_margins: (app.config.link_opens_before, app.config.link_closes_after),
-        actor: format!("clinician:{}", staff.0.id),
-    };
-    let report = import(&ctx, &body, q.partial).await.map_err(|e| {
-        let code = match e {
-            ImportError::NotUtf8(_) => "not_utf8",
-            ImportError::Empty => "empty_file",
-            ImportError::MissingColumn(_) => "missing_column",
-            ImportError::TooLarge => "payload_too_large",
-        };
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, e.to_string())
-    })?;
-    let status = if !report.errors.is_empty() && !report.partial {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else if report.imported > 0 {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    Ok((status, Json(serde_json::json!({ "import": report }))).into_response())
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@ use teleconsult_protocol::ServerMessage;
 use teleconsult_sfu::RoomId;
 use tracing::info;
 
+use crate::app::App;
 use crate::room_registry::Outbound;
-use crate::server::App;
 use crate::store::AuditEvent;
 
 /// Closes a live room: every seat is told `room_closed` with `reason` and

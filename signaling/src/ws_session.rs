@@ -19,9 +19,9 @@ use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use crate::app::App;
 use crate::join_token::TokenError;
 use crate::room_registry::{Outbound, SeatError, SeatRef};
-use crate::server::App;
 use crate::store::VisitStatus;
 use crate::visit_rooms::audit_if_visit;
 
@@ -470,7 +470,7 @@ impl Session {
                 // Acknowledge first: closing the room closes this socket too.
                 self.send(ServerMessage::Ack { id: id.clone() });
                 if visit.is_some() {
-                    if let Err(e) = crate::visits_api::end_visit(&self.app, &clinician_id, None, &seat.room).await {
+                    if let Err(e) = crate::visits::end(&self.app, &clinician_id, &seat.room).await {
                         self.error(id, ErrorCode::VisitClosed, &e.message);
                         return true;
                     }

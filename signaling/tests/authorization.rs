@@ -53,8 +53,8 @@ async fn http_authorization_matrix() {
             Actor::PatientToken => Some(patient_token.clone()),
         }
     };
-    let start = teleconsult_signaling::timefmt::rfc3339(server.app.clock.now() + 3600);
-    let create_for_owner = json!({"patient": {"display_name": "P"}, "scheduled_start": start, "duration_minutes": 15, "clinician_id": owner.clinician_id}).to_string();
+    // Each booking gets its own time (a clinician never has two visits at once).
+    let create_for_owner = json!({"patient": {"display_name": "P"}, "scheduled_start": "__START__", "duration_minutes": 15, "clinician_id": owner.clinician_id}).to_string();
 
     let owner_day = format!("/api/visits?clinician_id={}", owner.clinician_id);
     // (method, path with {id}, body, expected status for each actor in order:
@@ -87,6 +87,9 @@ async fn http_authorization_matrix() {
             let path = template.replace("{id}", &visit);
             let auth = bearer(*actor);
             let headers: Vec<(&str, &str)> = auth.iter().map(|b| ("Authorization", b.as_str())).collect();
+            let start =
+                teleconsult_signaling::timefmt::rfc3339(server.app.clock.now() + 30 * 86_400 + checked as i64 * 3600);
+            let body = body.as_ref().map(|b| b.replace("__START__", &start));
             let r = http(&server, method, &path, &headers, body.as_deref()).await;
             assert_eq!(r.status, *want, "{actor:?} {method} {path}: {}", r.body);
             let want_code = match want {

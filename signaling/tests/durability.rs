@@ -1,4 +1,5 @@
-//! Visits and links survive a SIGKILL: the real binary, a real SQLite file.
+//! Visits and links survive a SIGKILL: the real binary, on a real SQLite
+//! file and a real PostgreSQL database.
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{HttpResponse, http_to, temp_db};
+use common::{HttpResponse, http_to, temp_db, temp_postgres};
 use serde_json::json;
 
 const SECRET: &str = "durability-test-secret-0123456789abcdef";
@@ -17,12 +18,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-async fn spawn_server(db: &std::path::Path, port: u16) -> Child {
-    spawn_server_with(db, port, &[]).await
-}
-
 #[allow(clippy::zombie_processes)] // the caller owns the child and kills it
-async fn spawn_server_with(db: &std::path::Path, port: u16, extra: &[&str]) -> Child {
+async fn spawn_server_with(db: &str, port: u16, extra: &[&str]) -> Child {
     let child = Command::new(BIN)
         .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0", "--media-ips", "127.0.0.1"])
         .args(extra)
@@ -57,7 +54,7 @@ async fn login(addr: SocketAddr) -> String {
     format!("Bearer {}", r.json()["access_token"].as_str().unwrap())
 }
 
-fn create_clinician(db: &std::path::Path) {
+fn create_clinician(db: &str) {
     // The admin CLI reads the password from standard input, never argv.
     let mut create = Command::new(BIN)
         .args(["admin", "create-clinician", "--email", "onco@h.fr", "--name", "Dr Onco", "--specialty", "oncologist"])
@@ -72,18 +69,28 @@ fn create_clinician(db: &std::path::Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn visits_and_links_survive_sigkill() {
-    let db = temp_db();
+async fn visits_and_links_survive_sigkill_on_sqlite() {
+    visits_and_links_survive_sigkill(temp_db()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn visits_and_links_survive_sigkill_on_postgres() {
+    visits_and_links_survive_sigkill(temp_postgres().await).await;
+}
+
+async fn visits_and_links_survive_sigkill(db: String) {
     create_clinician(&db);
 
     let port = free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut server = spawn_server(&db, port).await;
+    // Links open ten hours ahead, so every visit's link works at once.
+    let opens = ["--link-opens-before-mins", "600"];
+    let mut server = spawn_server_with(&db, port, &opens).await;
     let bearer = login(addr).await;
     let mut created = Vec::new();
     for i in 0..20 {
         let start =
-            teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 60 * i);
+            teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + 20 * 60 * i);
         let body = json!({"patient": {"display_name": format!("Patient {i}")}, "scheduled_start": start, "duration_minutes": 15});
         let r = http_to(addr, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await;
         assert_eq!(r.status, 201, "{}", r.body);
@@ -96,7 +103,7 @@ async fn visits_and_links_survive_sigkill() {
     server.kill().unwrap();
     server.wait().unwrap();
 
-    let mut server = spawn_server(&db, port).await;
+    let mut server = spawn_server_with(&db, port, &opens).await;
     let bearer = login(addr).await;
     for (visit, token) in &created {
         let r: HttpResponse =
@@ -121,8 +128,16 @@ async fn visits_and_links_survive_sigkill() {
 /// answer and the outbox update may arrive twice, with the same idempotency
 /// key, so the gateway can drop it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bookings_and_reminders_survive_sigkill() {
-    let db = temp_db();
+async fn bookings_and_reminders_survive_sigkill_on_sqlite() {
+    bookings_and_reminders_survive_sigkill(temp_db()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_and_reminders_survive_sigkill_on_postgres() {
+    bookings_and_reminders_survive_sigkill(temp_postgres().await).await;
+}
+
+async fn bookings_and_reminders_survive_sigkill(db: String) {
     create_clinician(&db);
     let gateway = common::webhook_receiver(0).await;
     let port = free_port();

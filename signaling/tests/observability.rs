@@ -84,7 +84,7 @@ async fn configs_are_valid_and_name_only_real_metrics() {
             serde_json::to_string(e).unwrap()
         ));
     }
-    let tmp = common::temp_db().with_extension("rules.yml");
+    let tmp = std::path::PathBuf::from(common::temp_db()).with_extension("rules.yml");
     std::fs::write(&tmp, rules).unwrap();
     let (ok, out) = promtool(&["check", "rules", tmp.to_str().unwrap()]);
     assert!(ok, "dashboard queries: {out}");

@@ -96,7 +96,7 @@ async fn worker_transitions_on_simulated_time() {
         assert!(actions.contains(&wanted), "{wanted} in {actions:?}");
     }
     let outbox = server.app.store.outbox_entries().await.unwrap();
-    assert!(outbox.iter().all(|(_, delivered, _)| *delivered), "the outbox is drained: {outbox:?}");
+    assert!(outbox.iter().all(|e| e.delivered), "the outbox is drained: {outbox:?}");
     server.shutdown().await;
 }
 

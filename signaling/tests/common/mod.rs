@@ -26,7 +26,8 @@ pub fn config() -> Config {
         peer_timeout: Duration::from_secs(20),
         token_secret: Some(SECRET.into()),
         log_format: LogFormat::Text,
-        db_path: temp_db(),
+        db: temp_db(),
+        db_pool: Default::default(),
         public_url: None,
         link_opens_before: 30 * 60,
         link_closes_after: 2 * 3600,
@@ -39,17 +40,20 @@ pub fn config() -> Config {
     }
 }
 
-/// A fresh database file under the system temp directory.
-pub fn temp_db() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("teleconsult-test-{}-{}.db", std::process::id(), rand_suffix()))
+/// A fresh SQLite file under the system temp directory.
+pub fn temp_db() -> String {
+    teleconsult_signaling::store::test_databases::sqlite_file()
 }
 
-fn rand_suffix() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    (u64::from(nanos) << 16) | NEXT.fetch_add(1, Ordering::Relaxed)
+/// A fresh, empty PostgreSQL database (see `TELECONSULT_TEST_POSTGRES`).
+pub async fn temp_postgres() -> String {
+    teleconsult_signaling::store::test_databases::postgres().await.expect("a PostgreSQL server for tests")
+}
+
+/// Both backends, for tests that must hold on each: `("sqlite", location)`
+/// and `("postgres", url)`.
+pub async fn both_databases() -> Vec<(&'static str, String)> {
+    vec![("sqlite", temp_db()), ("postgres", temp_postgres().await)]
 }
 
 pub fn init_logs() {
@@ -197,23 +201,32 @@ impl Session {
     }
 }
 
-/// Creates a visit for `session` starting `in_secs` from the server's clock;
-/// returns (visit id, patient link token).
+/// Creates a 20-minute visit for `session` starting `in_secs` from the
+/// server's clock, or at the first free 20 minutes after that (a clinician
+/// never has two visits at once); returns (visit id, patient link token).
 pub async fn create_visit(server: &RunningServer, session: &Session, in_secs: i64) -> (String, String) {
-    let start = teleconsult_signaling::timefmt::rfc3339(server.app.clock.now() + in_secs);
-    let body = serde_json::json!({
-        "patient": {"display_name": "Jeanne Dupont", "hospital_id": "H-123"},
-        "scheduled_start": start,
-        "duration_minutes": 20,
-        "kind": "follow_up"
-    })
-    .to_string();
-    let r = http(server, "POST", "/api/visits", &[("Authorization", &session.bearer())], Some(&body)).await;
-    assert_eq!(r.status, 201, "create visit: {}", r.body);
-    let v = r.json();
-    let url = v["patient_link"]["url"].as_str().unwrap();
-    let token = url.rsplit('/').next().unwrap().to_string();
-    (v["visit"]["id"].as_str().unwrap().to_string(), token)
+    let mut at = server.app.clock.now() + in_secs;
+    for _ in 0..200 {
+        let start = teleconsult_signaling::timefmt::rfc3339(at);
+        let body = serde_json::json!({
+            "patient": {"display_name": "Jeanne Dupont", "hospital_id": "H-123"},
+            "scheduled_start": start,
+            "duration_minutes": 20,
+            "kind": "follow_up"
+        })
+        .to_string();
+        let r = http(server, "POST", "/api/visits", &[("Authorization", &session.bearer())], Some(&body)).await;
+        if r.status == 409 && r.code().as_deref() == Some("slot_taken") {
+            at += 20 * 60;
+            continue;
+        }
+        assert_eq!(r.status, 201, "create visit: {}", r.body);
+        let v = r.json();
+        let url = v["patient_link"]["url"].as_str().unwrap();
+        let token = url.rsplit('/').next().unwrap().to_string();
+        return (v["visit"]["id"].as_str().unwrap().to_string(), token);
+    }
+    panic!("no free 20 minutes for a test visit");
 }
 
 /// A server on a manual clock set to `now`.

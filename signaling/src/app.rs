@@ -1,0 +1,57 @@
+//! The application's shared state: settings, keys, the store, live rooms,
+//! the media plane and the clock. Every handler, session and background
+//! task gets one `Arc<App>`; nothing else is global.
+
+use std::sync::Arc;
+
+use teleconsult_sfu::SfuHandle;
+use tokio::sync::watch;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::join_token::TokenKeys;
+use crate::metrics::Metrics;
+use crate::room_registry::RoomRegistry;
+use crate::secret::Sealer;
+use crate::staff_auth::LoginThrottle;
+use crate::store::Store;
+
+/// Everything the handlers share.
+pub struct App {
+    /// Resolved settings.
+    pub config: Config,
+    /// Token keys.
+    pub keys: TokenKeys,
+    /// Seals secrets the server keeps for a while (idempotent answers).
+    pub sealer: Sealer,
+    /// The media plane.
+    pub sfu: SfuHandle,
+    /// Live rooms and seats.
+    pub rooms: RoomRegistry,
+    /// Counters.
+    pub metrics: Metrics,
+    /// The durable store.
+    pub store: Store,
+    /// Wall-clock time (injectable for tests).
+    pub clock: Arc<dyn Clock>,
+    /// Failed-login slowdown.
+    pub login_throttle: LoginThrottle,
+    /// Base URL for links (no trailing slash).
+    pub public_url: String,
+    /// Live snapshots for the ops dashboard.
+    pub ops_snapshots: crate::ops_dashboard::Snapshots,
+    /// Flips to true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl App {
+    /// A patient or guest link's URL.
+    pub fn link_url(&self, token: &str) -> String {
+        format!("{}/join/{token}", self.public_url)
+    }
+
+    /// How long links open before and stay valid after a visit (seconds).
+    pub fn link_margins(&self) -> (i64, i64) {
+        (self.config.link_opens_before, self.config.link_closes_after)
+    }
+}
