@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first:
 # Debian's Chromium (browser tests), Debian's prometheus (for promtool, which
-# checks deploy/observability), Redis and PostgreSQL (started if they are
-# installed but not running), cargo-nextest, and the npm packages of
-# web-client/. Works from a fresh clone; run as root (or with rights to
-# apt-get) on Debian.
+# checks deploy/observability), Redis and PostgreSQL (installed, started and
+# made reachable on 127.0.0.1 where missing), cargo-nextest, and the npm
+# packages of web-client/. Works from a fresh clone; run as root (or with
+# rights to apt-get) on Debian.
+#
+# The store's tests and the concurrency, durability and browser tests run on
+# both SQLite (temp files) and PostgreSQL (a fresh database each, named
+# tc_test_*, on the server in TELECONSULT_TEST_POSTGRES).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +35,34 @@ start_services() {
   if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     log "starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+    for _ in $(seq 50); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 0.2; done
   fi
+}
+
+# A URL through which tests may create databases. A fresh Debian install
+# asks for a password over TCP: give the postgres role one, for tests only.
+postgres_admin_url() {
+  local trust="postgres://postgres@127.0.0.1:5432/postgres"
+  if psql "$trust" -Atqc 'SELECT 1' >/dev/null 2>&1; then
+    echo "$trust"
+    return
+  fi
+  su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'teleconsult-test'\"" >/dev/null
+  echo "postgres://postgres:teleconsult-test@127.0.0.1:5432/postgres"
+}
+
+# Databases and files that earlier runs left behind (a killed test cannot
+# clean up after itself). A database still in use is skipped.
+drop_leftovers() {
+  psql "$TELECONSULT_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'tc_test_%'" 2>/dev/null |
+    while read -r db; do psql "$TELECONSULT_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
+  find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'teleconsult-*test-*.db*' -mmin +60 -delete 2>/dev/null || true
 }
 
 install_debian_packages
 start_services
+export TELECONSULT_TEST_POSTGRES="${TELECONSULT_TEST_POSTGRES:-$(postgres_admin_url)}"
+drop_leftovers
 if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
@@ -54,5 +81,8 @@ cargo nextest run --workspace --locked --no-fail-fast || status=1
 
 log "browser tests (Playwright + Chromium)"
 (cd web-client && npm ci --no-audit --no-fund --loglevel=error && npm test) || status=1
+
+log "browser test of the main path on PostgreSQL"
+(cd web-client && TELECONSULT_BROWSER_POSTGRES="$TELECONSULT_TEST_POSTGRES" node --test tests/console.test.mjs) || status=1
 
 exit $status

@@ -120,6 +120,7 @@ async function copyGuestLink(visitId) {
 
 async function startVisit(visitId) {
   state.visitId = visitId;
+  state.bookingKey = null;
   await api(`/api/visits/${visitId}/start`, { method: 'POST' });
   const { join_token: joinToken } = await api(`/api/visits/${visitId}/join-token`, { method: 'POST' });
   showOnly('visit');
@@ -307,6 +308,14 @@ function wireControls() {
     event.preventDefault();
     bookFollowUp().catch((error) => { $('booking-result').textContent = `Not booked: ${error.message}`; });
   });
+  // A changed form is a new booking; the same form sent again (a double
+  // click, a retry after a lost answer) reuses its key and books once.
+  $('booking').addEventListener('input', () => { state.bookingKey = newKey(); });
+}
+
+/** A random idempotency key (128 bits, hex). */
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 async function bookFollowUp() {
@@ -316,7 +325,19 @@ async function bookFollowUp() {
     priority: $('priority').value,
     reason: $('reason').value,
   };
-  const result = await api(`/api/visits/${state.visitId}/follow-ups`, { method: 'POST', body: JSON.stringify(body) });
+  state.bookingKey ??= newKey();
+  const submit = $('booking').querySelector('button[type=submit]');
+  submit.disabled = true;
+  let result;
+  try {
+    result = await api(`/api/visits/${state.visitId}/follow-ups`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+      headers: { 'Idempotency-Key': state.bookingKey },
+    });
+  } finally {
+    submit.disabled = false;
+  }
   state.lastFollowUp = result;
   $('booking-result').textContent = result.follow_up.status === 'placed'
     ? `Booked for ${new Date(result.visit.scheduled_start).toLocaleString([], { dateStyle: 'full', timeStyle: 'short' })}. The patient's link: ${result.patient_link.url}`

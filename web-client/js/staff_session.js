@@ -11,12 +11,20 @@ export class StaffSession {
     this.me = null;
   }
 
-  /** Renews the session from the refresh cookie; true when signed in. */
+  /**
+   * Renews the session from the refresh cookie; true when signed in. Tabs
+   * take turns (Web Locks): a refresh token is single-use, and two tabs
+   * sending the same one at once would look like a stolen token and end
+   * the session. The second tab sends the cookie the first one received.
+   */
   async refresh() {
-    const r = await fetch('/api/auth/refresh', { method: 'POST' });
-    if (!r.ok) return false;
-    this.#accept(await r.json());
-    return true;
+    const renew = async () => {
+      const r = await fetch('/api/auth/refresh', { method: 'POST' });
+      if (!r.ok) return false;
+      this.#accept(await r.json());
+      return true;
+    };
+    return navigator.locks ? navigator.locks.request('teleconsult-refresh', renew) : renew();
   }
 
   /** Signs in; null on success, else the reason in plain words. */

@@ -100,7 +100,8 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   await desk.fill('#due-count', '2');
   await desk.selectOption('#due-unit', 'weeks');
   await desk.fill('#reason', 'Scan results');
-  await desk.click('#booking button[type=submit]');
+  // A double click books once.
+  await desk.dblclick('#booking button[type=submit]');
   await desk.waitForFunction(() => document.getElementById('booking-result').textContent.length > 0);
   assert.match(await desk.textContent('#booking-result'), /^Booked for .+\/join\//, 'the follow-up is placed and its link shown');
   const booked = await desk.evaluate(() => window.teleconsultConsole.state.lastFollowUp);
@@ -111,5 +112,7 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   await desk.click('#back');
   await desk.waitForSelector(`#queue tr[data-follow-up="${booked.follow_up.id}"]`);
   assert.match(await desk.textContent('#queue'), /Scan results.*placed/s, 'the booked follow-up shows in the queue');
+  const rows = await desk.$$eval('#queue tr', (trs) => trs.filter((tr) => /Scan results/.test(tr.textContent)).length);
+  assert.equal(rows, 1, 'the double click booked one follow-up');
   assert.deepEqual(await axeViolations(desk), [], 'the booking dialog has no serious accessibility violations');
 });

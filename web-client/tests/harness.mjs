@@ -1,7 +1,7 @@
 // Shared set-up for browser tests: a real `teleconsult serve` on loopback
 // ports, and Debian's Chromium driven by playwright-core with fake devices.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -29,6 +29,21 @@ async function freePort() {
 }
 
 /**
+ * The database for a test server: a fresh SQLite file, or, when
+ * TELECONSULT_BROWSER_POSTGRES names a server (an admin URL such as
+ * postgres://postgres@127.0.0.1:5432/postgres), a fresh database on it.
+ */
+function testDatabase(port) {
+  const admin = process.env.TELECONSULT_BROWSER_POSTGRES;
+  if (!admin) return join(tmpdir(), `teleconsult-browser-test-${process.pid}-${port}.db`);
+  const name = `tc_test_browser_${process.pid}_${port}`;
+  execFileSync('psql', [admin, '-q', '-c', `CREATE DATABASE ${name}`]);
+  const url = new URL(admin);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
+/**
  * Starts `teleconsult serve --demo` on a free loopback port and returns
  * { base, links: { clinician, patient, guest }, stop() }.
  */
@@ -37,7 +52,7 @@ export async function startDemoServer(extraArgs = []) {
   const child = spawn(
     serverBinary(),
     ['serve', '--demo', '--http-addr', `127.0.0.1:${port}`, '--media-port', '0', '--media-ips', '127.0.0.1',
-      '--db', join(tmpdir(), `teleconsult-browser-test-${process.pid}-${port}.db`), ...extraArgs],
+      '--db', testDatabase(port), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TELECONSULT_LOG: process.env.TELECONSULT_LOG ?? 'warn' } },
   );
   let stdout = '';

@@ -85,4 +85,21 @@ impl Store {
             .await?;
         rows.iter().map(|r| Ok((text(r, "status")?, int(r, "n")?))).collect()
     }
+
+    /// Pairs of live visits of one clinician that overlap. The database's
+    /// rules keep this at zero; tests and health checks verify it.
+    pub async fn overlapping_live_visits(&self) -> StoreResult<i64> {
+        let row = self
+            .retrying_query(|| {
+                sqlx::query(
+                    "SELECT COUNT(*) AS n FROM visits a JOIN visits b ON a.clinician_id = b.clinician_id AND a.id < b.id \
+                     WHERE a.status IN ('scheduled', 'in_progress') AND b.status IN ('scheduled', 'in_progress') \
+                     AND a.scheduled_start < b.scheduled_start + b.duration_minutes * 60 \
+                     AND b.scheduled_start < a.scheduled_start + a.duration_minutes * 60",
+                )
+                .fetch_one(self.pool())
+            })
+            .await?;
+        int(&row, "n")
+    }
 }

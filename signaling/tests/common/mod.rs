@@ -231,9 +231,17 @@ pub async fn create_visit(server: &RunningServer, session: &Session, in_secs: i6
 
 /// A server on a manual clock set to `now`.
 pub async fn server_at(now: i64) -> (RunningServer, std::sync::Arc<teleconsult_signaling::clock::ManualClock>) {
+    server_at_with(now, config()).await
+}
+
+/// A server with `config` on a manual clock set to `now`.
+pub async fn server_at_with(
+    now: i64,
+    config: Config,
+) -> (RunningServer, std::sync::Arc<teleconsult_signaling::clock::ManualClock>) {
     init_logs();
     let clock = std::sync::Arc::new(teleconsult_signaling::clock::ManualClock::new(now));
-    let server = teleconsult_signaling::server::start_with_clock(config(), clock.clone()).await.expect("server starts");
+    let server = teleconsult_signaling::server::start_with_clock(config, clock.clone()).await.expect("server starts");
     (server, clock)
 }
 
