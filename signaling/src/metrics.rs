@@ -89,7 +89,12 @@ impl Metrics {
     }
 
     /// Renders everything in the Prometheus text format.
-    pub fn render(&self, rooms: &RoomFigures, visits_finished: &[(String, i64)], workers: &[WorkerStats]) -> String {
+    pub fn render(
+        &self,
+        rooms: &RoomFigures,
+        visits_finished: &[(crate::store::VisitStatus, i64)],
+        workers: &[WorkerStats],
+    ) -> String {
         let mut out = String::new();
         metric(&mut out, "teleconsult_ws_connections", "gauge", "Open WebSocket connections.");
         let _ = writeln!(out, "teleconsult_ws_connections {}", self.ws_connections.load(Ordering::Relaxed));
@@ -131,9 +136,10 @@ impl Metrics {
             &[("", &locked(&self.join))],
         );
         metric(&mut out, "teleconsult_visits_finished_total", "counter", "Visits by final status.");
-        for status in ["completed", "no_show", "cancelled"] {
-            let n = visits_finished.iter().find(|(s, _)| s == status).map(|(_, n)| *n).unwrap_or(0);
-            let _ = writeln!(out, "teleconsult_visits_finished_total{{status=\"{status}\"}} {n}");
+        use crate::store::VisitStatus;
+        for status in [VisitStatus::Completed, VisitStatus::NoShow, VisitStatus::Cancelled] {
+            let n = visits_finished.iter().find(|(s, _)| *s == status).map(|(_, n)| *n).unwrap_or(0);
+            let _ = writeln!(out, "teleconsult_visits_finished_total{{status=\"{}\"}} {n}", status.as_str());
         }
 
         type Field = fn(&WorkerStats) -> u64;
@@ -275,7 +281,7 @@ mod tests {
         figures.in_call.insert("clinician", 1);
         let mut w = WorkerStats { packets_forwarded: 7, ..Default::default() };
         w.turnaround.observe(&TURNAROUND_BUCKETS_SECS, 0.0003);
-        let text = m.render(&figures, &[("completed".into(), 4)], &[w]);
+        let text = m.render(&figures, &[(crate::store::VisitStatus::Completed, 4)], &[w]);
         assert!(text.contains("teleconsult_ws_connections 2"));
         assert!(text.contains("teleconsult_ws_errors_total{code=\"room_full\"} 1"));
         assert!(text.contains("teleconsult_sfu_packets_forwarded_total{worker=\"0\"} 7"));

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use crate::api_extract::{ApiJson, ApiQuery, Staff};
 use crate::app::App;
 use crate::http_error::ApiError;
-use crate::store::StaffRole;
+use crate::store::{StaffRole, VisitStatus};
 use crate::timefmt::{day_range, rfc3339};
 
 /// Who may see operations: ops and admins.
@@ -311,25 +311,26 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
     let mut days = Vec::new();
     for d in 0..7 {
         let (day_from, day_to) = (from + d * 86_400, from + (d + 1) * 86_400);
-        let mut counts: HashMap<&str, i64> = HashMap::new();
+        let mut counts: HashMap<VisitStatus, i64> = HashMap::new();
         for (start, status) in &visits {
             if (day_from..day_to).contains(start) {
-                *counts.entry(status.as_str()).or_default() += 1;
+                *counts.entry(*status).or_default() += 1;
             }
         }
+        let count = |s: VisitStatus| counts.get(&s).copied().unwrap_or(0);
         let date = rfc3339(day_from + q.tz_offset_minutes * 60)[..10].to_string();
         days.push(json!({
             "date": date,
-            "completed": counts.get("completed").copied().unwrap_or(0),
-            "no_show": counts.get("no_show").copied().unwrap_or(0),
-            "cancelled": counts.get("cancelled").copied().unwrap_or(0),
-            "scheduled": counts.get("scheduled").copied().unwrap_or(0) + counts.get("in_progress").copied().unwrap_or(0),
+            "completed": count(VisitStatus::Completed),
+            "no_show": count(VisitStatus::NoShow),
+            "cancelled": count(VisitStatus::Cancelled),
+            "scheduled": count(VisitStatus::Scheduled) + count(VisitStatus::InProgress),
         }));
     }
     let mut waits = app.store.admission_waits(from, to).await?;
     waits.sort_unstable();
     let median_wait_secs = if waits.is_empty() { None } else { Some(waits[waits.len() / 2]) };
-    let teleconsultations = visits.iter().filter(|(_, s)| s == "completed").count() as i64;
+    let teleconsultations = visits.iter().filter(|(_, s)| *s == VisitStatus::Completed).count() as i64;
     let total = app.store.consultation_total(&start).await?;
     Ok(json!({
         "week_start": start,

@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::info;
 
-pub use crate::app::App;
+use crate::app::App;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::join_token::TokenKeys;

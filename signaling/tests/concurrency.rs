@@ -21,15 +21,16 @@ async fn server_on(db: String) -> RunningServer {
     common::server_at_with(MONDAY_8H, config).await.0
 }
 
+/// A request in flight, labelled with what it is.
+type Labelled = std::pin::Pin<Box<dyn std::future::Future<Output = (String, HttpResponse)> + Send>>;
+
 fn no_5xx(what: &str, responses: &[HttpResponse]) {
     for r in responses {
         assert!(r.status < 500 && r.status != 0, "{what}: {} {}", r.status, r.body);
     }
 }
 
-async fn all<F: std::future::Future<Output = HttpResponse> + Send + 'static>(
-    futures: Vec<F>,
-) -> Vec<HttpResponse> {
+async fn all<F: std::future::Future<Output = HttpResponse> + Send + 'static>(futures: Vec<F>) -> Vec<HttpResponse> {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();
     for h in handles {
@@ -113,7 +114,12 @@ async fn refreshes(db: String) {
     let responses = all(requests).await;
     no_5xx("refresh", &responses);
     let winners: Vec<&HttpResponse> = responses.iter().filter(|r| r.status == 200).collect();
-    assert_eq!(winners.len(), 1, "exactly one refresh wins: {:?}", responses.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one refresh wins: {:?}",
+        responses.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     assert!(responses.iter().filter(|r| r.status != 200).all(|r| r.code().as_deref() == Some("invalid_refresh")));
     let new_cookie = winners[0].header("set-cookie").unwrap().split(';').next().unwrap().to_string();
     let r = http(&server, "POST", "/api/auth/refresh", &[("Cookie", &new_cookie)], None).await;
@@ -161,8 +167,7 @@ async fn booking_race(db: String) {
         csv.push_str(&format!("onco@h.fr,Imported {i},{},20\n", at(TUESDAY_9H + i * 20 * 60)));
     }
 
-    let mut requests: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = (String, HttpResponse)> + Send>>> =
-        Vec::new();
+    let mut requests: Vec<Labelled> = Vec::new();
     {
         let (server, bearer) = (server.clone(), admin.bearer());
         requests.push(Box::pin(async move {
@@ -182,7 +187,10 @@ async fn booking_race(db: String) {
         let (server, bearer) = (server.clone(), onco.bearer());
         let body = json!({"patient": {"display_name": "Walk-in"}, "scheduled_start": at(TUESDAY_9H + 40 * 60), "duration_minutes": 20});
         requests.push(Box::pin(async move {
-            ("create".into(), http(&server, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await)
+            (
+                "create".into(),
+                http(&server, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await,
+            )
         }));
     }
     {
@@ -190,7 +198,10 @@ async fn booking_race(db: String) {
         let body = json!({"scheduled_start": at(TUESDAY_9H + 60 * 60)});
         let path = format!("/api/visits/{wednesday}");
         requests.push(Box::pin(async move {
-            ("reschedule".into(), http(&server, "PATCH", &path, &[("Authorization", &bearer)], Some(&body.to_string())).await)
+            (
+                "reschedule".into(),
+                http(&server, "PATCH", &path, &[("Authorization", &bearer)], Some(&body.to_string())).await,
+            )
         }));
     }
     let handles: Vec<_> = requests.into_iter().map(tokio::spawn).collect();
@@ -214,11 +225,13 @@ async fn booking_race(db: String) {
     assert_eq!(server.app.store.overlapping_live_visits().await.unwrap(), 0, "no two live visits overlap");
     let tuesday = server.app.store.busy_intervals(&onco.clinician_id, TUESDAY_9H, TUESDAY_9H + 2 * 3600).await.unwrap();
     assert_eq!(tuesday.len(), 6, "the six slots are all taken, once each: {tuesday:?}");
-    let placed = results
+    let placed =
+        results.iter().filter(|(w, r)| w == "follow-up" && r.json()["follow_up"]["status"] == "placed").count();
+    let imported = results
         .iter()
-        .filter(|(w, r)| w == "follow-up" && r.json()["follow_up"]["status"] == "placed")
-        .count();
-    let imported = results.iter().find(|(w, _)| w == "import").map(|(_, r)| r.json()["import"]["imported"].as_u64().unwrap()).unwrap();
+        .find(|(w, _)| w == "import")
+        .map(|(_, r)| r.json()["import"]["imported"].as_u64().unwrap())
+        .unwrap();
     let others = results.iter().filter(|(w, r)| (w == "create" || w == "reschedule") && r.status < 300).count();
     assert_eq!(placed + imported as usize + others, 6, "every slot went to exactly one booking");
 }
@@ -250,7 +263,8 @@ async fn double_click(db: String) {
     )
     .await;
     let (from, _) = create_visit(&server, &onco, 3600).await;
-    let body = json!({"due_date": "2027-01-19", "duration_minutes": 20, "reason": "control", "tolerance_days": 1}).to_string();
+    let body =
+        json!({"due_date": "2027-01-19", "duration_minutes": 20, "reason": "control", "tolerance_days": 1}).to_string();
     let book = |server: Arc<RunningServer>, s: &Session, key: &'static str, body: String| {
         let (bearer, path) = (s.bearer(), format!("/api/visits/{from}/follow-ups"));
         async move {
@@ -270,7 +284,10 @@ async fn double_click(db: String) {
     assert_eq!(again.json(), responses[0].json(), "a retry gets the first answer");
     let visit = responses[0].json()["visit"]["id"].as_str().unwrap().to_string();
     let link = responses[0].json()["patient_link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
-    assert_eq!(server.app.store.busy_intervals(&onco.clinician_id, TUESDAY_9H, TUESDAY_9H + 2 * 3600).await.unwrap().len(), 1);
+    assert_eq!(
+        server.app.store.busy_intervals(&onco.clinician_id, TUESDAY_9H, TUESDAY_9H + 2 * 3600).await.unwrap().len(),
+        1
+    );
     let queue = http(&server, "GET", "/api/follow-ups", &[("Authorization", &onco.bearer())], None).await.json();
     assert_eq!(queue["follow_ups"].as_array().unwrap().len(), 1, "one follow-up booked");
     // The replayed link is the real one.
@@ -278,7 +295,8 @@ async fn double_click(db: String) {
     let hash = teleconsult_signaling::staff_auth::token_hash(&link);
     assert!(server.app.store.link_by_token_hash(&hash).await.unwrap().is_some());
     // The same key for another booking is refused.
-    let other = json!({"due_date": "2027-01-19", "duration_minutes": 20, "reason": "other", "tolerance_days": 1}).to_string();
+    let other =
+        json!({"due_date": "2027-01-19", "duration_minutes": 20, "reason": "other", "tolerance_days": 1}).to_string();
     let r = book(server.clone(), &onco, "book-1", other).await;
     assert_eq!((r.status, r.code().as_deref()), (422, Some("idempotency_key_reused")), "{}", r.body);
     // A malformed key is a 400.

@@ -1,11 +1,11 @@
 //! Figures for operations: visits by status, waiting times, and the
 //! hospital's own weekly totals. Aggregates only; no names.
 
-use super::{Store, StoreResult, int, opt_text, text};
+use super::{Store, StoreResult, VisitStatus, int, opt_text, parsed};
 
 impl Store {
     /// (scheduled start, status) of every visit starting in `[from, to)`.
-    pub async fn visit_times_and_statuses(&self, from: i64, to: i64) -> StoreResult<Vec<(i64, String)>> {
+    pub async fn visit_times_and_statuses(&self, from: i64, to: i64) -> StoreResult<Vec<(i64, VisitStatus)>> {
         let rows = self
             .retrying_query(|| {
                 sqlx::query(
@@ -16,7 +16,7 @@ impl Store {
                 .fetch_all(self.pool())
             })
             .await?;
-        rows.iter().map(|r| Ok((int(r, "scheduled_start")?, text(r, "status")?))).collect()
+        rows.iter().map(|r| Ok((int(r, "scheduled_start")?, parsed(r, "status")?))).collect()
     }
 
     /// Waiting-room times (seconds) of admissions in `[from, to)`, from the
@@ -73,7 +73,7 @@ impl Store {
     }
 
     /// Visits in each final status (completed, no_show, cancelled).
-    pub async fn finished_visit_counts(&self) -> StoreResult<Vec<(String, i64)>> {
+    pub async fn finished_visit_counts(&self) -> StoreResult<Vec<(VisitStatus, i64)>> {
         let rows = self
             .retrying_query(|| {
                 sqlx::query(
@@ -83,7 +83,7 @@ impl Store {
                 .fetch_all(self.pool())
             })
             .await?;
-        rows.iter().map(|r| Ok((text(r, "status")?, int(r, "n")?))).collect()
+        rows.iter().map(|r| Ok((parsed(r, "status")?, int(r, "n")?))).collect()
     }
 
     /// Pairs of live visits of one clinician that overlap. The database's
