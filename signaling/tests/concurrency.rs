@@ -30,6 +30,20 @@ fn no_5xx(what: &str, responses: &[HttpResponse]) {
     }
 }
 
+/// `session`'s clinician works Tuesdays 09:00–11:00 UTC in 20-minute slots.
+async fn tuesday_mornings(server: &RunningServer, session: &Session) {
+    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "11:00"}]});
+    let r = http(
+        server,
+        "PUT",
+        &format!("/api/clinicians/{}/availability", session.clinician_id),
+        &[("Authorization", &session.bearer())],
+        Some(&availability.to_string()),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
 async fn all<F: std::future::Future<Output = HttpResponse> + Send + 'static>(futures: Vec<F>) -> Vec<HttpResponse> {
     let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
     let mut out = Vec::new();
@@ -147,16 +161,7 @@ async fn booking_race(db: String) {
     create_staff(&server, "admin@h.fr", StaffRole::Admin).await;
     let onco = login(&server, "onco@h.fr").await;
     let admin = login(&server, "admin@h.fr").await;
-    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "11:00"}]});
-    let r = http(
-        &server,
-        "PUT",
-        &format!("/api/clinicians/{}/availability", onco.clinician_id),
-        &[("Authorization", &onco.bearer())],
-        Some(&availability.to_string()),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.body);
+    tuesday_mornings(&server, &onco).await;
     // Today's visit the follow-ups are booked from, and a Wednesday visit to move.
     let (from, _) = create_visit(&server, &onco, 3600).await;
     let (wednesday, _) = create_visit(&server, &onco, 2 * 86_400).await;
@@ -253,15 +258,7 @@ async fn double_click(db: String) {
     let server = Arc::new(server_on(db).await);
     create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
     let onco = login(&server, "onco@h.fr").await;
-    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "11:00"}]});
-    http(
-        &server,
-        "PUT",
-        &format!("/api/clinicians/{}/availability", onco.clinician_id),
-        &[("Authorization", &onco.bearer())],
-        Some(&availability.to_string()),
-    )
-    .await;
+    tuesday_mornings(&server, &onco).await;
     let (from, _) = create_visit(&server, &onco, 3600).await;
     let body =
         json!({"due_date": "2027-01-19", "duration_minutes": 20, "reason": "control", "tolerance_days": 1}).to_string();

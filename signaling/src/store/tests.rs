@@ -222,19 +222,24 @@ async fn concurrent_transitions_apply_once() {
     }
 }
 
+/// A clinician `c-1` with one refresh token, hash `h1`, family `f`.
+async fn signed_in(store: &Store) {
+    store.insert_clinician(&clinician("c-1", "a@x")).await.unwrap();
+    let t = RefreshToken {
+        id: "r1".into(),
+        clinician_id: "c-1".into(),
+        family_id: "f".into(),
+        expires_at: 1000,
+        used_at: None,
+        revoked_at: None,
+    };
+    store.insert_refresh_token(&t, "h1", 1).await.unwrap();
+}
+
 #[tokio::test]
 async fn refresh_rotation_detects_replay_and_revokes_the_family() {
     for store in stores().await {
-        store.insert_clinician(&clinician("c-1", "a@x")).await.unwrap();
-        let t = RefreshToken {
-            id: "r1".into(),
-            clinician_id: "c-1".into(),
-            family_id: "f".into(),
-            expires_at: 1000,
-            used_at: None,
-            revoked_at: None,
-        };
-        store.insert_refresh_token(&t, "h1", 1).await.unwrap();
+        signed_in(&store).await;
         assert!(matches!(store.rotate_refresh_token("h1", "r2", "h2", 1000, 2).await.unwrap(), Rotation::Rotated(_)));
         // Replaying h1 fails and kills h2 too.
         assert_eq!(store.rotate_refresh_token("h1", "r3", "h3", 1000, 3).await.unwrap(), Rotation::Replayed);
@@ -246,16 +251,7 @@ async fn refresh_rotation_detects_replay_and_revokes_the_family() {
 #[tokio::test]
 async fn racing_refreshes_with_one_token_have_one_winner() {
     for store in stores().await {
-        store.insert_clinician(&clinician("c-1", "a@x")).await.unwrap();
-        let t = RefreshToken {
-            id: "r1".into(),
-            clinician_id: "c-1".into(),
-            family_id: "f".into(),
-            expires_at: 1000,
-            used_at: None,
-            revoked_at: None,
-        };
-        store.insert_refresh_token(&t, "h1", 1).await.unwrap();
+        signed_in(&store).await;
         let mut tasks = Vec::new();
         for i in 0..8 {
             let store = store.clone();
