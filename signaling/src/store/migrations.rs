@@ -1,6 +1,8 @@
 //! Versioned schema migrations, one folder per backend, applied in order at
 //! start-up inside one write transaction. Never edit one that has shipped;
-//! add a new one to both folders with the same version number.
+//! add a new one to both folders with the same version number. Every
+//! version not yet recorded is applied, in order (not only those above the
+//! highest), so a version merged late still reaches every database.
 //!
 //! SQLite reached version 5 in five steps; PostgreSQL support began at 5,
 //! so its first file creates the version-5 schema whole. A database newer
@@ -50,18 +52,20 @@ pub(super) async fn migrate(store: &Store) -> StoreResult<()> {
     )
     .execute(tx.conn())
     .await?;
-    let current: Option<i64> = sqlx::query("SELECT MAX(version) AS v FROM schema_migrations")
-        .fetch_one(tx.conn())
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(tx.conn())
         .await?
-        .try_get("v")
+        .iter()
+        .map(|r| r.try_get::<i64, _>("version"))
+        .collect::<Result<_, _>>()
         .map_err(|_| StoreError::Corrupt("schema_migrations.version"))?;
-    if let Some(found) = current
+    if let Some(&found) = applied.iter().max()
         && found > LATEST_VERSION
     {
         return Err(StoreError::SchemaTooNew { found, supported: LATEST_VERSION });
     }
     for m in migrations {
-        if current.is_some_and(|c| c >= m.version) {
+        if applied.contains(&m.version) {
             continue;
         }
         sqlx::raw_sql(m.sql).execute(tx.conn()).await?;
