@@ -287,7 +287,11 @@ pub enum ServerMessage {
         /// Everyone else already in the room.
         participants: Vec<ParticipantInfo>,
     },
-    /// Reply to `resume`.
+    /// Reply to `resume`. It restates everything a client may have missed
+    /// while it was away: who is in the room and which remote tracks its
+    /// subscribe connection carries now (a `track_added` or `track_removed`
+    /// sent during the drop is not replayed one by one). A subscribe offer
+    /// still waiting for an answer follows as `subscribe_offer`.
     Resumed {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
@@ -297,6 +301,10 @@ pub enum ServerMessage {
         resume_token: String,
         admitted: bool,
         participants: Vec<ParticipantInfo>,
+        /// The remote tracks now in the subscribe connection (empty before
+        /// media started).
+        #[serde(default)]
+        tracks: Vec<TrackInfo>,
     },
     /// To clinicians: someone is in the waiting room (sent on arrival, when
     /// a clinician joins, and when the questionnaire changes).
@@ -429,6 +437,20 @@ pub enum ErrorCode {
     NotWaiting,
     /// The visit is over or cancelled.
     VisitClosed,
+    /// The waiting room holds its maximum number of people; try again later.
+    WaitingRoomFull,
+    /// A clinician turned this link away; it opens again only if a clinician
+    /// lets it back in.
+    LinkDenied,
+    /// The link was withdrawn (its visit cancelled, or the guest link revoked).
+    LinkRevoked,
+    /// The staff account was disabled.
+    AccountDisabled,
+    /// The same link or staff account joined again from another connection,
+    /// which now holds the seat. This connection closes.
+    SeatReplaced,
+    /// A publish offer carries more tracks than a participant may publish.
+    TooManyTracks,
     /// Something failed on the server; the request may be retried.
     Internal,
 }
@@ -461,6 +483,12 @@ impl ErrorCode {
             ErrorCode::ParticipantNotFound => "participant_not_found",
             ErrorCode::NotWaiting => "not_waiting",
             ErrorCode::VisitClosed => "visit_closed",
+            ErrorCode::WaitingRoomFull => "waiting_room_full",
+            ErrorCode::LinkDenied => "link_denied",
+            ErrorCode::LinkRevoked => "link_revoked",
+            ErrorCode::AccountDisabled => "account_disabled",
+            ErrorCode::SeatReplaced => "seat_replaced",
+            ErrorCode::TooManyTracks => "too_many_tracks",
             ErrorCode::Internal => "internal",
         }
     }
@@ -479,17 +507,28 @@ pub struct DecodeError {
     pub code: ErrorCode,
     /// What was wrong, without echoing the frame.
     pub message: String,
+    /// The request's `id`, when the frame was a JSON object with a string
+    /// `id`, so that the error answers the request it is about.
+    pub id: Option<String>,
 }
+
+/// Longest request id echoed back, in characters.
+pub const MAX_ID_CHARS: usize = 64;
 
 /// Parses one client text frame, telling apart broken JSON, an unknown
 /// `type` and a known type with bad fields, so each gets its own code.
 pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
-    let value: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| DecodeError { code: ErrorCode::BadJson, message: format!("not valid JSON: {e}") })?;
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| DecodeError {
+        code: ErrorCode::BadJson,
+        message: format!("not valid JSON: {e}"),
+        id: None,
+    })?;
+    let id = value.get("id").and_then(|i| i.as_str()).filter(|i| i.chars().count() <= MAX_ID_CHARS).map(str::to_owned);
     let Some(kind) = value.get("type").and_then(|t| t.as_str()).map(str::to_owned) else {
         return Err(DecodeError {
             code: ErrorCode::BadJson,
             message: "expected a JSON object with a string \"type\"".into(),
+            id,
         });
     };
     const KNOWN: [&str; 15] = [
@@ -514,10 +553,22 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             code: ErrorCode::UnknownType,
             // The type is echoed truncated so a hostile peer cannot bloat logs.
             message: format!("unknown message type {:?}", kind.chars().take(32).collect::<String>()),
+            id,
         });
     }
-    serde_json::from_value(value)
-        .map_err(|e| DecodeError { code: ErrorCode::BadMessage, message: format!("invalid {kind} message: {e}") })
+    let message: ClientMessage = serde_json::from_value(value).map_err(|e| DecodeError {
+        code: ErrorCode::BadMessage,
+        message: format!("invalid {kind} message: {e}"),
+        id: id.clone(),
+    })?;
+    if message.id().is_some_and(|i| i.chars().count() > MAX_ID_CHARS) {
+        return Err(DecodeError {
+            code: ErrorCode::BadMessage,
+            message: format!("id must have at most {MAX_ID_CHARS} characters"),
+            id: None,
+        });
+    }
+    Ok(message)
 }
 
 #[cfg(test)]
@@ -542,6 +593,12 @@ mod tests {
         assert_eq!(decode_client_message("[1,2]").unwrap_err().code, ErrorCode::BadJson);
         assert_eq!(decode_client_message(r#"{"type":"dance"}"#).unwrap_err().code, ErrorCode::UnknownType);
         assert_eq!(decode_client_message(r#"{"type":"hello"}"#).unwrap_err().code, ErrorCode::BadMessage);
+        // The request id is echoed whenever it can be read.
+        assert_eq!(decode_client_message(r#"{"type":"dance","id":"7"}"#).unwrap_err().id.as_deref(), Some("7"));
+        assert_eq!(decode_client_message(r#"{"type":"join","id":"8"}"#).unwrap_err().id.as_deref(), Some("8"));
+        assert_eq!(decode_client_message(r#"{"id":"9"}"#).unwrap_err().id.as_deref(), Some("9"));
+        let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(MAX_ID_CHARS + 1));
+        assert_eq!(decode_client_message(&long).unwrap_err().id, None);
         assert_eq!(
             decode_client_message(r#"{"type":"mute","kind":"smell","muted":true}"#).unwrap_err().code,
             ErrorCode::BadMessage

@@ -61,6 +61,11 @@ pub struct SfuConfig {
     pub keyframe_interval: Duration,
     /// How often per-peer stats are refreshed.
     pub stats_interval: Duration,
+    /// Most media sections one publish offer may carry (audio, camera,
+    /// screen share, and one to spare).
+    pub max_tracks_per_participant: usize,
+    /// Largest SDP accepted from a client, in bytes.
+    pub max_sdp_bytes: usize,
 }
 
 impl Default for SfuConfig {
@@ -73,6 +78,8 @@ impl Default for SfuConfig {
             peer_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(500),
             stats_interval: Duration::from_secs(1),
+            max_tracks_per_participant: 4,
+            max_sdp_bytes: 32 * 1024,
         }
     }
 }
@@ -273,6 +280,12 @@ pub enum SfuError {
     /// The ICE candidate did not parse.
     #[error("invalid ICE candidate")]
     InvalidCandidate,
+    /// A publish offer carries more media sections than allowed.
+    #[error("a participant may publish at most {max} tracks")]
+    TooManyTracks {
+        /// The limit.
+        max: usize,
+    },
     /// A UDP socket could not be bound.
     #[error("cannot bind media socket {addr}: {reason}")]
     Bind {

@@ -42,6 +42,8 @@ pub(crate) struct CoreConfig {
     pub peer_timeout: Duration,
     pub keyframe_interval: Duration,
     pub stats_interval: Duration,
+    pub max_tracks: usize,
+    pub max_sdp_bytes: usize,
 }
 
 /// A datagram to send.
@@ -287,6 +289,7 @@ impl MediaCore {
         offer: &str,
         events: UnboundedSender<ParticipantEvent>,
     ) -> Result<String, SfuError> {
+        let offer = self.checked_offer(offer)?;
         let room = self.rooms.get_mut(room_id).ok_or(SfuError::RoomNotFound)?;
         if room.participants.contains_key(&participant) {
             return Err(SfuError::ParticipantExists);
@@ -294,7 +297,6 @@ impl MediaCore {
         if room.participants.len() >= room.max_participants {
             return Err(SfuError::RoomFull);
         }
-        let offer = parse_offer(offer)?;
         room.participants.insert(
             participant.clone(),
             Participant { publish: None, subscribe: None, events, tracks_in: Vec::new(), last_activity: now },
@@ -327,7 +329,7 @@ impl MediaCore {
         let existing = p.publish;
         p.last_activity = now;
         let fingerprint = fingerprint_of(offer);
-        let parsed = parse_offer(offer)?;
+        let parsed = self.checked_offer(offer)?;
         if let Some(key) = existing
             && let Some(peer) = self.peers.get_mut(&key)
             && peer.fingerprint == fingerprint
@@ -1080,6 +1082,46 @@ impl MediaCore {
     }
 
     // ----- helpers --------------------------------------------------------
+
+    /// Parses a client's offer within the limits: its size, and how many
+    /// media sections it carries (a peer offering 165 audio sections gets
+    /// an error, not 165 tracks).
+    fn checked_offer(&self, sdp: &str) -> Result<SdpOffer, SfuError> {
+        if sdp.len() > self.config.max_sdp_bytes {
+            return Err(SfuError::InvalidSdp(format!("larger than {} bytes", self.config.max_sdp_bytes)));
+        }
+        let sections = sdp.lines().filter(|l| l.starts_with("m=")).count();
+        if sections > self.config.max_tracks {
+            return Err(SfuError::TooManyTracks { max: self.config.max_tracks });
+        }
+        parse_offer(sdp)
+    }
+
+    /// The tracks offered or open in a subscriber's subscribe connection.
+    pub(crate) fn subscribed_tracks(
+        &self,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<Vec<SubscribedTrack>, SfuError> {
+        let room = self.rooms.get(room_id).ok_or(SfuError::RoomNotFound)?;
+        let p = room.participants.get(participant).ok_or(SfuError::ParticipantNotFound)?;
+        let Some(Peer { side: Side::Subscribe(sub), .. }) = p.subscribe.and_then(|k| self.peers.get(&k)) else {
+            return Ok(Vec::new());
+        };
+        Ok(sub
+            .tracks
+            .iter()
+            .filter_map(|t| match t.state {
+                OutState::Negotiating(mid) | OutState::Open(mid) => Some(SubscribedTrack {
+                    publisher: t.publisher.clone(),
+                    kind: t.kind,
+                    mid: mid.to_string(),
+                    track_id: t.track_id.clone(),
+                }),
+                _ => None,
+            })
+            .collect())
+    }
 
     fn participant_mut(&mut self, room: &RoomId, participant: &ParticipantId) -> Result<&mut Participant, SfuError> {
         self.rooms

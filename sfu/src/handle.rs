@@ -230,6 +230,22 @@ impl SfuHandle {
         if removed { Ok(()) } else { Err(SfuError::ParticipantNotFound) }
     }
 
+    /// The remote tracks a participant's subscribe connection carries (or
+    /// is being offered), e.g. to restate them after a signaling resume.
+    pub async fn subscribed_tracks(
+        &self,
+        room: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<Vec<crate::api::SubscribedTrack>, SfuError> {
+        let worker = self.worker_of(room)?;
+        self.call(worker, |reply| Command::SubscribedTracks {
+            room: room.clone(),
+            participant: participant.clone(),
+            reply,
+        })
+        .await?
+    }
+
     /// Media stats of every participant on every worker.
     pub async fn participant_stats(&self) -> Vec<ParticipantStats> {
         let mut all = Vec::new();

@@ -72,6 +72,11 @@ pub(crate) enum Command {
     Stats {
         reply: oneshot::Sender<Vec<ParticipantStats>>,
     },
+    SubscribedTracks {
+        room: RoomId,
+        participant: ParticipantId,
+        reply: oneshot::Sender<Result<Vec<crate::api::SubscribedTrack>, SfuError>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -131,6 +136,8 @@ impl Worker {
             peer_timeout: config.peer_timeout,
             keyframe_interval: config.keyframe_interval,
             stats_interval: config.stats_interval,
+            max_tracks: config.max_tracks_per_participant,
+            max_sdp_bytes: config.max_sdp_bytes,
         }
     }
 
@@ -219,6 +226,9 @@ impl Worker {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(core.participant_stats());
+            }
+            Command::SubscribedTracks { room, participant, reply } => {
+                let _ = reply.send(core.subscribed_tracks(&room, &participant));
             }
             Command::Shutdown { .. } => {}
         }

@@ -13,7 +13,8 @@ use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
 use crate::secret::Sealer;
-use crate::staff_auth::LoginThrottle;
+use crate::security_log::SecurityLog;
+use crate::staff_auth::{LoginThrottle, PasswordChecks};
 use crate::store::Store;
 
 /// Everything the handlers share.
@@ -36,6 +37,14 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     /// Failed-login slowdown.
     pub login_throttle: LoginThrottle,
+    /// Password checks, a few at a time.
+    pub password_checks: PasswordChecks,
+    /// Security events.
+    pub security: SecurityLog,
+    /// Open WebSockets per client address.
+    pub ws_per_address: crate::ws_limits::ConnectionCounter,
+    /// Browser origins allowed on `/ws`.
+    pub allowed_origins: Vec<String>,
     /// Base URL for links (no trailing slash).
     pub public_url: String,
     /// Live snapshots for the ops dashboard.

@@ -1,11 +1,10 @@
 //! `/api/auth/*`: staff sign-in, refresh, sign-out.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,8 +12,10 @@ use serde_json::json;
 
 use crate::api_extract::{ApiJson, Staff};
 use crate::app::App;
+use crate::client_addr::ClientAddr;
 use crate::http_error::ApiError;
 use crate::join_token::ISSUER;
+use crate::security_log::SecurityEvent;
 use crate::staff_auth::{
     ACCESS_TTL_SECS, ACCOUNT_FREE_FAILURES, ADDRESS_FREE_FAILURES, API_AUDIENCE, AccessClaims, REFRESH_COOKIE,
     REFRESH_TTL_SECS, token_hash, verify_dummy, verify_password,
@@ -35,10 +36,13 @@ fn invalid_credentials() -> ApiError {
 }
 
 /// Signs in. The same answer, in the same time, for an unknown email and a
-/// wrong password.
+/// wrong password. Each attempt counts against the account and the client
+/// address from the moment it starts (a success takes it back), and
+/// password checks run a few at a time: a flood of guesses meets the
+/// throttle, then a quick 503, never a queue that eats the media threads.
 pub async fn login(
     State(app): State<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let email = body.email.trim().to_lowercase();
@@ -46,46 +50,62 @@ pub async fn login(
         return Err(invalid_credentials());
     }
     let email_key = format!("email:{email}");
-    let address_key = format!("ip:{}", peer.ip());
+    let address_key = format!("ip:{client}");
     let keys = [(email_key.as_str(), ACCOUNT_FREE_FAILURES), (address_key.as_str(), ADDRESS_FREE_FAILURES)];
+    let who = app.security.pseudonym(&email);
     if let Some(wait) = app.login_throttle.retry_after(&keys, Instant::now()) {
+        app.security.record(app.clock.now(), SecurityEvent::SignInThrottled, Some(client), json!({ "email": who }));
         // Rounded up, so that waiting exactly this long is always enough.
-        let secs = wait.as_millis().div_ceil(1000).max(1);
-        let mut response = ApiError::new(
+        let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+        return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
             format!("too many failed sign-ins; try again in {secs} s"),
         )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Ok(response);
+        .retry_after(secs));
     }
+    app.login_throttle.failed(&keys, Instant::now());
     let account = app.store.clinician_by_email(&email).await?;
     let password = body.password.clone();
-    // argon2 is CPU-bound: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || match &account {
-        Some(c) => verify_password(&c.password_hash, &password).then(|| c.clone()),
-        None => {
-            verify_dummy(&password);
-            None
-        }
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let Some(clinician) = ok.filter(|c| c.active) else {
-        app.login_throttle.failed(&keys, Instant::now());
+    let checked = app
+        .password_checks
+        .run(move || match &account {
+            Some(c) => verify_password(&c.password_hash, &password).then(|| c.clone()),
+            None => {
+                verify_dummy(&password);
+                None
+            }
+        })
+        .await;
+    let Some(outcome) = checked else {
+        // Not the user's fault: the attempt does not count.
+        app.login_throttle.forgive(&email_key);
+        app.login_throttle.forgive(&address_key);
+        app.security.record(app.clock.now(), SecurityEvent::SignInBusy, Some(client), json!({ "email": who }));
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "sign_in_busy",
+            "too many sign-ins at once; try again in a moment",
+        )
+        .retry_after(1));
+    };
+    let Some(clinician) = outcome.filter(|c| c.active) else {
+        app.security.record(app.clock.now(), SecurityEvent::SignInFailed, Some(client), json!({ "email": who }));
         return Err(invalid_credentials());
     };
     app.login_throttle.succeeded(&email_key);
+    app.login_throttle.forgive(&address_key);
     let family = crate::secret::random_id("rf");
     issue_session(&app, &clinician, &family).await
 }
 
 /// Rotates the refresh cookie and returns a new access token. A refresh
 /// token used twice revokes its whole family (it must have leaked).
-pub async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub async fn refresh(
+    State(app): State<Arc<App>>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let unauthorized = || ApiError::new(StatusCode::UNAUTHORIZED, "invalid_refresh", "sign in again");
     let token = refresh_cookie(&headers).ok_or_else(unauthorized)?;
     let now = app.clock.now();
@@ -103,7 +123,7 @@ pub async fn refresh(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<
     let old = match rotation {
         Rotation::Rotated(old) => old,
         Rotation::Replayed => {
-            tracing::warn!("refresh token replayed; its family is revoked");
+            app.security.record(now, SecurityEvent::RefreshReplayed, Some(client), json!({}));
             return Err(unauthorized());
         }
         Rotation::Unknown => return Err(unauthorized()),

@@ -91,6 +91,37 @@ pub struct ServeArgs {
     /// Pain (0–10) at or above which the questionnaire is a red flag. Default 7.
     #[arg(long, env = "TELECONSULT_RED_FLAG_PAIN")]
     pub red_flag_pain: Option<u8>,
+    /// Most people in a room's waiting room (apart from the call). Default 8.
+    #[arg(long, env = "TELECONSULT_MAX_WAITING")]
+    pub max_waiting: Option<usize>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, as addresses or
+    /// CIDR blocks, comma-separated (e.g. `127.0.0.1,10.0.0.0/8`). Default:
+    /// none (the TCP peer is the client).
+    #[arg(long, env = "TELECONSULT_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Browser origins allowed to open `/ws`, comma-separated. Default: the
+    /// public URL's origin.
+    #[arg(long, env = "TELECONSULT_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Most simultaneous WebSockets from one client address. Default 50.
+    #[arg(long, env = "TELECONSULT_WS_MAX_PER_ADDRESS")]
+    pub ws_max_per_address: Option<usize>,
+    /// Seconds a new WebSocket has to send `hello`. Default 10.
+    #[arg(long, env = "TELECONSULT_WS_HELLO_TIMEOUT_SECS")]
+    pub ws_hello_timeout_secs: Option<u64>,
+    /// Seconds without any frame from a client before its WebSocket is
+    /// closed (the server pings at a third of this). Default 45.
+    #[arg(long, env = "TELECONSULT_WS_IDLE_TIMEOUT_SECS")]
+    pub ws_idle_timeout_secs: Option<u64>,
+    /// Password checks run at the same time (each takes a core for ~50 ms).
+    /// Default 1.
+    #[arg(long, env = "TELECONSULT_PASSWORD_HASH_CONCURRENCY")]
+    pub password_hash_concurrency: Option<usize>,
+    /// File the security events are appended to, as JSON lines (failed
+    /// sign-ins, lockouts, refresh replays, refused links, denied actions).
+    /// Default: the log, at target `security`.
+    #[arg(long, env = "TELECONSULT_SECURITY_LOG")]
+    pub security_log: Option<PathBuf>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -132,6 +163,14 @@ struct FileConfig {
     scheduler_tick_ms: Option<u64>,
     red_flag_symptoms: Option<Vec<String>>,
     red_flag_pain: Option<u8>,
+    max_waiting: Option<usize>,
+    trusted_proxies: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+    ws_max_per_address: Option<usize>,
+    ws_hello_timeout_secs: Option<u64>,
+    ws_idle_timeout_secs: Option<u64>,
+    password_hash_concurrency: Option<usize>,
+    security_log: Option<PathBuf>,
 }
 
 /// Fully resolved settings.
@@ -145,6 +184,11 @@ pub struct Config {
     pub media_workers: usize,
     /// Advertised (and bound) candidate addresses.
     pub media_ips: Vec<IpAddr>,
+    /// True when `media_ips` was not set, this is not a demo, and the host
+    /// has several addresses: `serve` refuses to guess which ones patients
+    /// can reach (advertising every internal address leaks the network's
+    /// layout and slows ICE).
+    pub media_ips_to_choose: bool,
     /// Room capacity.
     pub max_participants: usize,
     /// Resume grace period.
@@ -175,6 +219,22 @@ pub struct Config {
     pub scheduler_tick: Duration,
     /// Which questionnaire answers are red flags.
     pub red_flags: crate::questionnaire::RedFlagRules,
+    /// Waiting-room capacity, apart from the call.
+    pub max_waiting: usize,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
+    /// Browser origins allowed on `/ws` (`None`: the public URL's origin).
+    pub allowed_origins: Option<Vec<String>>,
+    /// WebSockets per client address.
+    pub ws_max_per_address: usize,
+    /// Time to send `hello`.
+    pub ws_hello_timeout: Duration,
+    /// Time without a frame before a WebSocket is closed.
+    pub ws_idle_timeout: Duration,
+    /// Concurrent password checks.
+    pub password_hash_concurrency: usize,
+    /// Security event file (JSON lines), if any.
+    pub security_log: Option<PathBuf>,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -225,6 +285,10 @@ impl ServeArgs {
             http_addr: self.http_addr.or(file.http_addr).unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             media_port: self.media_port.or(file.media_port).unwrap_or(50000),
             media_workers: self.media_workers.or(file.media_workers).unwrap_or(1),
+            media_ips_to_choose: self.media_ips.is_none()
+                && file.media_ips.is_none()
+                && !self.demo
+                && host_addresses().len() > 1,
             media_ips: self.media_ips.or(file.media_ips).unwrap_or_else(default_media_ips),
             max_participants: self.max_participants.or(file.max_participants).unwrap_or(6),
             resume_grace: Duration::from_secs(self.resume_grace_secs.or(file.resume_grace_secs).unwrap_or(30)),
@@ -254,6 +318,37 @@ impl ServeArgs {
             scheduler_tick: Duration::from_millis(
                 self.scheduler_tick_ms.or(file.scheduler_tick_ms).unwrap_or(15_000).clamp(100, 3_600_000),
             ),
+            max_waiting: self.max_waiting.or(file.max_waiting).unwrap_or(8),
+            trusted_proxies: {
+                let mut cidrs = Vec::new();
+                for text in self.trusted_proxies.or(file.trusted_proxies).unwrap_or_default() {
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    cidrs.push(text.parse().map_err(|_| ConfigError::Invalid {
+                        name: "trusted_proxies",
+                        why: "each must be an address or a CIDR block, e.g. 10.0.0.0/8",
+                    })?);
+                }
+                cidrs
+            },
+            allowed_origins: self.allowed_origins.or(file.allowed_origins).map(|list| {
+                list.iter().map(|o| o.trim().trim_end_matches('/').to_string()).filter(|o| !o.is_empty()).collect()
+            }),
+            ws_max_per_address: self.ws_max_per_address.or(file.ws_max_per_address).unwrap_or(50),
+            ws_hello_timeout: Duration::from_secs(
+                self.ws_hello_timeout_secs.or(file.ws_hello_timeout_secs).unwrap_or(10).clamp(1, 300),
+            ),
+            ws_idle_timeout: Duration::from_secs(
+                self.ws_idle_timeout_secs.or(file.ws_idle_timeout_secs).unwrap_or(45).clamp(3, 3600),
+            ),
+            password_hash_concurrency: self
+                .password_hash_concurrency
+                .or(file.password_hash_concurrency)
+                .unwrap_or(1)
+                .clamp(1, 64),
+            security_log: self.security_log.or(file.security_log),
             demo: self.demo,
         };
         if !(0..=7 * 24 * 3600).contains(&config.link_opens_before)
@@ -269,6 +364,12 @@ impl ServeArgs {
         }
         if config.max_participants < 2 || config.max_participants > 50 {
             return Err(ConfigError::Invalid { name: "max_participants", why: "must be 2 to 50" });
+        }
+        if config.max_waiting == 0 || config.max_waiting > 100 {
+            return Err(ConfigError::Invalid { name: "max_waiting", why: "must be 1 to 100" });
+        }
+        if config.ws_max_per_address == 0 {
+            return Err(ConfigError::Invalid { name: "ws_max_per_address", why: "must be at least 1" });
         }
         if config.db.trim().is_empty() {
             return Err(ConfigError::Invalid { name: "db", why: "must name a SQLite file or a postgres:// URL" });
@@ -304,10 +405,22 @@ impl ServeArgs {
 /// 127.0.0.1 plus the host's non-loopback interface addresses.
 pub fn default_media_ips() -> Vec<IpAddr> {
     let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
+    for ip in host_addresses() {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
+/// The host's interface addresses that a candidate could carry: not
+/// loopback, not unspecified, not link-local IPv6 (which needs a scope id
+/// that ICE candidates cannot carry).
+pub fn host_addresses() -> Vec<IpAddr> {
+    let mut ips = Vec::new();
     if let Ok(interfaces) = if_addrs::get_if_addrs() {
         for interface in interfaces {
             let ip = interface.ip();
-            // Link-local IPv6 needs a scope id that ICE candidates cannot carry.
             let link_local_v6 = matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80);
             if !ip.is_loopback() && !ip.is_unspecified() && !link_local_v6 && !ips.contains(&ip) {
                 ips.push(ip);

@@ -86,6 +86,11 @@ impl ApiError {
     }
 }
 
+/// The error code of an answer, kept on the response for the middleware
+/// that writes security events (see `response_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorCodeTag(pub &'static str);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });
@@ -93,6 +98,7 @@ impl IntoResponse for ApiError {
             error["details"] = details;
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        response.extensions_mut().insert(ErrorCodeTag(self.code));
         if let Some(secs) = self.retry_after_secs
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {

@@ -36,6 +36,13 @@ async fn resolve(app: &App, token: &str) -> Result<(Link, Visit), ApiError> {
     if link.revoked_at.is_some() || visit.status == VisitStatus::Cancelled {
         return Err(ApiError::new(StatusCode::GONE, "link_revoked", "this link has been withdrawn"));
     }
+    if link.denied_at.is_some() {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "link_denied",
+            "the clinician has turned this link away; contact the care team",
+        ));
+    }
     if matches!(visit.status, VisitStatus::Completed | VisitStatus::NoShow) {
         return Err(ApiError::new(StatusCode::GONE, "visit_ended", "this visit is over"));
     }

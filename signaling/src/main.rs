@@ -175,6 +175,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve().context("settings")?;
+    if config.media_ips_to_choose {
+        let found: Vec<String> =
+            teleconsult_signaling::config::host_addresses().iter().map(|ip| ip.to_string()).collect();
+        bail!(
+            "this host has several addresses ({}): set --media-ips (or TELECONSULT_MEDIA_IPS, or media_ips in the \
+             settings file) to the ones patients' browsers can reach",
+            found.join(", ")
+        );
+    }
     init_logs(config.log_format);
     let demo = config.demo;
     let server = teleconsult_signaling::server::start(config).await.context("starting the server")?;

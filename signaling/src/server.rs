@@ -16,15 +16,18 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tracing::info;
 
 use crate::app::App;
+use crate::client_addr::ClientAddr;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::join_token::TokenKeys;
 use crate::metrics::Metrics;
 use crate::room_registry::RoomRegistry;
 use crate::secret::Sealer;
-use crate::staff_auth::LoginThrottle;
+use crate::security_log::{SecurityEvent, SecurityLog};
+use crate::staff_auth::{LoginThrottle, PasswordChecks};
 use crate::store::Store;
 use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
+use sha2::Digest;
 
 /// Largest WebSocket frame the transport accepts. Frames between
 /// `MAX_MESSAGE_BYTES` and this get a `message_too_large` error; larger
@@ -58,6 +61,14 @@ pub enum StartError {
         location: String,
         /// Why.
         source: crate::store::StoreError,
+    },
+    /// The security log file could not be opened.
+    #[error("security log {path}: {source}")]
+    SecurityLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The HTTP listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
@@ -103,6 +114,16 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
     let (snapshots_tx, ops_snapshots) = watch::channel(None);
+    // The security log's hashes are keyed by the token secret (or a random
+    // key), so its pseudonyms mean nothing outside this deployment.
+    let security_key: [u8; 32] = match &config.token_secret {
+        Some(secret) => {
+            sha2::Sha256::digest([b"teleconsult/security-log\0".as_slice(), secret.as_bytes()].concat()).into()
+        }
+        None => rand::random(),
+    };
+    let security = SecurityLog::open(config.security_log.as_deref(), security_key)
+        .map_err(|source| StartError::SecurityLog { path: config.security_log.clone().unwrap_or_default(), source })?;
     let app = Arc::new(App {
         config: config.clone(),
         keys,
@@ -113,12 +134,21 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         store,
         clock,
         login_throttle: LoginThrottle::default(),
+        password_checks: PasswordChecks::new(config.password_hash_concurrency),
+        security,
+        ws_per_address: Default::default(),
+        allowed_origins: crate::ws_limits::allowed_origins(
+            config.allowed_origins.as_deref(),
+            &public_url,
+            config.public_url.is_some(),
+        ),
         public_url,
         ops_snapshots,
         shutdown: shutdown_rx.clone(),
     });
     crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
     crate::scheduler_worker::spawn(app.clone());
+    crate::credential_guard::spawn(app.clone());
     let router = router(app.clone());
     let mut shutdown_signal = shutdown_rx;
     let serve_task = tokio::spawn(async move {
@@ -190,6 +220,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/visits/{id}/end", post(visits_api::end))
         .route("/api/visits/{id}/guest-links", post(visits_api::guest_link))
         .route("/api/visits/{id}/join-token", post(visits_api::join_token))
+        .route("/api/visits/{id}/links/{link_id}/revoke", post(visits_api::revoke_link))
+        .route("/api/visits/{id}/links/{link_id}/allow", post(visits_api::allow_link))
         .route("/api/visits/{id}/audit", get(visits_api::audit))
         .route("/api/join/{token}", post(join_api::exchange))
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
@@ -216,6 +248,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/{*rest}", axum::routing::any(api_not_found))
         .fallback(crate::web_assets::serve)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), crate::response_policy::apply))
         .with_state(app)
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
@@ -252,8 +285,11 @@ async fn api_not_found() -> Response {
 /// The patient's join page. The token stays in the path and never leaves
 /// the page: `Referrer-Policy: no-referrer` is on every response.
 async fn join_page() -> Response {
-    crate::web_assets::asset_response("join.html")
-        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
+    let mut page = crate::web_assets::asset_response("join.html")
+        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response());
+    // The token is in this page's address: nothing may keep a copy.
+    page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    page
 }
 
 /// The operations dashboard page (it signs in and streams on its own).
@@ -297,11 +333,50 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn ws(State(app): State<Arc<App>>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade
-        .max_message_size(WS_TRANSPORT_LIMIT)
-        .max_frame_size(WS_TRANSPORT_LIMIT)
-        .on_upgrade(move |socket| crate::ws_session::run(socket, app))
+/// `/ws`: browsers only from an allowed origin, and at most
+/// `ws_max_per_address` sockets per client address.
+async fn ws(
+    State(app): State<Arc<App>>,
+    ClientAddr(client): ClientAddr,
+    headers: axum::http::HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if !crate::ws_limits::origin_allowed(origin, &app.allowed_origins) {
+        app.security.record(
+            app.clock.now(),
+            SecurityEvent::WebSocketRefused,
+            Some(client),
+            serde_json::json!({ "reason": "origin_not_allowed" }),
+        );
+        return crate::http_error::ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this page may not open a connection to this server",
+        )
+        .into_response();
+    }
+    let Some(slot) = app.ws_per_address.acquire(client, app.config.ws_max_per_address) else {
+        app.security.record(
+            app.clock.now(),
+            SecurityEvent::WebSocketRefused,
+            Some(client),
+            serde_json::json!({ "reason": "too_many_connections" }),
+        );
+        return crate::http_error::ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_connections",
+            "too many connections from this address",
+        )
+        .retry_after(5)
+        .into_response();
+    };
+    upgrade.max_message_size(WS_TRANSPORT_LIMIT).max_frame_size(WS_TRANSPORT_LIMIT).on_upgrade(
+        move |socket| async move {
+            let _slot = slot;
+            crate::ws_session::run(socket, app, client).await
+        },
+    )
 }
 
 #[cfg(test)]

@@ -2,8 +2,11 @@
 //! refresh tokens in an HttpOnly cookie, and login throttling.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -84,15 +87,63 @@ pub fn password_acceptable(password: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Password checks run a few at a time, on the blocking pool.
+///
+/// argon2id takes a core for tens of milliseconds by design; unbounded, a
+/// flood of sign-ins would take every core from the media threads. Callers
+/// queue for a slot; when the queue is already long, they are told at once
+/// to come back later (503) instead of waiting.
+#[derive(Debug)]
+pub struct PasswordChecks {
+    slots: Arc<Semaphore>,
+    queued: AtomicUsize,
+    max_queued: usize,
+}
+
+impl PasswordChecks {
+    /// `concurrency` checks at a time; up to eight times as many may queue.
+    pub fn new(concurrency: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        PasswordChecks {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            queued: AtomicUsize::new(0),
+            max_queued: 8 * concurrency,
+        }
+    }
+
+    /// Runs `check` when a slot is free. `None` when too many checks are
+    /// queued already, or the wait passes two seconds.
+    pub async fn run<T: Send + 'static>(&self, check: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
+            self.queued.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        let permit = tokio::time::timeout(Duration::from_secs(2), self.slots.clone().acquire_owned()).await;
+        self.queued.fetch_sub(1, Ordering::SeqCst);
+        let permit = permit.ok()?.ok()?;
+        let result = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            check()
+        })
+        .await;
+        result.ok()
+    }
+}
+
 /// Slows repeated failed logins, per account and per client address.
 ///
 /// After `free` failures, each further attempt must wait 1 s, then 2 s,
-/// 4 s… (at most 5 minutes) after the last failure. A success clears the
-/// account's record. Keys are kept in memory only, for an hour.
+/// 4 s… (at most 5 minutes) after the last failure. An attempt counts as a
+/// failure from the moment it starts, so parallel guesses meet the throttle
+/// at once; a success takes its count back. Keys live in memory only, for
+/// an hour, and at most [`MAX_THROTTLE_KEYS`] of them (the oldest go first).
 #[derive(Debug, Default)]
 pub struct LoginThrottle {
     failures: Mutex<HashMap<String, Failures>>,
 }
+
+/// Most keys the throttle remembers.
+pub const MAX_THROTTLE_KEYS: usize = 100_000;
 
 #[derive(Debug, Clone, Copy)]
 struct Failures {
@@ -138,6 +189,13 @@ impl LoginThrottle {
     pub fn failed(&self, keys: &[(&str, u32)], now: Instant) {
         let mut map = self.lock();
         map.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
+        if map.len() + keys.len() > MAX_THROTTLE_KEYS {
+            // Under a flood of distinct keys, forget the oldest half.
+            let mut ages: Vec<Instant> = map.values().map(|f| f.last).collect();
+            ages.sort_unstable();
+            let cut = ages[ages.len() / 2];
+            map.retain(|_, f| f.last > cut);
+        }
         for (key, _) in keys {
             let f = map.entry((*key).to_string()).or_insert(Failures { count: 0, last: now });
             f.count += 1;
@@ -148,6 +206,28 @@ impl LoginThrottle {
     /// Clears a key after a successful login.
     pub fn succeeded(&self, key: &str) {
         self.lock().remove(key);
+    }
+
+    /// Takes back one failure counted against `key` (an attempt counted
+    /// when it began, that turned out not to be a failure).
+    pub fn forgive(&self, key: &str) {
+        let mut map = self.lock();
+        if let Some(f) = map.get_mut(key) {
+            f.count = f.count.saturating_sub(1);
+            if f.count == 0 {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// How many keys are remembered.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no key is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -182,6 +262,47 @@ mod tests {
         throttle.succeeded("email:a");
         assert_eq!(throttle.retry_after(&keys, t0), None);
         assert_eq!(LoginThrottle::delay_for(100, 3), MAX_DELAY);
+    }
+
+    #[test]
+    fn throttle_memory_is_bounded_and_forgiving() {
+        let t0 = Instant::now();
+        let throttle = LoginThrottle::default();
+        for i in 0..(MAX_THROTTLE_KEYS + 10) {
+            throttle.failed(&[(&format!("ip:{i}"), 10)], t0 + Duration::from_micros(i as u64));
+        }
+        assert!(throttle.len() <= MAX_THROTTLE_KEYS);
+        let keys = [("email:b", 3)];
+        throttle.failed(&keys, t0);
+        throttle.forgive("email:b");
+        assert_eq!(throttle.retry_after(&keys, t0), None);
+    }
+
+    #[tokio::test]
+    async fn password_checks_queue_then_refuse() {
+        let checks = Arc::new(PasswordChecks::new(1));
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let wait = Arc::new(Mutex::new(wait));
+        let mut running = Vec::new();
+        // One runs, eight queue.
+        for _ in 0..9 {
+            let (checks, wait) = (checks.clone(), wait.clone());
+            running.push(tokio::spawn(async move {
+                checks
+                    .run(move || {
+                        let _ = wait.lock().unwrap().recv_timeout(Duration::from_secs(5));
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(checks.run(|| ()).await.is_none(), "a tenth caller is refused at once");
+        for _ in 0..9 {
+            let _ = release.send(());
+        }
+        for r in running {
+            assert!(r.await.unwrap().is_some());
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@ use teleconsult_sfu::RoomId;
 use tracing::info;
 
 use crate::app::App;
-use crate::room_registry::Outbound;
 use crate::store::AuditEvent;
 
 /// Closes a live room: every seat is told `room_closed` with `reason` and
@@ -17,8 +16,8 @@ pub async fn close_room(app: &App, room: &str, reason: &str) {
     let seats = app.rooms.close_room(room);
     for seat in &seats {
         if let Some(outbox) = &seat.outbox {
-            let _ = outbox.try_send(Outbound::Message(ServerMessage::RoomClosed { reason: reason.to_string() }));
-            let _ = outbox.try_send(Outbound::Close(1000, "room closed"));
+            outbox.send(ServerMessage::RoomClosed { reason: reason.to_string() });
+            outbox.close(1000, "room closed");
         }
     }
     // The media room may already be gone (emptied); that is fine.

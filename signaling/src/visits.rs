@@ -96,6 +96,7 @@ pub fn make_link(
         valid_from: start - opens_before,
         valid_until: end + closes_after,
         revoked_at: None,
+        denied_at: None,
         created_at: now,
     };
     (link, token)
@@ -110,6 +111,7 @@ pub fn link_json(app: &App, link: &Link, token: Option<&str>) -> Value {
         "valid_from": rfc3339(link.valid_from),
         "valid_until": rfc3339(link.valid_until),
         "revoked_at": link.revoked_at.map(rfc3339),
+        "denied_at": link.denied_at.map(rfc3339),
     });
     if let Some(token) = token {
         v["url"] = json!(app.link_url(token));
@@ -472,4 +474,46 @@ pub async fn issue_guest_link(
     let audit = audit_event(app, &actor(staff), "guest_link_created", id, Some(link.id.clone()));
     app.store.insert_link(&link, &audit).await?;
     Ok((link, token))
+}
+
+/// Loads one link of a visit the caller may act on.
+async fn link_of(app: &App, staff: &Staff, visit_id: &str, link_id: &str) -> Result<Link, ApiError> {
+    visit_for(app, staff, visit_id).await?;
+    let link =
+        app.store.link_by_id(link_id).await?.filter(|l| l.visit_id == visit_id).ok_or_else(ApiError::not_found)?;
+    Ok(link)
+}
+
+/// Revokes one guest link: it opens nothing any more, and whoever holds a
+/// seat through it leaves the room at once. A patient's link goes only
+/// with its visit (cancel or reschedule it instead).
+pub async fn revoke_guest_link(app: &App, staff: &Staff, visit_id: &str, link_id: &str) -> Result<Link, ApiError> {
+    let link = link_of(app, staff, visit_id, link_id).await?;
+    if link.role != LinkRole::Guest {
+        return Err(ApiError::conflict(
+            "patient_link",
+            "a patient's link goes with its visit: cancel or reschedule the visit instead",
+        ));
+    }
+    let audit = audit_event(app, &actor(staff), "link_revoked", visit_id, Some(link.id.clone()));
+    match app.store.revoke_link(&link.id, app.clock.now(), &audit).await {
+        Ok(()) | Err(crate::store::StoreError::Conflict) => {}
+        Err(e) => return Err(e.into()),
+    }
+    crate::ws_session::withdraw_seats(
+        app,
+        &format!("link:{}", link.id),
+        teleconsult_protocol::ErrorCode::LinkRevoked,
+        "this link has been withdrawn",
+    )
+    .await;
+    app.store.link_by_id(&link.id).await?.ok_or_else(ApiError::not_found)
+}
+
+/// Lets a denied link back in.
+pub async fn allow_link(app: &App, staff: &Staff, visit_id: &str, link_id: &str) -> Result<Link, ApiError> {
+    let link = link_of(app, staff, visit_id, link_id).await?;
+    app.store.set_link_denied(&link.id, None).await?;
+    app.store.audit(&audit_event(app, &actor(staff), "link_allowed", visit_id, Some(link.id.clone()))).await?;
+    app.store.link_by_id(&link.id).await?.ok_or_else(ApiError::not_found)
 }

@@ -154,6 +154,26 @@ pub async fn guest_link(
     Ok((StatusCode::CREATED, Json(json!({ "link": link_json(&app, &link, Some(&token)) }))).into_response())
 }
 
+/// `POST /api/visits/{id}/links/{link_id}/revoke`: withdraws a guest link.
+pub async fn revoke_link(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path((id, link_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let link = visits::revoke_guest_link(&app, &staff, &id, &link_id).await?;
+    Ok(Json(json!({ "link": link_json(&app, &link, None) })))
+}
+
+/// `POST /api/visits/{id}/links/{link_id}/allow`: lets a denied link back in.
+pub async fn allow_link(
+    State(app): State<Arc<App>>,
+    staff: Staff,
+    Path((id, link_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let link = visits::allow_link(&app, &staff, &id, &link_id).await?;
+    Ok(Json(json!({ "link": link_json(&app, &link, None) })))
+}
+
 /// `POST /api/visits/{id}/join-token`: the caller's join token for the visit's room.
 pub async fn join_token(
     State(app): State<Arc<App>>,

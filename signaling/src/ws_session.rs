@@ -5,9 +5,15 @@
 //! through an outbound queue drained by a writer task. Whatever a client
 //! sends, the worst it can get is an `error` and, for oversized frames, a
 //! closed socket: never a panic, never harm to other seats.
+//!
+//! Its life is bounded: `hello` must come within `ws_hello_timeout`; the
+//! server pings, and a client silent for `ws_idle_timeout` is closed (its
+//! seat waits for a resume, as after any drop); a client whose queue fills
+//! is closed with the resume code rather than silently losing messages.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
@@ -20,8 +26,9 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::app::App;
-use crate::join_token::TokenError;
-use crate::room_registry::{Outbound, SeatError, SeatRef};
+use crate::join_token::{JoinClaims, TokenError};
+use crate::room_registry::{Outbound, Outbox, RoomLimits, SeatError, SeatRef, SeatRequest, close_code};
+use crate::security_log::SecurityEvent;
 use crate::store::VisitStatus;
 use crate::visit_rooms::audit_if_visit;
 
@@ -30,25 +37,38 @@ const MAX_NOTE_CHARS: usize = 500;
 /// Longest chat line, in characters.
 const MAX_CHAT_CHARS: usize = 1000;
 
-/// Outbound queue depth per session; a client that lets it fill is too slow
-/// and loses messages rather than stalling the room.
+/// Outbound queue depth per session. A client that lets it fill is too
+/// slow: it is closed with the resume code and catches up on resume.
 const OUTBOX_DEPTH: usize = 256;
 
 /// Token bucket: sustained messages per second, and burst.
 const RATE_PER_SEC: f64 = 20.0;
 const RATE_BURST: f64 = 60.0;
 
-/// Runs a session to completion.
-pub async fn run(socket: WebSocket, app: Arc<App>) {
+/// Runs a session to completion. `client` is the client's address, for the
+/// security log only.
+pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
     let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOX_DEPTH);
+    let (outbox, mut rx, overflow) = Outbox::new(OUTBOX_DEPTH);
 
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
+    let mut writer = tokio::spawn(async move {
+        loop {
+            let out = tokio::select! {
+                out = rx.recv() => out,
+                // The queue is full: what is in it no longer matters; the
+                // client resumes and gets the state afresh.
+                _ = overflow.notified() => Some(Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume")),
+            };
+            let Some(out) = out else { break };
             match out {
                 Outbound::Message(m) => {
                     let Ok(text) = serde_json::to_string(&m) else { continue };
                     if sink.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
+                        break;
+                    }
+                }
+                Outbound::Ping => {
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
                         break;
                     }
                 }
@@ -63,7 +83,8 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
 
     let mut session = Session {
         app: app.clone(),
-        tx: tx.clone(),
+        outbox: outbox.clone(),
+        client,
         hello: false,
         seat: None,
         role: None,
@@ -72,11 +93,17 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
         last_refill: Instant::now(),
     };
     let mut shutdown = app.shutdown.clone();
+    let idle = app.config.ws_idle_timeout;
+    let hello_deadline = tokio::time::sleep(app.config.ws_hello_timeout);
+    tokio::pin!(hello_deadline);
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+    let mut last_heard = Instant::now();
     app.metrics.ws_connections(1);
     loop {
         tokio::select! {
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { break };
+                last_heard = Instant::now();
                 match frame {
                     Message::Text(text) => {
                         if !session.handle_text(text.as_str()).await {
@@ -88,23 +115,41 @@ pub async fn run(socket: WebSocket, app: Arc<App>) {
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
+            _ = &mut hello_deadline, if !session.hello => {
+                session.error(None, ErrorCode::HelloRequired, "no hello in time; closing");
+                outbox.close(close_code::HELLO_TIMEOUT, "no hello in time");
+                break;
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle {
+                    outbox.close(close_code::IDLE_RESUME, "no frame for too long; resume");
+                    break;
+                }
+                outbox.ping();
+            }
+            // The writer ended: the socket failed, or it was closed for being too slow.
+            _ = &mut writer => break,
             _ = shutdown.changed() => {
                 session.send(ServerMessage::RoomClosed { reason: "server_shutdown".into() });
-                let _ = tx.send(Outbound::Close(1001, "server shutting down")).await;
+                outbox.close(1001, "server shutting down");
                 break;
             }
         }
     }
     session.on_socket_closed().await;
     drop(session);
-    drop(tx);
-    let _ = writer.await;
+    drop(outbox);
+    if !writer.is_finished() {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut writer).await;
+    }
+    writer.abort();
     app.metrics.ws_connections(-1);
 }
 
 struct Session {
     app: Arc<App>,
-    tx: mpsc::Sender<Outbound>,
+    outbox: Outbox,
+    client: IpAddr,
     hello: bool,
     seat: Option<SeatRef>,
     /// The seat's role and token subject (for authorization and audit).
@@ -116,12 +161,20 @@ struct Session {
 
 impl Session {
     fn send(&self, message: ServerMessage) {
-        let _ = self.tx.try_send(Outbound::Message(message));
+        self.outbox.send(message);
     }
 
     fn error(&self, id: Option<String>, code: ErrorCode, message: &str) {
         self.app.metrics.ws_error(code.as_str());
         self.send(ServerMessage::Error { id, code, message: message.to_string() });
+    }
+
+    fn security(&self, event: SecurityEvent, fields: serde_json::Value) {
+        self.app.security.record(self.app.clock.now(), event, Some(self.client), fields);
+    }
+
+    fn limits(&self) -> RoomLimits {
+        RoomLimits { in_call: self.app.config.max_participants, waiting: self.app.config.max_waiting }
     }
 
     fn rate_ok(&mut self) -> bool {
@@ -141,7 +194,7 @@ impl Session {
     async fn handle_text(&mut self, text: &str) -> bool {
         if text.len() > MAX_MESSAGE_BYTES {
             self.error(None, ErrorCode::MessageTooLarge, "message larger than 65536 bytes; closing");
-            let _ = self.tx.send(Outbound::Close(1009, "message too large")).await;
+            self.outbox.close(1009, "message too large");
             return false;
         }
         if !self.rate_ok() {
@@ -151,7 +204,7 @@ impl Session {
         let message = match decode_client_message(text) {
             Ok(m) => m,
             Err(e) => {
-                self.error(None, e.code, &e.message);
+                self.error(e.id, e.code, &e.message);
                 return true;
             }
         };
@@ -169,7 +222,7 @@ impl Session {
                         ErrorCode::UnsupportedVersion,
                         &format!("this server speaks protocol {PROTOCOL_VERSION}"),
                     );
-                    let _ = self.tx.send(Outbound::Close(4001, "unsupported protocol version")).await;
+                    self.outbox.close(close_code::UNSUPPORTED_VERSION, "unsupported protocol version");
                     return false;
                 }
                 self.hello = true;
@@ -202,33 +255,59 @@ impl Session {
             Err(TokenError::Expired) => return self.error(id, ErrorCode::TokenExpired, "the join token has expired"),
             Err(_) => return self.error(id, ErrorCode::InvalidToken, "the join token is not valid"),
         };
-        // A room that is a visit must still be open.
-        match self.app.store.visit_by_id(&claims.room).await {
-            Ok(Some(v)) if !matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress) => {
-                return self.error(id, ErrorCode::VisitClosed, "this visit is over or cancelled");
+        if let Err((code, why)) = credential_still_good(&self.app, &claims).await {
+            let event = if code == ErrorCode::AccountDisabled {
+                SecurityEvent::DisabledAccountUsed
+            } else {
+                SecurityEvent::LinkRefused
+            };
+            if code != ErrorCode::VisitClosed && code != ErrorCode::Internal {
+                self.security(event, serde_json::json!({ "subject": claims.sub, "code": code.as_str() }));
             }
-            Ok(_) => {}
-            Err(_) => return self.error(id, ErrorCode::Internal, "could not check the visit"),
+            return self.error(id, code, why);
         }
         // Clinicians go straight in; patients and guests wait to be admitted.
         let admitted = claims.role == Role::Clinician || claims.admitted;
-        let participant = crate::secret::random_id("p");
-        let joined = self.app.rooms.join(
-            &claims.room,
-            participant.clone(),
-            claims.role,
-            claims.name.clone(),
-            claims.sub.clone(),
-            self.app.config.max_participants,
+        let taken = self.app.rooms.join(SeatRequest {
+            room: claims.room.clone(),
+            participant_id: crate::secret::random_id("p"),
+            role: claims.role,
+            display_name: claims.name.clone(),
+            subject: claims.sub.clone(),
             admitted,
-            self.tx.clone(),
-        );
-        let (seat, resume_token, others) = match joined {
-            Ok(j) => j,
+            limits: self.limits(),
+            outbox: self.outbox.clone(),
+        });
+        let taken = match taken {
+            Ok(t) => t,
             Err(SeatError::RoomFull) => return self.error(id, ErrorCode::RoomFull, "the room is full"),
+            Err(SeatError::WaitingRoomFull) => {
+                return self.error(id, ErrorCode::WaitingRoomFull, "the waiting room is full; try again in a moment");
+            }
             Err(_) => return self.error(id, ErrorCode::Internal, "could not take a seat"),
         };
-        info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), admitted, "joined");
+        let seat = taken.seat.clone();
+        let took_over = taken.replaced.is_some();
+        if let Some(old) = taken.replaced {
+            // The same link or account joined again: the older connection is
+            // told and closed, and its media goes (the new page brings its own).
+            if let Some(outbox) = &old.outbox {
+                outbox.send(ServerMessage::Error {
+                    id: None,
+                    code: ErrorCode::SeatReplaced,
+                    message: "you joined from another window or device".into(),
+                });
+                outbox.close(close_code::SEAT_REPLACED, "joined elsewhere");
+            }
+            if old.in_sfu {
+                let _ = self
+                    .app
+                    .sfu
+                    .remove_participant(&RoomId(seat.room.clone()), &ParticipantId(seat.participant.clone()))
+                    .await;
+            }
+        }
+        info!(room = %seat.room, participant = %seat.participant, role = claims.role.as_str(), admitted = taken.admitted, took_over, "joined");
         audit_if_visit(
             &self.app,
             &seat.room,
@@ -244,17 +323,20 @@ impl Session {
             room_id: seat.room.clone(),
             participant_id: seat.participant.clone(),
             role: claims.role,
-            resume_token,
-            admitted,
-            participants: others,
+            resume_token: taken.resume_token,
+            admitted: taken.admitted,
+            participants: taken.others,
         });
         if let Some(me) = self.app.rooms.info(&seat.room, &seat.participant) {
-            if admitted {
-                self.app.rooms.broadcast(
-                    &seat.room,
-                    Some(&seat.participant),
-                    &ServerMessage::ParticipantJoined { participant: me },
-                );
+            if taken.admitted {
+                // A takeover keeps the participant: the others know it already.
+                if !took_over {
+                    self.app.rooms.broadcast(
+                        &seat.room,
+                        Some(&seat.participant),
+                        &ServerMessage::ParticipantJoined { participant: me },
+                    );
+                }
             } else {
                 let message = waiting_message(&self.app, &seat.room, me, 0).await;
                 self.app.rooms.send_to_clinicians(&seat.room, &message);
@@ -273,27 +355,41 @@ impl Session {
         if self.seat.is_some() {
             return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
         }
-        let Ok((seat, new_token, me, others, pending_offer)) = self.app.rooms.resume(resume_token, self.tx.clone())
-        else {
+        let Ok(resumed) = self.app.rooms.resume(resume_token, self.outbox.clone()) else {
             return self.error(id, ErrorCode::ResumeFailed, "unknown resume token, or the grace period has ended");
         };
+        let seat = resumed.seat.clone();
         info!(room = %seat.room, participant = %seat.participant, "resumed");
-        self.role = Some(me.role);
-        self.subject =
-            self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.subject.clone()).unwrap_or_default();
+        self.role = Some(resumed.me.role);
+        self.subject = resumed.subject.clone();
+        // Whatever was missed while away is restated whole: the people, the
+        // tracks the subscribe connection carries now, and an unanswered offer.
+        let tracks = if resumed.in_sfu {
+            self.app
+                .sfu
+                .subscribed_tracks(&RoomId(seat.room.clone()), &ParticipantId(seat.participant.clone()))
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(track_info)
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.send(ServerMessage::Resumed {
             id,
             room_id: seat.room.clone(),
             participant_id: seat.participant.clone(),
-            role: me.role,
-            resume_token: new_token,
-            admitted: me.admitted,
-            participants: others,
+            role: resumed.me.role,
+            resume_token: resumed.resume_token,
+            admitted: resumed.me.admitted,
+            participants: resumed.others,
+            tracks,
         });
-        if let Some(sdp) = pending_offer {
+        if let Some(sdp) = resumed.pending_offer {
             self.send(ServerMessage::SubscribeOffer { sdp });
         }
-        if me.role == Role::Clinician {
+        if resumed.me.role == Role::Clinician {
             for (info, waited) in self.app.rooms.waiting(&seat.room) {
                 self.send(waiting_message(&self.app, &seat.room, info, waited).await);
             }
@@ -328,13 +424,31 @@ impl Session {
                 | ClientMessage::EndVisit { .. }
         );
         if clinician_only && !clinician {
+            self.security(
+                SecurityEvent::ActionForbidden,
+                serde_json::json!({ "subject": self.subject, "room": seat.room, "action": message.type_name() }),
+            );
             self.error(message.id().map(str::to_owned), ErrorCode::Forbidden, "only a clinician may do this");
             return true;
+        }
+        let in_sfu = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.in_sfu).unwrap_or(false);
+        if !in_sfu && matches!(message, ClientMessage::SubscribeAnswer { .. } | ClientMessage::SubscribeRestart { .. })
+        {
+            let id = message.id().map(str::to_owned);
+            return match message {
+                ClientMessage::SubscribeAnswer { .. } => {
+                    self.error(id, ErrorCode::NoPendingOffer, "no subscribe offer is pending");
+                    true
+                }
+                _ => {
+                    self.error(id, ErrorCode::MediaNotStarted, "send publish_offer first");
+                    true
+                }
+            };
         }
         let sfu = &self.app.sfu;
         match message {
             ClientMessage::PublishOffer { id, sdp } => {
-                let in_sfu = self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.in_sfu).unwrap_or(false);
                 let result = if in_sfu {
                     sfu.publish_offer(&room, &participant, sdp).await
                 } else {
@@ -407,35 +521,43 @@ impl Session {
                 );
                 self.send(ServerMessage::Ack { id });
             }
-            ClientMessage::Admit { id, participant_id } => match self.app.rooms.admit(&seat.room, &participant_id) {
-                Ok((info, others, waited)) => {
-                    self.app.metrics.admitted_after(waited);
-                    self.app.rooms.send_to(
-                        &seat.room,
-                        &participant_id,
-                        ServerMessage::Admitted { participants: others },
-                    );
-                    self.app.rooms.broadcast(
-                        &seat.room,
-                        Some(&participant_id),
-                        &ServerMessage::ParticipantJoined { participant: info },
-                    );
-                    let detail = format!("{participant_id} waited_secs={}", waited.as_secs());
-                    audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(detail)).await;
-                    info!(room = %seat.room, participant = %participant_id, "admitted");
-                    self.send(ServerMessage::Ack { id });
+            ClientMessage::Admit { id, participant_id } => {
+                match self.app.rooms.admit(&seat.room, &participant_id, self.app.config.max_participants) {
+                    Ok((info, others, waited)) => {
+                        self.app.metrics.admitted_after(waited);
+                        self.app.rooms.send_to(
+                            &seat.room,
+                            &participant_id,
+                            ServerMessage::Admitted { participants: others },
+                        );
+                        self.app.rooms.broadcast(
+                            &seat.room,
+                            Some(&participant_id),
+                            &ServerMessage::ParticipantJoined { participant: info },
+                        );
+                        let detail = format!("{participant_id} waited_secs={}", waited.as_secs());
+                        audit_if_visit(&self.app, &seat.room, &self.subject, "admitted", Some(detail)).await;
+                        info!(room = %seat.room, participant = %participant_id, "admitted");
+                        self.send(ServerMessage::Ack { id });
+                    }
+                    Err(e) => self.seat_error(id, e),
                 }
-                Err(e) => self.seat_error(id, e),
-            },
+            }
             ClientMessage::Deny { id, participant_id, message } => {
                 match self.check_waiting(&seat.room, &participant_id, message.as_deref().unwrap_or("")) {
                     Err((code, why)) => self.error(id, code, why),
                     Ok(()) => {
                         self.app.rooms.send_to(&seat.room, &participant_id, ServerMessage::Denied { message });
-                        if let Some(target) = self.app.rooms.leave(&seat.room, &participant_id)
-                            && let Some(outbox) = target.outbox
-                        {
-                            let _ = outbox.try_send(Outbound::Close(4003, "denied"));
+                        let target = self.app.rooms.leave(&seat.room, &participant_id);
+                        if let Some(outbox) = target.as_ref().and_then(|t| t.outbox.as_ref()) {
+                            outbox.close(close_code::DENIED, "denied");
+                        }
+                        // The link stays out until a clinician lets it back in.
+                        if let Some(link_id) = target.as_ref().and_then(|t| t.subject.strip_prefix("link:")) {
+                            let now = self.app.clock.now();
+                            if let Err(e) = self.app.store.set_link_denied(link_id, Some(now)).await {
+                                tracing::error!(error = %e, room = %seat.room, "could not record the denial");
+                            }
                         }
                         self.app.rooms.send_to_clinicians(
                             &seat.room,
@@ -484,7 +606,7 @@ impl Session {
                 self.send(ServerMessage::Ack { id });
                 leave_room(&self.app, &seat.room, &seat.participant, "left").await;
                 self.seat = None;
-                let _ = self.tx.send(Outbound::Close(1000, "left")).await;
+                self.outbox.close(1000, "left");
                 return false;
             }
             // Handled before a seat is needed.
@@ -512,6 +634,7 @@ impl Session {
     fn seat_error(&self, id: Option<String>, e: SeatError) {
         match e {
             SeatError::NotWaiting => self.error(id, ErrorCode::NotWaiting, "the participant is not waiting"),
+            SeatError::RoomFull => self.error(id, ErrorCode::RoomFull, "the call is full"),
             _ => self.error(id, ErrorCode::ParticipantNotFound, "no such participant"),
         }
     }
@@ -524,6 +647,7 @@ impl Session {
             SfuError::InvalidCandidate => ErrorCode::InvalidCandidate,
             SfuError::RoomNotFound => ErrorCode::RoomClosed,
             SfuError::ParticipantNotFound => ErrorCode::MediaNotStarted,
+            SfuError::TooManyTracks { .. } => ErrorCode::TooManyTracks,
             _ => ErrorCode::Internal,
         };
         let message = match &e {
@@ -551,6 +675,55 @@ impl Session {
             }
         });
     }
+}
+
+/// Whether a join token's credential still holds: the visit is open, the
+/// link neither revoked nor denied, the staff account active. Tokens are
+/// short-lived, but what they stand for can be withdrawn sooner.
+async fn credential_still_good(app: &App, claims: &JoinClaims) -> Result<(), (ErrorCode, &'static str)> {
+    let internal = (ErrorCode::Internal, "could not check the credential");
+    match app.store.visit_by_id(&claims.room).await {
+        Ok(Some(v)) if !v.status.is_live() => {
+            return Err((ErrorCode::VisitClosed, "this visit is over or cancelled"));
+        }
+        Ok(_) => {}
+        Err(_) => return Err(internal),
+    }
+    if let Some(link_id) = claims.sub.strip_prefix("link:") {
+        match app.store.link_by_id(link_id).await {
+            Ok(Some(link)) if link.revoked_at.is_some() => {
+                return Err((ErrorCode::LinkRevoked, "this link has been withdrawn"));
+            }
+            Ok(Some(link)) if link.denied_at.is_some() => {
+                return Err((ErrorCode::LinkDenied, "the clinician has turned this link away"));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return Err((ErrorCode::LinkRevoked, "this link has been withdrawn")),
+            Err(_) => return Err(internal),
+        }
+    }
+    if let Some(clinician_id) = claims.sub.strip_prefix("clinician:") {
+        match app.store.clinician_by_id(clinician_id).await {
+            Ok(Some(c)) if c.active => {}
+            Ok(_) => return Err((ErrorCode::AccountDisabled, "this account is disabled")),
+            Err(_) => return Err(internal),
+        }
+    }
+    Ok(())
+}
+
+/// Closes the seats held under a withdrawn credential (a disabled account,
+/// a revoked or denied link): each is told why, closed, and freed.
+pub async fn withdraw_seats(app: &App, subject: &str, code: ErrorCode, why: &'static str) -> usize {
+    let seats = app.rooms.seats_of_subject(subject);
+    for (room, participant) in &seats {
+        app.rooms.send_to(room, participant, ServerMessage::Error { id: None, code, message: why.to_string() });
+        if let Some(outbox) = app.rooms.with_seat(room, participant, |s| s.outbox.clone()).flatten() {
+            outbox.close(close_code::CREDENTIAL_WITHDRAWN, "credential withdrawn");
+        }
+        leave_room(app, room, participant, "removed").await;
+    }
+    seats.len()
 }
 
 /// Frees a seat: media removed, everyone told, audited.

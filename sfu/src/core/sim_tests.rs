@@ -53,6 +53,8 @@ impl Sim {
             peer_timeout: Duration::from_secs(20),
             keyframe_interval: Duration::from_millis(500),
             stats_interval: Duration::from_secs(1),
+            max_tracks: 4,
+            max_sdp_bytes: 32 * 1024,
         };
         Sim { now, core: MediaCore::new(config, now, 7), clients: Vec::new() }
     }

@@ -182,10 +182,23 @@ impl Store {
             }
             if !active {
                 revoke_sessions_of(&mut tx, id, now).await?;
+                // The calendar feed speaks for the account too.
+                sqlx::query("DELETE FROM calendar_tokens WHERE clinician_id = $1").bind(id).execute(tx.conn()).await?;
             }
             tx.commit().await
         })
         .await
+    }
+
+    /// Of these accounts, those disabled (or gone).
+    pub async fn inactive_clinicians(&self, ids: &[&str]) -> StoreResult<Vec<String>> {
+        let mut inactive = Vec::new();
+        for id in ids {
+            if !self.clinician_by_id(id).await?.is_some_and(|c| c.active) {
+                inactive.push((*id).to_string());
+            }
+        }
+        Ok(inactive)
     }
 
     /// Replaces a password hash and revokes every refresh token of the account.

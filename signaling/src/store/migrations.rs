@@ -24,12 +24,16 @@ const SQLITE: &[Migration] = &[
     Migration { version: 3, sql: include_str!("migrations/sqlite/0003_follow_ups.sql") },
     Migration { version: 4, sql: include_str!("migrations/sqlite/0004_scheduler_outbox.sql") },
     Migration { version: 5, sql: include_str!("migrations/sqlite/0005_booking_rules.sql") },
+    Migration { version: 6, sql: include_str!("migrations/sqlite/0006_link_denials.sql") },
 ];
 
-const POSTGRES: &[Migration] = &[Migration { version: 5, sql: include_str!("migrations/postgres/0005_initial.sql") }];
+const POSTGRES: &[Migration] = &[
+    Migration { version: 5, sql: include_str!("migrations/postgres/0005_initial.sql") },
+    Migration { version: 6, sql: include_str!("migrations/postgres/0006_link_denials.sql") },
+];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i64 = 5;
+pub const LATEST_VERSION: i64 = 6;
 
 /// A fixed advisory-lock key, so that nodes starting together migrate one
 /// at a time.

@@ -59,6 +59,7 @@ fn link(id: &str, visit: &str, hash: &str) -> Link {
         valid_from: 0,
         valid_until: 9999,
         revoked_at: None,
+        denied_at: None,
         created_at: 1,
     }
 }

@@ -139,6 +139,8 @@ pub struct Link {
     pub valid_until: i64,
     /// When revoked, if it was.
     pub revoked_at: Option<i64>,
+    /// When a clinician turned it away, if one did and has not let it back in.
+    pub denied_at: Option<i64>,
     /// Creation time.
     pub created_at: i64,
 }
@@ -204,6 +206,7 @@ fn link_from(row: &AnyRow) -> StoreResult<Link> {
         valid_from: int(row, "valid_from")?,
         valid_until: int(row, "valid_until")?,
         revoked_at: opt_int(row, "revoked_at")?,
+        denied_at: opt_int(row, "denied_at")?,
         created_at: int(row, "created_at")?,
     })
 }
@@ -406,6 +409,69 @@ impl Store {
             })
             .await?;
         row.as_ref().map(link_from).transpose()
+    }
+
+    /// A link by id.
+    pub async fn link_by_id(&self, id: &str) -> StoreResult<Option<Link>> {
+        let row = self
+            .retrying_query(|| sqlx::query("SELECT * FROM links WHERE id = $1").bind(id).fetch_optional(self.pool()))
+            .await?;
+        row.as_ref().map(link_from).transpose()
+    }
+
+    /// Marks a link denied (`Some(now)`) or lets it back in (`None`).
+    pub async fn set_link_denied(&self, id: &str, denied_at: Option<i64>) -> StoreResult<()> {
+        let done = self
+            .retrying_query(|| {
+                sqlx::query("UPDATE links SET denied_at = $1 WHERE id = $2")
+                    .bind(denied_at)
+                    .bind(id)
+                    .execute(self.pool())
+            })
+            .await?;
+        if done.rows_affected() == 0 { Err(StoreError::NotFound) } else { Ok(()) }
+    }
+
+    /// Revokes one link (a guest link no longer wanted), with an audit event.
+    /// `Conflict` if it was revoked already.
+    pub async fn revoke_link(&self, id: &str, now: i64, audit: &AuditEvent) -> StoreResult<()> {
+        self.retrying(|| async move {
+            let mut tx = self.begin_write().await?;
+            let done = sqlx::query("UPDATE links SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(tx.conn())
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::Conflict);
+            }
+            tx.insert_audit(audit).await?;
+            tx.commit().await
+        })
+        .await
+    }
+
+    /// Of these links, those revoked or denied.
+    pub async fn withdrawn_links(&self, ids: &[&str]) -> StoreResult<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id FROM links WHERE (revoked_at IS NOT NULL OR denied_at IS NOT NULL) AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let sql = sql.as_str();
+        let rows = self
+            .retrying_query(|| {
+                let mut q = sqlx::query(sql);
+                for id in ids {
+                    q = q.bind(*id);
+                }
+                q.fetch_all(self.pool())
+            })
+            .await?;
+        rows.iter().map(|r| text(r, "id")).collect()
     }
 
     /// The links of a visit.

@@ -15,29 +15,28 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
 
+/// Settings for a test server: loopback, ephemeral ports, a fresh SQLite
+/// file, a fixed token secret, and the scheduler's worker idle. Built with
+/// the real settings resolver, so every other setting is its default.
 pub fn config() -> Config {
-    Config {
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        media_port: 0,
-        media_workers: 1,
-        media_ips: vec![IpAddr::from([127, 0, 0, 1])],
-        max_participants: 6,
-        resume_grace: Duration::from_secs(30),
-        peer_timeout: Duration::from_secs(20),
+    let args = teleconsult_signaling::config::ServeArgs {
+        http_addr: Some("127.0.0.1:0".parse().unwrap()),
+        media_port: Some(0),
+        media_ips: Some(vec![IpAddr::from([127, 0, 0, 1])]),
         token_secret: Some(SECRET.into()),
-        log_format: LogFormat::Text,
-        db: temp_db(),
-        db_pool: Default::default(),
-        public_url: None,
-        link_opens_before: 30 * 60,
-        link_closes_after: 2 * 3600,
-        metrics_token: None,
-        metrics_addr: None,
-        reminder_webhook: None,
-        red_flags: Default::default(),
-        scheduler_tick: Duration::from_secs(3600),
-        demo: false,
-    }
+        db: Some(temp_db()),
+        scheduler_tick_ms: Some(3_600_000),
+        ..Default::default()
+    };
+    let mut config = args.resolve().expect("test settings");
+    config.log_format = LogFormat::Text;
+    config
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed) ^ (u64::from(rand::random::<u32>()) << 20)
 }
 
 /// A fresh SQLite file under the system temp directory.
@@ -79,9 +78,11 @@ pub fn ws_url(server: &RunningServer) -> String {
     format!("ws://{}/ws", server.http_addr)
 }
 
-/// A join token for an ad-hoc room that skips the waiting room.
+/// A join token for an ad-hoc room that skips the waiting room. Each token
+/// has its own subject (one seat per subject): a new person each time.
 pub fn token(server: &RunningServer, room: &str, role: Role, name: &str) -> String {
-    server.app.keys.mint_join(room, role, name, "test", unix_now(), 600, true).unwrap()
+    let subject = format!("test-{}", rand_suffix());
+    server.app.keys.mint_join(room, role, name, &subject, unix_now(), 600, true).unwrap()
 }
 
 /// Polls `check` every 50 ms until it is true or `limit` passes.
