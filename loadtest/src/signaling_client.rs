@@ -167,6 +167,22 @@ impl SignalingClient {
         }
     }
 
+    /// Sends a raw text frame that carries `"id": id` and waits for the
+    /// reply with that id, whatever it is (an `error` included). For tests
+    /// of malformed requests, which no [`ClientMessage`] can express.
+    pub async fn raw_request(&self, text: &str, id: &str) -> Option<ServerMessage> {
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().await.insert(id.to_string(), tx);
+        self.send_raw(text).ok()?;
+        match tokio::time::timeout(self.timeout, rx).await {
+            Ok(Ok(reply)) => Some(reply),
+            _ => {
+                self.pending.lock().await.remove(id);
+                None
+            }
+        }
+    }
+
     /// `hello` with the current protocol version.
     pub async fn hello(&self) -> Result<(), SignalingError> {
         match self.request(ClientMessage::Hello { id: None, protocol: PROTOCOL_VERSION }).await? {
