@@ -117,6 +117,12 @@ pub enum RemovedReason {
     RoomClosed,
     /// The sfu is shutting down.
     Shutdown,
+    /// A fault inside the media stack while handling this participant's
+    /// data (caught: nobody else was affected). The client may reconnect.
+    Fault,
+    /// The media worker holding the room stopped and was restarted; the
+    /// room's media must be set up again.
+    WorkerRestarted,
 }
 
 impl RemovedReason {
@@ -127,6 +133,8 @@ impl RemovedReason {
             RemovedReason::ConnectionFailed => "connection_failed",
             RemovedReason::RoomClosed => "room_closed",
             RemovedReason::Shutdown => "shutdown",
+            RemovedReason::Fault => "fault",
+            RemovedReason::WorkerRestarted => "worker_restarted",
         }
     }
 }
@@ -300,4 +308,8 @@ pub enum SfuError {
     /// The media worker has stopped (shutdown or fault).
     #[error("the media worker has stopped")]
     WorkerGone,
+    /// A fault inside the media stack while handling this request (caught:
+    /// nobody else was affected).
+    #[error("the media server could not handle this")]
+    Fault,
 }

@@ -88,6 +88,7 @@ impl SfuHandle {
                             sockets,
                             commands: rx,
                             shared,
+                            event_sinks: Default::default(),
                         };
                         worker.run().await;
                     });

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::api::{Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, SfuError, WorkerStats};
-use crate::core::{CoreConfig, MediaCore};
+use crate::core::{CoreConfig, CoreEvent, MediaCore};
 
 /// A request from the handle to a worker. Each carries its reply channel.
 pub(crate) enum Command {
@@ -94,6 +94,8 @@ pub(crate) struct Worker {
     pub sockets: Vec<(SocketAddr, UdpSocket)>,
     pub commands: UnboundedReceiver<Command>,
     pub shared: Arc<Mutex<WorkerStats>>,
+    /// Each participant's event stream, by the key the core gave it.
+    pub event_sinks: std::collections::HashMap<u64, UnboundedSender<ParticipantEvent>>,
 }
 
 /// Binds one std socket per address on `port` (0 = the first bind picks it).
@@ -131,7 +133,7 @@ pub(crate) fn bind_sockets(
 impl Worker {
     pub(crate) fn core_config(local_addrs: Vec<SocketAddr>, config: &crate::api::SfuConfig) -> CoreConfig {
         CoreConfig {
-            local_addrs,
+            candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).collect(),
             max_participants: config.max_participants,
             peer_timeout: config.peer_timeout,
             keyframe_interval: config.keyframe_interval,
@@ -170,10 +172,11 @@ impl Worker {
                             let Some((index, len, source)) = try_recv_any(&self.sockets, &mut buf) else { break };
                             let local = self.sockets[index].0;
                             self.core.handle_datagram(Instant::now(), source, local, &buf[..len]);
-                            if !self.core.outbox.is_empty() && self.core.outbox.len() > 256 {
+                            if self.core.transmits.len() > 256 {
                                 break;
                             }
                         }
+                        self.core.settle(Instant::now());
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -207,7 +210,11 @@ impl Worker {
                 let _ = reply.send(core.close_room(now, &room));
             }
             Command::AddParticipant { room, participant, offer, events, reply } => {
-                let _ = reply.send(core.add_participant(now, &room, participant, &offer, events));
+                let result = core.add_participant(now, &room, participant, &offer).map(|(answer, key)| {
+                    self.event_sinks.insert(key, events);
+                    answer
+                });
+                let _ = reply.send(result);
             }
             Command::PublishOffer { room, participant, offer, reply } => {
                 let _ = reply.send(core.publish_offer(now, &room, &participant, &offer));
@@ -222,7 +229,7 @@ impl Worker {
                 let _ = reply.send(core.trickle(now, &room, &participant, connection, &candidate));
             }
             Command::RemoveParticipant { room, participant, reply } => {
-                let _ = reply.send(core.remove_participant(now, &room, &participant, None));
+                let _ = reply.send(core.remove_participant(now, &room, &participant));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(core.participant_stats());
@@ -234,9 +241,26 @@ impl Worker {
         }
     }
 
+    /// Passes the core's events on to the participants' streams.
+    fn pass_events(&mut self) {
+        for event in self.core.events.drain(..) {
+            match event {
+                CoreEvent::To(key, e) => {
+                    if let Some(sink) = self.event_sinks.get(&key) {
+                        let _ = sink.send(e);
+                    }
+                }
+                CoreEvent::Forget(key) => {
+                    self.event_sinks.remove(&key);
+                }
+            }
+        }
+    }
+
     /// Sends everything in the core's outbox.
     async fn flush(&mut self) {
-        for out in self.core.outbox.drain(..) {
+        self.pass_events();
+        for out in self.core.transmits.drain(..) {
             let socket = self
                 .sockets
                 .iter()

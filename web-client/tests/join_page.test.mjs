@@ -46,7 +46,10 @@ test('patient page: link to call, reload, deny, audio-only, link errors, French'
   const pageToken = (await api(base, token, 'POST', `/api/visits/${visit}/join-token`)).join_token;
   await clinicianPage.goto(`${base}/media-test/call.html#token=${pageToken}`);
   assert.ok(await eventually(() => clinicianPage.evaluate(() => window.teleconsultTest?.state.phase === 'in_call')), 'clinician in the call');
-  const clinician = await clinicianSocket(base, (await api(base, token, 'POST', `/api/visits/${visit}/join-token`)).join_token);
+  // The waiting room is run from Node by a second staff member (one seat per
+  // account: the same clinician joining again would take the page's seat).
+  const adminToken = await signIn(base, 'admin@demo.teleconsult.test');
+  const clinician = await clinicianSocket(base, (await api(base, adminToken, 'POST', `/api/visits/${visit}/join-token`)).join_token);
 
   // The patient walks through, one screen at a time.
   const context = await chromium.browser.newContext({ locale: 'en-GB' });

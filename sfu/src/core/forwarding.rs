@@ -1,0 +1,140 @@
+//! The packet path: a publisher's RTP packet written into every subscriber
+//! that receives its track, with each subscriber's own SSRC, payload type,
+//! sequence numbers and timestamps; and keyframe requests relayed back to
+//! publishers, throttled.
+//!
+//! Nothing here allocates: the fan-out table is read in place, the payload
+//! is str0m's shared buffer, and written subscribers are only marked dirty,
+//! to be drained once per batch of input.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
+
+use super::{Action, MediaCore, OutState, PartIx, PeerIx, Side, Timer};
+
+/// One packet from a publisher, as the subscribers' writers need it.
+pub(super) struct Packet {
+    pub source_ssrc: u32,
+    pub params: PayloadParams,
+    pub in_pt: Pt,
+    pub seq_no: SeqNo,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub ext: ExtensionValues,
+    pub payload: Arc<[u8]>,
+    pub wallclock: Instant,
+    pub video: bool,
+}
+
+impl MediaCore {
+    /// Writes `packet` of `publisher`'s track number `track` to every
+    /// subscriber in its fan-out.
+    pub(super) fn forward(&mut self, publisher: PartIx, track: usize, packet: &Packet) {
+        let Some(p) = self.participants.get(publisher) else { return };
+        let Some(t) = p.tracks.get(track) else { return };
+        for fan in &t.fanout {
+            let Some(peer) = self.peers.get_mut(fan.peer) else { continue };
+            let Side::Subscribe(sub) = &mut peer.side else { continue };
+            let Some(out) = sub.tracks.get_mut(fan.out) else { continue };
+            let OutState::Open(out_mid) = out.state else { continue };
+            let out_pt = match out.pt_map {
+                Some((in_pt, out_pt)) if in_pt == packet.in_pt => out_pt,
+                _ => {
+                    let Some(local) = peer.rtc.codec_config().match_params(packet.params) else { continue };
+                    let out_pt =
+                        if packet.in_pt == packet.params.pt() { local.pt() } else { local.red().unwrap_or(local.pt()) };
+                    out.pt_map = Some((packet.in_pt, out_pt));
+                    out_pt
+                }
+            };
+            let Some(rw) = out.seq.rewrite(packet.source_ssrc, *packet.seq_no, packet.timestamp) else { continue };
+            let written = super::guarded(|| {
+                let mut api = peer.rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(out_mid, None) else { return false };
+                tx.write_rtp(
+                    RtpWrite::new(out_pt, rw.seq.into(), rw.timestamp, packet.wallclock, packet.payload.clone())
+                        .marker(packet.marker)
+                        .ext_vals(packet.ext.clone())
+                        .nackable(packet.video),
+                );
+                true
+            });
+            match written {
+                Ok(true) => {
+                    self.counters.packets_forwarded += 1;
+                    self.counters.bytes_forwarded += packet.payload.len() as u64;
+                    if !peer.dirty {
+                        peer.dirty = true;
+                        self.dirty.push(fan.peer);
+                    }
+                }
+                Ok(false) => {}
+                Err(super::Fault) => {
+                    // The subscriber's connection faulted; the publisher and
+                    // everyone else carry on.
+                    let pix = peer.participant;
+                    self.counters.peer_faults += 1;
+                    if let Some(s) = self.participants.get(pix) {
+                        self.actions.push_back(Action::Remove {
+                            participant: pix,
+                            serial: s.serial,
+                            reason: crate::api::RemovedReason::Fault,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A subscriber asked (PLI/FIR) for a keyframe on one of its tracks.
+    pub(super) fn keyframe_wanted(&mut self, now: Instant, peer: PeerIx, serial: u64, sub_mid: Mid) {
+        let Some(subscriber) = self.peers.get(peer).filter(|p| p.serial == serial) else { return };
+        let Side::Subscribe(sub) = &subscriber.side else { return };
+        let Some((_, t)) = sub.tracks.iter().find(|(_, t)| t.state == OutState::Open(sub_mid)) else { return };
+        if !self.is(t.source, t.source_serial) {
+            return;
+        }
+        let (source, mid) = (t.source, t.source_mid);
+        self.keyframe_from(now, source, mid);
+    }
+
+    /// Throttled keyframe request to one publisher track: at once, or, inside
+    /// the throttle window, deferred to its end (never lost).
+    pub(super) fn keyframe_from(&mut self, now: Instant, publisher: PartIx, mid: Mid) {
+        let Some(p) = self.participants.get_mut(publisher) else { return };
+        let (publish, serial) = (p.publish, p.serial);
+        let Some((index, t)) = p.tracks.iter_mut().enumerate().find(|(_, t)| t.mid == mid) else { return };
+        if t.keyframes.request(now) {
+            if let Some(key) = publish {
+                self.send_keyframe_request(now, key, mid);
+            }
+        } else if let Some(at) = t.keyframes.deferred_until() {
+            self.timers.schedule(at, Timer::Keyframe(publisher, serial, index));
+        }
+    }
+
+    pub(super) fn send_keyframe_request(&mut self, now: Instant, key: PeerIx, mid: Mid) {
+        let Some(peer) = self.peers.get_mut(key) else { return };
+        let sent = super::guarded(|| match peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+            Some(rx) => {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                true
+            }
+            None => false,
+        });
+        match sent {
+            Ok(true) => self.counters.keyframe_requests += 1,
+            Ok(false) => {}
+            Err(super::Fault) => {
+                let pix = peer.participant;
+                self.fault(now, pix);
+                return;
+            }
+        }
+        self.drain(now, key);
+    }
+}

@@ -1,0 +1,970 @@
+//! The sans-IO heart of a media worker: rooms, participants, peers and
+//! forwarding, with no sockets, no clock and no channels of its own.
+//!
+//! The worker (see `worker.rs`) feeds it datagrams, commands and timeouts,
+//! each with a `now`, and takes what it leaves in [`MediaCore::transmits`]
+//! and [`MediaCore::events`], as str0m's `poll_output` does. Tests drive it
+//! the same way on simulated time.
+//!
+//! Rooms, participants and peers live in slabs and refer to each other by
+//! index, so the packet path clones no id and allocates nothing of its own.
+//! A forwarded packet goes straight from the publisher's drain into every
+//! subscriber's `Rtc` through the track's fan-out table (rebuilt when
+//! negotiation changes who receives what); subscribers are drained once per
+//! batch of input, not once per packet. Work that restructures rooms
+//! (tracks coming and going, removals) is queued as an [`Action`] and run
+//! after the peer that caused it has been drained.
+//!
+//! Every call into str0m with something a peer sent runs under
+//! `catch_unwind`: a panic costs that participant its media connections
+//! (it is told, and may come back), never the worker.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+use slab::Slab;
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::media::{Mid, Pt};
+use str0m::net::{DatagramRecv, Protocol, Receive};
+use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
+use tracing::{debug, info, warn};
+
+use crate::api::{
+    Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, SfuError, SubscribedTrack,
+    TrackKind, WorkerStats,
+};
+use crate::forward::{KeyframeThrottle, SeqRewriter};
+
+mod events;
+mod forwarding;
+mod negotiation;
+mod sdp;
+mod stats;
+mod timers;
+
+use stats::PeerMediaStats;
+use timers::{Timer, Timers};
+
+/// How often silent participants are looked for.
+const SILENCE_CHECK: Duration = Duration::from_millis(500);
+
+/// Settings the core needs.
+#[derive(Debug, Clone)]
+pub(crate) struct CoreConfig {
+    /// Candidates every peer advertises (their bases are the worker's sockets).
+    pub candidates: Vec<Candidate>,
+    pub max_participants: usize,
+    pub peer_timeout: Duration,
+    pub keyframe_interval: Duration,
+    pub stats_interval: Duration,
+    pub max_tracks: usize,
+    pub max_sdp_bytes: usize,
+}
+
+/// A datagram to send.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+    pub contents: Vec<u8>,
+}
+
+/// Something for the worker to pass on to one participant's event stream.
+#[derive(Debug)]
+pub(crate) enum CoreEvent {
+    /// Deliver `event` to the participant with this key.
+    To(u64, ParticipantEvent),
+    /// The participant is gone: close its event stream.
+    Forget(u64),
+}
+
+type RoomIx = usize;
+type PartIx = usize;
+type PeerIx = usize;
+
+/// One worker's rooms and peers.
+pub(crate) struct MediaCore {
+    config: CoreConfig,
+    rtc_config: RtcConfig,
+    room_index: FxHashMap<RoomId, RoomIx>,
+    rooms: Slab<Room>,
+    participants: Slab<Participant>,
+    peers: Slab<Peer>,
+    /// Remote address → peer, learnt from packets a peer accepted.
+    by_source: FxHashMap<SocketAddr, PeerIx>,
+    /// Local ICE ufrag → peer, to route a STUN request from a new address
+    /// without asking every peer.
+    by_ufrag: FxHashMap<String, PeerIx>,
+    timers: Timers,
+    actions: VecDeque<Action>,
+    /// Peers written to since they were last drained.
+    dirty: Vec<PeerIx>,
+    /// Datagrams waiting to be sent by the worker.
+    pub transmits: Vec<Outgoing>,
+    /// Events waiting to be passed on by the worker.
+    pub events: Vec<CoreEvent>,
+    /// Counters for metrics.
+    pub counters: WorkerStats,
+    next_serial: u64,
+    next_silence_check: Instant,
+    rng: u64,
+}
+
+struct Room {
+    id: RoomId,
+    max_participants: usize,
+    participants: Vec<PartIx>,
+}
+
+struct Participant {
+    id: ParticipantId,
+    room: RoomIx,
+    /// Unique for the worker's life: the key of its event stream, and a
+    /// check that a slab index still means the same participant.
+    serial: u64,
+    publish: Option<PeerIx>,
+    subscribe: Option<PeerIx>,
+    tracks: Vec<TrackIn>,
+    /// Publish connections so far: part of every track id it publishes, so
+    /// a rejoin never repeats an `msid` a subscriber's SDP still lists.
+    generation: u32,
+    /// When the participant (re)offered media; its peers' own
+    /// `last_received` times count from here.
+    last_activity: Instant,
+}
+
+/// A track a participant publishes.
+struct TrackIn {
+    mid: Mid,
+    kind: TrackKind,
+    /// The msid track id subscribers see.
+    track_id: String,
+    keyframes: KeyframeThrottle,
+    /// Where its packets go: open tracks of subscribe connections.
+    fanout: Vec<Fan>,
+}
+
+/// One destination of a published track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fan {
+    peer: PeerIx,
+    out: usize,
+}
+
+struct Peer {
+    rtc: Rtc,
+    participant: PartIx,
+    serial: u64,
+    side: Side,
+    /// When this peer's one timer entry is due.
+    scheduled: Option<Instant>,
+    /// When a datagram last arrived for this peer (the silence check reads it).
+    last_received: Instant,
+    /// The remote DTLS fingerprint line, to tell a renegotiation from a new
+    /// peer connection.
+    fingerprint: Option<String>,
+    /// The local ICE ufrag, as registered in `by_ufrag`.
+    ufrag: String,
+    /// Whether it is in `dirty`.
+    dirty: bool,
+    /// Latest media stats, from str0m's stats events.
+    stats: PeerMediaStats,
+}
+
+enum Side {
+    Publish,
+    Subscribe(Subscription),
+}
+
+#[derive(Default)]
+struct Subscription {
+    tracks: Slab<TrackOut>,
+    pending: Option<SdpPendingOffer>,
+    restart_ice: bool,
+    connected: bool,
+}
+
+/// A remote track in one subscriber's subscribe connection.
+struct TrackOut {
+    /// The publisher (slot and serial) and its track.
+    source: PartIx,
+    source_serial: u64,
+    source_mid: Mid,
+    kind: TrackKind,
+    /// The msid stream id (the publisher's participant id) and track id.
+    stream_id: String,
+    track_id: String,
+    state: OutState,
+    seq: SeqRewriter,
+    /// Publisher PT → our PT, cached after the first packet.
+    pt_map: Option<(Pt, Pt)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Waiting for the next offer.
+    ToOpen,
+    /// Offered; waiting for the answer.
+    Negotiating(Mid),
+    /// Negotiated: packets flow.
+    Open(Mid),
+    /// To be made inactive in the next offer.
+    ToStop(Mid),
+    /// Made inactive in the pending offer; dropped when it is answered.
+    Stopping(Mid),
+}
+
+/// Work that restructures rooms, queued while a peer is drained.
+enum Action {
+    TrackPublished { participant: PartIx, serial: u64, mid: Mid, kind: TrackKind },
+    TrackUnpublished { participant: PartIx, serial: u64, mid: Mid },
+    KeyframeWanted { peer: PeerIx, serial: u64, sub_mid: Mid },
+    SubscriberConnected { participant: PartIx, serial: u64 },
+    Connected { participant: PartIx, serial: u64, connection: Connection },
+    Negotiate { participant: PartIx, serial: u64 },
+    Remove { participant: PartIx, serial: u64, reason: RemovedReason },
+}
+
+/// A panic caught at the edge of str0m.
+#[derive(Debug)]
+struct Fault;
+
+/// Runs `f`, turning a panic into [`Fault`].
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Fault> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| Fault)
+}
+
+impl MediaCore {
+    pub(crate) fn new(config: CoreConfig, now: Instant, seed: u64) -> Self {
+        let rtc_config = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .enable_h264(true)
+            .set_stats_interval(Some(config.stats_interval));
+        MediaCore {
+            config,
+            rtc_config,
+            room_index: FxHashMap::default(),
+            rooms: Slab::new(),
+            participants: Slab::new(),
+            peers: Slab::new(),
+            by_source: FxHashMap::default(),
+            by_ufrag: FxHashMap::default(),
+            timers: Timers::default(),
+            actions: VecDeque::new(),
+            dirty: Vec::new(),
+            transmits: Vec::new(),
+            events: Vec::new(),
+            counters: WorkerStats::default(),
+            next_serial: 1,
+            next_silence_check: now + SILENCE_CHECK,
+            rng: seed | 1,
+        }
+    }
+
+    /// When the core next needs [`handle_timeout`](Self::handle_timeout).
+    pub(crate) fn next_wake(&self) -> Instant {
+        match self.timers.next() {
+            Some(t) => t.min(self.next_silence_check),
+            None => self.next_silence_check,
+        }
+    }
+
+    // ----- commands -------------------------------------------------------
+
+    pub(crate) fn create_room(&mut self, room: RoomId, max_participants: Option<usize>) {
+        if self.room_index.contains_key(&room) {
+            return;
+        }
+        let max = max_participants.unwrap_or(self.config.max_participants);
+        let ix = self.rooms.insert(Room { id: room.clone(), max_participants: max, participants: Vec::new() });
+        self.room_index.insert(room, ix);
+    }
+
+    pub(crate) fn close_room(&mut self, now: Instant, room: &RoomId) -> Result<(), SfuError> {
+        let ix = *self.room_index.get(room).ok_or(SfuError::RoomNotFound)?;
+        for p in self.rooms[ix].participants.clone() {
+            self.remove(now, p, Some(RemovedReason::RoomClosed));
+        }
+        self.remove_room_if_empty(ix, true);
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Adds a participant with its first publish offer; returns the answer
+    /// and the key its events will carry.
+    pub(crate) fn add_participant(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: ParticipantId,
+        offer: &str,
+    ) -> Result<(String, u64), SfuError> {
+        let offer = match guarded(|| sdp::checked_offer(offer, self.config.max_sdp_bytes, self.config.max_tracks)) {
+            Ok(parsed) => parsed?,
+            Err(Fault) => {
+                self.counters.peer_faults += 1;
+                warn!(room = %room_id, participant = %participant, "fault reading an offer; refused");
+                return Err(SfuError::Fault);
+            }
+        };
+        let room_ix = *self.room_index.get(room_id).ok_or(SfuError::RoomNotFound)?;
+        let room = &self.rooms[room_ix];
+        if room.participants.iter().any(|p| self.participants[*p].id == participant) {
+            return Err(SfuError::ParticipantExists);
+        }
+        if room.participants.len() >= room.max_participants {
+            return Err(SfuError::RoomFull);
+        }
+        let serial = self.serial();
+        let pix = self.participants.insert(Participant {
+            id: participant,
+            room: room_ix,
+            serial,
+            publish: None,
+            subscribe: None,
+            tracks: Vec::new(),
+            generation: 1,
+            last_activity: now,
+        });
+        self.rooms[room_ix].participants.push(pix);
+        match self.new_publish_peer(now, pix, offer) {
+            Ok(answer) => {
+                // Everything already published in the room is offered to the newcomer.
+                self.offer_existing_tracks(now, pix);
+                self.actions.push_back(Action::Negotiate { participant: pix, serial });
+                self.settle(now);
+                Ok((answer, serial))
+            }
+            Err(e) => {
+                self.remove(now, pix, None);
+                self.settle(now);
+                Err(e)
+            }
+        }
+    }
+
+    /// A new publish offer from a participant already in the room: an ICE
+    /// restart or renegotiation on the same connection, or a new connection
+    /// (after a page reload), which replaces the old one.
+    pub(crate) fn publish_offer(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+        offer: &str,
+    ) -> Result<String, SfuError> {
+        let pix = self.find(room_id, participant)?;
+        let parsed = match guarded(|| sdp::checked_offer(offer, self.config.max_sdp_bytes, self.config.max_tracks)) {
+            Ok(parsed) => parsed?,
+            Err(Fault) => return Err(self.fault(now, pix)),
+        };
+        let fingerprint = sdp::fingerprint_of(offer);
+        let p = &mut self.participants[pix];
+        p.last_activity = now;
+        if let Some(key) = p.publish
+            && let Some(peer) = self.peers.get_mut(key)
+            && peer.fingerprint == fingerprint
+            && peer.rtc.is_alive()
+        {
+            let answer = match guarded(|| peer.rtc.sdp_api().accept_offer(parsed)) {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(e)) => return Err(SfuError::InvalidSdp(e.to_string())),
+                Err(Fault) => return Err(self.fault(now, pix)),
+            };
+            self.register_ufrag(key);
+            self.drain(now, key);
+            self.settle(now);
+            return Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()));
+        }
+        // A new connection: its tracks replace the old connection's.
+        if let Some(key) = self.participants[pix].publish.take() {
+            self.drop_peer(key);
+            let serial = self.participants[pix].serial;
+            for mid in self.participants[pix].tracks.iter().map(|t| t.mid).collect::<Vec<_>>() {
+                self.actions.push_back(Action::TrackUnpublished { participant: pix, serial, mid });
+            }
+            self.settle(now);
+            self.participants[pix].generation += 1;
+        }
+        let answer = self.new_publish_peer(now, pix, parsed);
+        self.settle(now);
+        answer
+    }
+
+    pub(crate) fn answer_subscribe(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+        answer: &str,
+    ) -> Result<(), SfuError> {
+        let pix = self.find(room_id, participant)?;
+        let key = self.participants[pix].subscribe.ok_or(SfuError::NoPendingOffer)?;
+        if answer.len() > self.config.max_sdp_bytes {
+            return Err(SfuError::InvalidSdp(format!("larger than {} bytes", self.config.max_sdp_bytes)));
+        }
+        let answer = SdpAnswer::from_sdp_string(answer).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let peer = self.peers.get_mut(key).ok_or(SfuError::NoPendingOffer)?;
+        let Side::Subscribe(sub) = &mut peer.side else { return Err(SfuError::NoPendingOffer) };
+        let pending = sub.pending.take().ok_or(SfuError::NoPendingOffer)?;
+        match guarded(|| peer.rtc.sdp_api().accept_answer(pending, answer)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                // The offer is rolled back: everything in flight is offered again.
+                roll_back(sub);
+                return Err(SfuError::InvalidSdp(e.to_string()));
+            }
+            Err(Fault) => return Err(self.fault(now, pix)),
+        }
+        let opened = negotiation::settle_answered(sub);
+        let connected = sub.connected;
+        self.register_ufrag(key);
+        self.drain(now, key);
+        self.rebuild_fanouts(self.participants[pix].room);
+        if connected {
+            for (source, mid) in opened {
+                self.keyframe_from(now, source, mid);
+            }
+        }
+        // Changes that arrived while the offer was out go in the next one.
+        let serial = self.participants[pix].serial;
+        self.actions.push_back(Action::Negotiate { participant: pix, serial });
+        self.settle(now);
+        Ok(())
+    }
+
+    /// Asks for a fresh subscribe offer. `new_connection` means the client
+    /// built a new peer connection (so the old one is dropped); otherwise
+    /// the offer restarts ICE on the existing one.
+    pub(crate) fn restart_subscribe(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+        new_connection: bool,
+    ) -> Result<(), SfuError> {
+        let pix = self.find(room_id, participant)?;
+        match self.participants[pix].subscribe {
+            Some(key) if new_connection => {
+                self.drop_peer(key);
+                self.participants[pix].subscribe = None;
+                self.rebuild_fanouts(self.participants[pix].room);
+                self.offer_existing_tracks(now, pix);
+            }
+            Some(key) => {
+                if let Some(Peer { side: Side::Subscribe(sub), .. }) = self.peers.get_mut(key) {
+                    sub.restart_ice = true;
+                    // A lost offer must not block the restart.
+                    if sub.pending.take().is_some() {
+                        roll_back(sub);
+                    }
+                }
+            }
+            None => self.offer_existing_tracks(now, pix),
+        }
+        let serial = self.participants[pix].serial;
+        self.actions.push_back(Action::Negotiate { participant: pix, serial });
+        self.settle(now);
+        Ok(())
+    }
+
+    pub(crate) fn trickle(
+        &mut self,
+        now: Instant,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+        connection: Connection,
+        candidate: &str,
+    ) -> Result<(), SfuError> {
+        let pix = self.find(room_id, participant)?;
+        let key = match connection {
+            Connection::Publish => self.participants[pix].publish,
+            Connection::Subscribe => self.participants[pix].subscribe,
+        };
+        let text = candidate.trim();
+        let text = text.strip_prefix("a=").unwrap_or(text);
+        if text.is_empty() {
+            // End-of-candidates: nothing to do for an ICE-lite server.
+            return Ok(());
+        }
+        let c = match guarded(|| Candidate::from_sdp_string(text)) {
+            Ok(Ok(c)) => c,
+            Ok(Err(_)) => return Err(SfuError::InvalidCandidate),
+            Err(Fault) => return Err(self.fault(now, pix)),
+        };
+        if let Some(key) = key
+            && let Some(peer) = self.peers.get_mut(key)
+        {
+            if guarded(|| peer.rtc.add_remote_candidate(c)).is_err() {
+                return Err(self.fault(now, pix));
+            }
+            self.drain(now, key);
+            self.settle(now);
+        }
+        Ok(())
+    }
+
+    /// Removes a participant at the caller's request (it is not told).
+    pub(crate) fn remove_participant(&mut self, now: Instant, room_id: &RoomId, participant: &ParticipantId) -> bool {
+        let Ok(pix) = self.find(room_id, participant) else { return false };
+        self.remove(now, pix, None);
+        self.settle(now);
+        true
+    }
+
+    pub(crate) fn shutdown(&mut self, now: Instant) {
+        let all: Vec<PartIx> = self.participants.iter().map(|(ix, _)| ix).collect();
+        for p in all {
+            self.remove(now, p, Some(RemovedReason::Shutdown));
+        }
+        self.settle(now);
+    }
+
+    pub(crate) fn refresh_counters(&mut self) {
+        self.counters.rooms = self.rooms.len() as u64;
+        self.counters.participants = self.participants.len() as u64;
+    }
+
+    /// The tracks offered or open in a subscriber's subscribe connection.
+    pub(crate) fn subscribed_tracks(
+        &self,
+        room_id: &RoomId,
+        participant: &ParticipantId,
+    ) -> Result<Vec<SubscribedTrack>, SfuError> {
+        let pix = self.find(room_id, participant)?;
+        let Some(Peer { side: Side::Subscribe(sub), .. }) = self.participants[pix].subscribe.map(|k| &self.peers[k])
+        else {
+            return Ok(Vec::new());
+        };
+        Ok(sub
+            .tracks
+            .iter()
+            .filter_map(|(_, t)| match t.state {
+                OutState::Negotiating(mid) | OutState::Open(mid) => Some(self.subscribed(t, mid)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Media stats of every participant.
+    pub(crate) fn participant_stats(&self) -> Vec<ParticipantStats> {
+        self.participants
+            .iter()
+            .map(|(_, p)| {
+                stats::of_participant(
+                    &self.rooms[p.room].id,
+                    &p.id,
+                    p.publish.map(|k| &self.peers[k]),
+                    p.subscribe.map(|k| &self.peers[k]),
+                )
+            })
+            .collect()
+    }
+
+    // ----- input ----------------------------------------------------------
+
+    /// One datagram arrived on the local address `destination`. Call
+    /// [`settle`](Self::settle) after a batch of them.
+    pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
+        self.receive(now, Protocol::Udp, source, destination, buf);
+    }
+
+    /// One datagram (or, for TCP, one RFC 4571 frame) arrived.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        buf: &[u8],
+    ) {
+        self.counters.datagrams_in += 1;
+        let Ok(contents) = DatagramRecv::try_from(buf) else {
+            self.counters.datagrams_dropped += 1;
+            return;
+        };
+        let input = Input::Receive(now, Receive { proto, source, destination, contents });
+        let Some(key) = self.route(source, buf, &input) else {
+            self.counters.datagrams_dropped += 1;
+            return;
+        };
+        let peer = &mut self.peers[key];
+        peer.last_received = now;
+        match guarded(|| peer.rtc.handle_input(input)) {
+            // A datagram str0m refuses is dropped; only a fault takes the peer down.
+            Ok(Ok(())) | Ok(Err(_)) => {}
+            Err(Fault) => {
+                let pix = peer.participant;
+                self.fault(now, pix);
+                return;
+            }
+        }
+        self.drain(now, key);
+    }
+
+    /// Which peer a datagram is for: the one its source address is known
+    /// to belong to, or, for a STUN request, the peer whose ufrag it names.
+    /// Anything else is junk and costs no scan of the peers.
+    fn route(&mut self, source: SocketAddr, buf: &[u8], input: &Input) -> Option<PeerIx> {
+        if let Some(&key) = self.by_source.get(&source)
+            && let Some(peer) = self.peers.get(key)
+            && matches!(guarded(|| peer.rtc.accepts(input)), Ok(true))
+        {
+            return Some(key);
+        }
+        let message = str0m::ice::StunMessage::parse(buf).ok()?;
+        let (local_ufrag, _) = message.split_username()?;
+        let key = *self.by_ufrag.get(local_ufrag)?;
+        let peer = self.peers.get(key)?;
+        if !matches!(guarded(|| peer.rtc.accepts(input)), Ok(true)) {
+            return None;
+        }
+        self.by_source.insert(source, key);
+        Some(key)
+    }
+
+    /// Drives timers: str0m's, deferred keyframe requests, and the silence check.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Peer(key, serial) => {
+                    let Some(peer) = self.peers.get_mut(key).filter(|p| p.serial == serial) else { continue };
+                    peer.scheduled = None;
+                    if guarded(|| peer.rtc.handle_input(Input::Timeout(now))).is_err() {
+                        let pix = peer.participant;
+                        self.fault(now, pix);
+                        continue;
+                    }
+                    self.drain(now, key);
+                }
+                Timer::Keyframe(pix, serial, track) => {
+                    let Some(p) = self.participants.get_mut(pix).filter(|p| p.serial == serial) else { continue };
+                    let Some(t) = p.tracks.get_mut(track) else { continue };
+                    if t.keyframes.poll_deferred(now) {
+                        let (publish, mid) = (p.publish, t.mid);
+                        if let Some(key) = publish {
+                            self.send_keyframe_request(now, key, mid);
+                        }
+                    }
+                }
+            }
+        }
+        if now >= self.next_silence_check {
+            self.next_silence_check = now + SILENCE_CHECK;
+            self.remove_silent(now);
+        }
+        self.settle(now);
+    }
+
+    /// Drains every peer written to, and runs queued actions, until quiet.
+    pub(crate) fn settle(&mut self, now: Instant) {
+        loop {
+            while let Some(key) = self.dirty.pop() {
+                self.drain(now, key);
+            }
+            let Some(action) = self.actions.pop_front() else { break };
+            self.run(now, action);
+        }
+    }
+
+    fn remove_silent(&mut self, now: Instant) {
+        let timeout = self.config.peer_timeout;
+        let silent: Vec<PartIx> = self
+            .participants
+            .iter()
+            .filter(|(_, p)| {
+                let last = [p.publish, p.subscribe]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| self.peers.get(k))
+                    .map(|peer| peer.last_received)
+                    .fold(p.last_activity, Instant::max);
+                now.saturating_duration_since(last) > timeout
+            })
+            .map(|(ix, _)| ix)
+            .collect();
+        for pix in silent {
+            let p = &self.participants[pix];
+            info!(room = %self.rooms[p.room].id, participant = %p.id, "participant silent past the peer timeout, removed");
+            self.remove(now, pix, Some(RemovedReason::Timeout));
+        }
+    }
+
+    // ----- peers ----------------------------------------------------------
+
+    fn new_peer(&mut self, now: Instant, participant: PartIx, side: Side) -> PeerIx {
+        let mut rtc = self.rtc_config.clone().build(now);
+        for c in &self.config.candidates {
+            rtc.add_local_candidate(c.clone());
+        }
+        let serial = self.serial();
+        let key = self.peers.insert(Peer {
+            rtc,
+            participant,
+            serial,
+            side,
+            scheduled: None,
+            last_received: now,
+            fingerprint: None,
+            ufrag: String::new(),
+            dirty: false,
+            stats: PeerMediaStats::default(),
+        });
+        self.register_ufrag(key);
+        key
+    }
+
+    fn new_publish_peer(&mut self, now: Instant, participant: PartIx, offer: SdpOffer) -> Result<String, SfuError> {
+        let fingerprint = sdp::fingerprint_of(&offer.to_sdp_string());
+        let key = self.new_peer(now, participant, Side::Publish);
+        let peer = &mut self.peers[key];
+        peer.fingerprint = fingerprint;
+        let answer = match guarded(|| peer.rtc.sdp_api().accept_offer(offer)) {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                self.drop_peer(key);
+                return Err(SfuError::InvalidSdp(e.to_string()));
+            }
+            Err(Fault) => {
+                self.drop_peer(key);
+                self.counters.peer_faults += 1;
+                return Err(SfuError::Fault);
+            }
+        };
+        self.participants[participant].publish = Some(key);
+        self.register_ufrag(key);
+        self.drain(now, key);
+        Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()))
+    }
+
+    /// Keeps `by_ufrag` true after a peer's ICE credentials change.
+    fn register_ufrag(&mut self, key: PeerIx) {
+        let Some(peer) = self.peers.get_mut(key) else { return };
+        let Ok(ufrag) = guarded(|| peer.rtc.direct_api().local_ice_credentials().ufrag) else { return };
+        if ufrag != peer.ufrag {
+            let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+            self.by_ufrag.remove(&old);
+            self.by_ufrag.insert(ufrag, key);
+        }
+    }
+
+    fn drop_peer(&mut self, key: PeerIx) {
+        if !self.peers.contains(key) {
+            return;
+        }
+        let mut peer = self.peers.remove(key);
+        let _ = guarded(|| peer.rtc.disconnect());
+        if let Some(at) = peer.scheduled {
+            self.timers.cancel(at, Timer::Peer(key, peer.serial));
+        }
+        self.by_ufrag.remove(&peer.ufrag);
+        self.by_source.retain(|_, k| *k != key);
+    }
+
+    /// Polls one peer until it has nothing more to say: transmits go to the
+    /// outbox, packets are forwarded, other events become state or actions.
+    fn drain(&mut self, now: Instant, key: PeerIx) {
+        loop {
+            let Some(peer) = self.peers.get_mut(key) else { return };
+            let out = match guarded(|| peer.rtc.poll_output()) {
+                Ok(Ok(out)) => out,
+                Ok(Err(e)) => {
+                    let pix = peer.participant;
+                    debug!(error = %e, "peer error");
+                    self.queue_remove(pix, RemovedReason::ConnectionFailed);
+                    return;
+                }
+                Err(Fault) => {
+                    let pix = peer.participant;
+                    self.fault(now, pix);
+                    return;
+                }
+            };
+            match out {
+                Output::Timeout(t) => {
+                    peer.dirty = false;
+                    if peer.scheduled != Some(t) {
+                        self.timers.reschedule(peer.scheduled, t, Timer::Peer(key, peer.serial));
+                        peer.scheduled = Some(t);
+                    }
+                    if !peer.rtc.is_alive() {
+                        let pix = peer.participant;
+                        self.queue_remove(pix, RemovedReason::ConnectionFailed);
+                    }
+                    return;
+                }
+                Output::Transmit(t) => self.transmits.push(Outgoing {
+                    source: t.source,
+                    destination: t.destination,
+                    contents: t.contents.into(),
+                }),
+                Output::Event(e) => self.on_event(now, key, e),
+            }
+        }
+    }
+
+    fn run(&mut self, now: Instant, action: Action) {
+        match action {
+            Action::TrackPublished { participant, serial, mid, kind } => {
+                if self.is(participant, serial) {
+                    self.track_published(now, participant, mid, kind);
+                }
+            }
+            Action::TrackUnpublished { participant, serial, mid } => {
+                if self.is(participant, serial) {
+                    self.track_unpublished(participant, mid);
+                }
+            }
+            Action::KeyframeWanted { peer, serial, sub_mid } => self.keyframe_wanted(now, peer, serial, sub_mid),
+            Action::SubscriberConnected { participant, serial } => {
+                if self.is(participant, serial) {
+                    for (source, mid) in self.open_sources_of(participant) {
+                        self.keyframe_from(now, source, mid);
+                    }
+                }
+            }
+            Action::Negotiate { participant, serial } => {
+                if self.is(participant, serial) {
+                    self.negotiate(now, participant);
+                }
+            }
+            Action::Connected { participant, serial, connection } => {
+                if self.is(participant, serial) {
+                    self.events.push(CoreEvent::To(serial, ParticipantEvent::Connected(connection)));
+                }
+            }
+            Action::Remove { participant, serial, reason } => {
+                if self.is(participant, serial) {
+                    self.remove(now, participant, Some(reason));
+                }
+            }
+        }
+    }
+
+    /// Removes a participant now: its peers dropped, its tracks withdrawn
+    /// from everyone's subscriptions, and (given a reason) told why.
+    fn remove(&mut self, _now: Instant, pix: PartIx, reason: Option<RemovedReason>) {
+        if !self.participants.contains(pix) {
+            return;
+        }
+        let (publish, subscribe, serial, room) = {
+            let p = &self.participants[pix];
+            (p.publish, p.subscribe, p.serial, p.room)
+        };
+        for key in [publish, subscribe].into_iter().flatten() {
+            self.drop_peer(key);
+        }
+        let mids: Vec<Mid> = self.participants[pix].tracks.iter().map(|t| t.mid).collect();
+        for mid in mids {
+            self.track_unpublished(pix, mid);
+        }
+        if let Some(reason) = reason {
+            self.events.push(CoreEvent::To(serial, ParticipantEvent::Removed(reason)));
+        }
+        self.events.push(CoreEvent::Forget(serial));
+        let p = self.participants.remove(pix);
+        debug!(room = %self.rooms[room].id, participant = %p.id, reason = ?reason, "participant removed");
+        self.rooms[room].participants.retain(|x| *x != pix);
+        self.remove_room_if_empty(room, false);
+        if self.rooms.contains(room) {
+            self.rebuild_fanouts(room);
+        }
+    }
+
+    /// A room closes when it is empty (or, `always`, when closed on purpose).
+    fn remove_room_if_empty(&mut self, room: RoomIx, always: bool) {
+        if self.rooms.get(room).is_some_and(|r| always || r.participants.is_empty()) {
+            let r = self.rooms.remove(room);
+            self.room_index.remove(&r.id);
+            if !always {
+                info!(room = %r.id, "room empty, closed");
+            }
+        }
+    }
+
+    fn queue_remove(&mut self, pix: PartIx, reason: RemovedReason) {
+        if let Some(p) = self.participants.get(pix) {
+            self.actions.push_back(Action::Remove { participant: pix, serial: p.serial, reason });
+        }
+    }
+
+    /// A panic at the edge of str0m: the participant loses its media
+    /// connections (and is told), nobody else notices.
+    fn fault(&mut self, _now: Instant, pix: PartIx) -> SfuError {
+        self.counters.peer_faults += 1;
+        if let Some(p) = self.participants.get(pix) {
+            warn!(room = %self.rooms[p.room].id, participant = %p.id, "media fault; participant's media removed");
+        }
+        self.queue_remove(pix, RemovedReason::Fault);
+        SfuError::Fault
+    }
+
+    // ----- helpers --------------------------------------------------------
+
+    fn find(&self, room: &RoomId, participant: &ParticipantId) -> Result<PartIx, SfuError> {
+        let r = self.room_index.get(room).ok_or(SfuError::RoomNotFound)?;
+        self.rooms[*r]
+            .participants
+            .iter()
+            .copied()
+            .find(|p| self.participants[*p].id == *participant)
+            .ok_or(SfuError::ParticipantNotFound)
+    }
+
+    /// Whether slot `pix` still holds the participant with `serial`.
+    fn is(&self, pix: PartIx, serial: u64) -> bool {
+        self.participants.get(pix).is_some_and(|p| p.serial == serial)
+    }
+
+    fn serial(&mut self) -> u64 {
+        let s = self.next_serial;
+        self.next_serial += 1;
+        s
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64: enough to vary initial sequence numbers.
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    fn subscribed(&self, t: &TrackOut, mid: Mid) -> SubscribedTrack {
+        SubscribedTrack {
+            publisher: ParticipantId(t.stream_id.clone()),
+            kind: t.kind,
+            mid: mid.to_string(),
+            track_id: t.track_id.clone(),
+        }
+    }
+
+    /// Heap entries, for tests.
+    #[cfg(test)]
+    fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+/// Puts everything an unanswered offer carried back to be offered again.
+fn roll_back(sub: &mut Subscription) {
+    for (_, t) in sub.tracks.iter_mut() {
+        match t.state {
+            OutState::Negotiating(_) => t.state = OutState::ToOpen,
+            OutState::Stopping(mid) => t.state = OutState::ToStop(mid),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod sim_tests;

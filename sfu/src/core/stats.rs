@@ -1,0 +1,114 @@
+//! Media statistics: str0m's per-peer and per-track reports, kept per peer
+//! and summed per participant; and the worker's loss and RTT histograms.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
+
+use super::Peer;
+use crate::api::{LOSS_BUCKETS, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS, RoomId, WorkerStats};
+
+/// The latest reports of one peer.
+#[derive(Default)]
+pub(super) struct PeerMediaStats {
+    ingress: HashMap<Mid, IngressSample>,
+    egress: HashMap<Mid, EgressSample>,
+    rtt: Option<Duration>,
+}
+
+#[derive(Clone, Copy)]
+struct IngressSample {
+    packets: u64,
+    bytes: u64,
+    loss: Option<f32>,
+    jitter: u32,
+    video: bool,
+}
+
+#[derive(Clone, Copy)]
+struct EgressSample {
+    packets: u64,
+    bytes: u64,
+    nacks: u64,
+    keyframe_requests: u64,
+    loss: Option<f32>,
+    rtt: Option<Duration>,
+}
+
+pub(super) fn on_peer_stats(peer: &mut Peer, counters: &mut WorkerStats, s: PeerStats) {
+    if let Some(rtt) = s.rtt {
+        peer.stats.rtt = Some(rtt);
+        counters.rtt.observe(&RTT_BUCKETS_SECS, rtt.as_secs_f64());
+    }
+}
+
+pub(super) fn on_ingress(peer: &mut Peer, counters: &mut WorkerStats, s: MediaIngressStats) {
+    if let Some(loss) = s.loss {
+        counters.loss.observe(&LOSS_BUCKETS, f64::from(loss));
+    }
+    let video = peer.rtc.media(s.mid).is_some_and(|m| m.kind() == MediaKind::Video);
+    peer.stats
+        .ingress
+        .insert(s.mid, IngressSample { packets: s.packets, bytes: s.bytes, loss: s.loss, jitter: s.jitter, video });
+}
+
+pub(super) fn on_egress(peer: &mut Peer, counters: &mut WorkerStats, s: MediaEgressStats) {
+    // str0m's counts are per mid since the start; the worker's are totals.
+    let (nacks_before, kf_before) =
+        peer.stats.egress.get(&s.mid).map(|e| (e.nacks, e.keyframe_requests)).unwrap_or((0, 0));
+    counters.nacks_received += s.nacks.saturating_sub(nacks_before);
+    counters.keyframe_requests_received += (s.plis + s.firs).saturating_sub(kf_before);
+    if let Some(loss) = s.loss {
+        counters.loss.observe(&LOSS_BUCKETS, f64::from(loss));
+    }
+    peer.stats.egress.insert(
+        s.mid,
+        EgressSample {
+            packets: s.packets,
+            bytes: s.bytes,
+            nacks: s.nacks,
+            keyframe_requests: s.plis + s.firs,
+            loss: s.loss,
+            rtt: s.rtt,
+        },
+    );
+}
+
+/// One participant's figures, from its publish and subscribe peers.
+pub(super) fn of_participant(
+    room: &RoomId,
+    participant: &ParticipantId,
+    publish: Option<&Peer>,
+    subscribe: Option<&Peer>,
+) -> ParticipantStats {
+    let mut s =
+        ParticipantStats { room: Some(room.clone()), participant: Some(participant.clone()), ..Default::default() };
+    let max = |a: Option<f32>, b: Option<f32>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    if let Some(peer) = publish {
+        for i in peer.stats.ingress.values() {
+            s.packets_in += i.packets;
+            s.bytes_in += i.bytes;
+            s.loss_in = max(s.loss_in, i.loss);
+            if i.video || s.jitter.is_none() {
+                s.jitter = Some(i.jitter);
+            }
+        }
+        s.rtt = peer.stats.rtt;
+    }
+    if let Some(peer) = subscribe {
+        for e in peer.stats.egress.values() {
+            s.packets_out += e.packets;
+            s.bytes_out += e.bytes;
+            s.nacks_received += e.nacks;
+            s.keyframe_requests_received += e.keyframe_requests;
+            s.loss_out = max(s.loss_out, e.loss);
+            s.rtt = s.rtt.or(e.rtt).or(peer.stats.rtt);
+        }
+    }
+    s
+}
