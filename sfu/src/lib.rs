@@ -13,6 +13,8 @@
 
 #![deny(missing_docs)]
 
+#[cfg(test)]
+mod alloc_count;
 mod api;
 mod core;
 mod forward;
@@ -26,3 +28,7 @@ pub use api::{
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};
 pub use handle::SfuHandle;
+
+#[cfg(test)]
+#[global_allocator]
+static ALLOCATOR: alloc_count::CountingAllocator = alloc_count::CountingAllocator;

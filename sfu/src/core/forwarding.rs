@@ -113,7 +113,7 @@ impl MediaCore {
                 self.send_keyframe_request(now, key, mid);
             }
         } else if let Some(at) = t.keyframes.deferred_until() {
-            self.timers.schedule(at, Timer::Keyframe(publisher, serial, index));
+            self.timers.set(at, Timer::Keyframe(publisher, serial, index));
         }
     }
 

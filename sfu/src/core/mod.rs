@@ -111,6 +111,12 @@ pub(crate) struct MediaCore {
     next_serial: u64,
     next_silence_check: Instant,
     rng: u64,
+    /// Datagrams routed by their STUN ufrag, and peers asked whether they
+    /// accept a datagram (tests check junk costs neither).
+    #[cfg(test)]
+    ufrag_routes: u64,
+    #[cfg(test)]
+    accepts_calls: u64,
 }
 
 struct Room {
@@ -232,8 +238,13 @@ enum Action {
 #[derive(Debug)]
 struct Fault;
 
-/// Runs `f`, turning a panic into [`Fault`].
+/// Runs `f` (a call into str0m with what a peer sent), turning a panic into
+/// [`Fault`]. Every such call goes through here, so tests can also tell
+/// str0m's allocations from ours.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Fault> {
+    #[cfg(test)]
+    return crate::alloc_count::in_str0m(|| catch_unwind(AssertUnwindSafe(f)).map_err(|_| Fault));
+    #[cfg(not(test))]
     catch_unwind(AssertUnwindSafe(f)).map_err(|_| Fault)
 }
 
@@ -265,6 +276,10 @@ impl MediaCore {
             next_serial: 1,
             next_silence_check: now + SILENCE_CHECK,
             rng: seed | 1,
+            #[cfg(test)]
+            ufrag_routes: 0,
+            #[cfg(test)]
+            accepts_calls: 0,
         }
     }
 
@@ -586,7 +601,7 @@ impl MediaCore {
         buf: &[u8],
     ) {
         self.counters.datagrams_in += 1;
-        let Ok(contents) = DatagramRecv::try_from(buf) else {
+        let Ok(Ok(contents)) = guarded(|| DatagramRecv::try_from(buf)) else {
             self.counters.datagrams_dropped += 1;
             return;
         };
@@ -613,16 +628,31 @@ impl MediaCore {
     /// to belong to, or, for a STUN request, the peer whose ufrag it names.
     /// Anything else is junk and costs no scan of the peers.
     fn route(&mut self, source: SocketAddr, buf: &[u8], input: &Input) -> Option<PeerIx> {
+        #[cfg(test)]
+        {
+            self.accepts_calls += u64::from(self.by_source.contains_key(&source));
+        }
         if let Some(&key) = self.by_source.get(&source)
             && let Some(peer) = self.peers.get(key)
             && matches!(guarded(|| peer.rtc.accepts(input)), Ok(true))
         {
             return Some(key);
         }
-        let message = str0m::ice::StunMessage::parse(buf).ok()?;
-        let (local_ufrag, _) = message.split_username()?;
-        let key = *self.by_ufrag.get(local_ufrag)?;
+        let key = guarded(|| {
+            let message = str0m::ice::StunMessage::parse(buf).ok()?;
+            let (local_ufrag, _) = message.split_username()?;
+            self.by_ufrag.get(local_ufrag).copied()
+        })
+        .ok()??;
+        #[cfg(test)]
+        {
+            self.ufrag_routes += 1;
+        }
         let peer = self.peers.get(key)?;
+        #[cfg(test)]
+        {
+            self.accepts_calls += 1;
+        }
         if !matches!(guarded(|| peer.rtc.accepts(input)), Ok(true)) {
             return None;
         }
@@ -761,9 +791,7 @@ impl MediaCore {
         }
         let mut peer = self.peers.remove(key);
         let _ = guarded(|| peer.rtc.disconnect());
-        if let Some(at) = peer.scheduled {
-            self.timers.cancel(at, Timer::Peer(key, peer.serial));
-        }
+        self.timers.cancel(Timer::Peer(key, peer.serial));
         self.by_ufrag.remove(&peer.ufrag);
         self.by_source.retain(|_, k| *k != key);
     }
@@ -791,7 +819,7 @@ impl MediaCore {
                 Output::Timeout(t) => {
                     peer.dirty = false;
                     if peer.scheduled != Some(t) {
-                        self.timers.reschedule(peer.scheduled, t, Timer::Peer(key, peer.serial));
+                        self.timers.set(t, Timer::Peer(key, peer.serial));
                         peer.scheduled = Some(t);
                     }
                     if !peer.rtc.is_alive() {

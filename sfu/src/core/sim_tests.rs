@@ -69,6 +69,9 @@ struct Sim {
     clients: Vec<Client>,
     room: RoomId,
     people: Vec<Person>,
+    /// Whether calls into the core count allocations, and how many so far.
+    counting: bool,
+    allocations: u64,
 }
 
 fn config() -> CoreConfig {
@@ -89,7 +92,7 @@ impl Sim {
         let mut core = MediaCore::new(config(), now, 7);
         let room = RoomId("room".into());
         core.create_room(room.clone(), None);
-        Sim { now, core, clients: Vec::new(), room, people: Vec::new() }
+        Sim { now, core, clients: Vec::new(), room, people: Vec::new(), counting: false, allocations: 0 }
     }
 
     /// Moves every datagram across until nothing is left, then advances the
@@ -101,7 +104,7 @@ impl Sim {
             self.now += step;
             let now = self.now;
             if now >= self.core.next_wake() {
-                self.core.handle_timeout(now);
+                self.in_core(|core| core.handle_timeout(now));
             }
             for c in self.clients.iter_mut().filter(|c| c.alive) {
                 let _ = c.rtc.handle_input(Input::Timeout(now));
@@ -119,8 +122,10 @@ impl Sim {
             for i in 0..self.clients.len() {
                 moved |= self.drain_client(i);
             }
-            self.core.settle(self.now);
-            for out in std::mem::take(&mut self.core.transmits) {
+            let now = self.now;
+            self.in_core(|core| core.settle(now));
+            let transmits: Vec<_> = self.core.transmits.drain(..).collect();
+            for out in transmits {
                 moved = true;
                 let Some(i) = self.clients.iter().position(|c| c.addr == out.destination && c.alive) else { continue };
                 if let Ok(receive) = Receive::new(Protocol::Udp, out.source, out.destination, &out.contents) {
@@ -152,7 +157,8 @@ impl Sim {
                 Output::Transmit(t) => {
                     sent = true;
                     let bytes: Vec<u8> = t.contents.into();
-                    self.core.handle_datagram(self.now, t.source, t.destination, &bytes);
+                    let now = self.now;
+                    self.in_core(|core| core.handle_datagram(now, t.source, t.destination, &bytes));
                 }
                 Output::Event(e) => {
                     let c = &mut self.clients[i];
@@ -175,8 +181,19 @@ impl Sim {
         sent
     }
 
+    /// Runs one call into the core, counting its allocations when asked.
+    fn in_core<T>(&mut self, f: impl FnOnce(&mut MediaCore) -> T) -> T {
+        if !self.counting {
+            return f(&mut self.core);
+        }
+        let (result, n) = crate::alloc_count::counting(|| f(&mut self.core));
+        self.allocations += n;
+        result
+    }
+
     fn collect_events(&mut self) {
-        for event in std::mem::take(&mut self.core.events) {
+        let events: Vec<CoreEvent> = self.core.events.drain(..).collect();
+        for event in events {
             if let CoreEvent::To(key, e) = event
                 && let Some(p) = self.people.iter_mut().find(|p| p.key == key)
             {
@@ -339,4 +356,138 @@ fn a_silent_participant_is_removed_after_the_peer_timeout() {
     assert!(removed, "alice's tracks were removed from bob's subscription");
     assert!(sim.people[a].events.contains(&ParticipantEvent::Removed(RemovedReason::Timeout)));
     assert_eq!(sim.core.participant_stats().len(), 1, "only bob remains");
+}
+
+#[test]
+fn the_packet_path_allocates_nothing_of_its_own() {
+    let mut sim = Sim::new();
+    sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    sim.join("carol", "127.0.0.4:1000", "127.0.0.4:2000");
+    // Warm up: connections, negotiation, buffers grown to their working size.
+    for n in 0..300 {
+        sim.step(n);
+    }
+    let before = sim.core.counters.packets_forwarded;
+    sim.counting = true;
+    let mut n = 300;
+    while sim.core.counters.packets_forwarded - before < 10_000 {
+        sim.step(n);
+        n += 1;
+    }
+    sim.counting = false;
+    let forwarded = sim.core.counters.packets_forwarded - before;
+    assert_eq!(
+        sim.allocations, 0,
+        "{} allocations outside str0m while forwarding {forwarded} packets",
+        sim.allocations
+    );
+}
+
+#[test]
+fn a_fault_in_one_participants_sdp_costs_only_that_participant() {
+    let mut sim = Sim::new();
+    let a = sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    let c = sim.join("carol", "127.0.0.4:1000", "127.0.0.4:2000");
+    for n in 0..100 {
+        sim.step(n);
+    }
+    // A newcomer whose offer makes the SDP code panic is refused; nobody else notices.
+    let (_, _, _, offer, _) = sim.publish_offer("dave", "127.0.0.5:1000");
+    let poisoned = offer.replace("a=mid:", "a=x-teleconsult-inject-panic\r\na=mid:");
+    let refused = sim.core.add_participant(sim.now, &sim.room.clone(), ParticipantId("dave".into()), &poisoned);
+    assert!(matches!(refused, Err(crate::api::SfuError::Fault)), "{refused:?}");
+    // Carol, already in the call, renegotiates with such an offer: she alone is removed.
+    let room = sim.room.clone();
+    let refused = sim.core.publish_offer(sim.now, &room, &ParticipantId("carol".into()), &poisoned);
+    assert!(matches!(refused, Err(crate::api::SfuError::Fault)));
+    let before = sim.core.counters.packets_forwarded;
+    for n in 100..150 {
+        sim.step(n);
+    }
+    assert!(sim.people[c].events.contains(&ParticipantEvent::Removed(RemovedReason::Fault)), "carol is told");
+    assert_eq!(sim.core.participant_stats().len(), 2, "alice and bob remain");
+    assert!(sim.core.counters.packets_forwarded > before + 150, "the others' call kept forwarding");
+    assert!(sim.subscriber(a).rtp_by_mid.len() >= 2);
+    assert_eq!(sim.core.counters.peer_faults, 2);
+}
+
+#[test]
+fn junk_from_unknown_sources_asks_no_peer() {
+    let mut sim = Sim::new();
+    sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..100 {
+        sim.step(n);
+    }
+    let (dropped, accepts, forwarded) =
+        (sim.core.counters.datagrams_dropped, sim.core.accepts_calls, sim.core.counters.packets_forwarded);
+    let server: SocketAddr = SERVER.parse().unwrap();
+    let mut x: u64 = 99;
+    for i in 0..10_000u32 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let source = SocketAddr::from(([10, (x >> 8) as u8, (x >> 16) as u8, (x >> 24) as u8], (x >> 32) as u16 | 1));
+        let datagram: Vec<u8> = match i % 3 {
+            // A STUN binding request naming a ufrag nobody has.
+            0 => {
+                let mut stun = vec![0x00, 0x01, 0x00, 0x10, 0x21, 0x12, 0xa4, 0x42];
+                stun.extend_from_slice(&x.to_be_bytes()[..4]);
+                stun.extend_from_slice(&[0u8; 8]);
+                stun.extend_from_slice(&[0x00, 0x06, 0x00, 0x09]);
+                stun.extend_from_slice(b"nobody:xy\0\0\0");
+                stun
+            }
+            // RTP-shaped.
+            1 => [&[0x80u8, 0x60][..], &x.to_be_bytes(), &[0u8; 100]].concat(),
+            // DTLS-shaped.
+            _ => [&[22u8, 0xfe, 0xfd][..], &x.to_be_bytes(), &[0u8; 60]].concat(),
+        };
+        sim.core.handle_datagram(sim.now, source, server, &datagram);
+    }
+    sim.core.settle(sim.now);
+    assert_eq!(sim.core.counters.datagrams_dropped - dropped, 10_000, "all junk dropped");
+    assert_eq!(sim.core.accepts_calls - accepts, 0, "no peer was asked about junk");
+    for n in 100..150 {
+        sim.step(n);
+    }
+    assert!(sim.core.counters.packets_forwarded > forwarded + 150, "the call carried on");
+}
+
+#[test]
+fn a_publisher_that_reconnects_never_repeats_an_msid() {
+    let mut sim = Sim::new();
+    let a = sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let b = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..100 {
+        sim.step(n);
+    }
+    // Alice reloads: a new publish connection from a new client.
+    let (client, audio, video, offer, pending) = sim.publish_offer("alice", "127.0.0.2:3000");
+    let room = sim.room.clone();
+    let answer = sim.core.publish_offer(sim.now, &room, &ParticipantId("alice".into()), &offer).unwrap();
+    sim.clients[client].rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+    sim.clients[sim.people[a].publish].alive = false;
+    sim.people[a].publish = client;
+    sim.people[a].audio = audio;
+    sim.people[a].video = video;
+    for n in 100..250 {
+        sim.step(n);
+    }
+    let last = sim.people[b].offers_seen.last().expect("bob got new offers").clone();
+    let msids: Vec<&str> = last.lines().filter(|l| l.starts_with("a=msid:")).collect();
+    let mut unique = msids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), msids.len(), "no duplicate msid in {msids:?}");
+    assert!(msids.iter().any(|m| m.contains("alice-2-")), "the new tracks carry the new generation: {msids:?}");
+    // And bob receives alice's new tracks.
+    let live = sim.subscriber(b).rtp_by_mid.len();
+    assert!(live >= 4, "bob received on the old and the new mids ({live})");
+    // Every live section of the offer carries candidates (a non-bundling client needs them).
+    for section in last.split("\nm=").skip(1).filter(|s| s.split_whitespace().nth(1) != Some("0")) {
+        assert!(section.contains("a=candidate:"), "a section without candidates");
+    }
 }
