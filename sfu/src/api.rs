@@ -263,6 +263,19 @@ pub struct WorkerStats {
     pub rtt: Histogram,
 }
 
+/// One media worker's state, for health checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerHealth {
+    /// Worker index.
+    pub worker: usize,
+    /// Its UDP port.
+    pub port: u16,
+    /// Whether it runs (false between a fault and its restart).
+    pub alive: bool,
+    /// How many times it was restarted after a fault.
+    pub restarts: u64,
+}
+
 /// Why an `SfuHandle` call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]

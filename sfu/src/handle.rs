@@ -1,39 +1,51 @@
-//! [`SfuHandle`]: the async, cloneable face of the media workers.
+//! [`SfuHandle`]: the async, cloneable face of the media workers, and their
+//! supervisor.
+//!
+//! A worker thread that dies (a panic outside the core's own guards) is
+//! taken out of placement at once, its rooms forgotten (their participants'
+//! event streams close, which tells signaling to set their media up again),
+//! and, after a short backoff, started afresh on the same port.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::api::{
     Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, RoomOptions, SfuConfig, SfuError,
-    WorkerStats,
+    WorkerHealth, WorkerStats,
 };
 use crate::core::MediaCore;
-use crate::worker::{Command, Worker, bind_sockets};
+use crate::udp::SendBatch;
+use crate::worker::{Command, MediaSocket, Worker, bind_sockets};
 
 /// Handle to the media plane. Cheap to clone; all clones drive the same workers.
 ///
-/// Rooms are pinned to one worker (the one with the fewest rooms when the
-/// room is created). Every call is answered by that worker's thread.
+/// Rooms are pinned to one worker (the live one with the fewest rooms when
+/// the room is created). Every call is answered by that worker's thread.
 #[derive(Clone)]
 pub struct SfuHandle {
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    config: SfuConfig,
     workers: Vec<WorkerLink>,
     placement: Mutex<HashMap<RoomId, usize>>,
 }
 
 struct WorkerLink {
-    commands: UnboundedSender<Command>,
+    commands: RwLock<UnboundedSender<Command>>,
     port: u16,
     stats: Arc<Mutex<WorkerStats>>,
+    alive: AtomicBool,
+    restarts: AtomicU64,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -43,8 +55,66 @@ impl std::fmt::Debug for SfuHandle {
     }
 }
 
+/// First wait before a dead worker is restarted; doubled for each restart
+/// after, up to [`RESTART_BACKOFF_MAX`].
+const RESTART_BACKOFF: Duration = Duration::from_millis(250);
+const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Starts one worker thread on `port` (0: an ephemeral one). Returns its
+/// command channel, its port and its thread. A panic that escapes the
+/// worker is reported on `deaths` (with the worker's index).
+fn spawn_worker(
+    index: usize,
+    port: u16,
+    config: &SfuConfig,
+    stats: Arc<Mutex<WorkerStats>>,
+    deaths: std::sync::mpsc::Sender<usize>,
+) -> Result<(UnboundedSender<Command>, u16, JoinHandle<()>), SfuError> {
+    let (port, std_sockets) = bind_sockets(&config.media_ips, port)?;
+    let local_addrs: Vec<_> = std_sockets.iter().map(|(a, _)| *a).collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let core_config = Worker::core_config(&local_addrs, config);
+    let seed = u64::from(port) ^ (Instant::now().elapsed().as_nanos() as u64) ^ (std::process::id() as u64) << 20;
+    let thread = std::thread::Builder::new()
+        .name(format!("media-{index}"))
+        .spawn(move || {
+            let ran = catch_unwind(AssertUnwindSafe(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        error!(error = %e, "cannot start media worker runtime");
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let mut sockets = Vec::new();
+                    for (addr, s) in std_sockets {
+                        match MediaSocket::new(addr, s) {
+                            Ok(s) => sockets.push(s),
+                            Err(e) => error!(error = %e, "cannot register media socket"),
+                        }
+                    }
+                    let worker = Worker {
+                        core: MediaCore::new(core_config, Instant::now(), seed),
+                        sockets,
+                        commands: rx,
+                        shared: stats,
+                        event_sinks: HashMap::new(),
+                        send_scratch: SendBatch::new(),
+                    };
+                    worker.run().await;
+                });
+            }));
+            if ran.is_err() {
+                let _ = deaths.send(index);
+            }
+        })
+        .map_err(|e| SfuError::Bind { addr: format!("worker {index}"), reason: e.to_string() })?;
+    Ok((tx, port, thread))
+}
+
 impl SfuHandle {
-    /// Binds the media sockets and starts the workers.
+    /// Binds the media sockets and starts the workers and their supervisor.
     ///
     /// Fails if a socket cannot be bound or the configuration is unusable.
     pub fn start(config: SfuConfig) -> Result<SfuHandle, SfuError> {
@@ -54,50 +124,57 @@ impl SfuHandle {
         if config.media_ips.is_empty() {
             return Err(SfuError::Config("media_ips must name at least one address"));
         }
+        let (deaths_tx, deaths) = std::sync::mpsc::channel();
         let mut workers = Vec::new();
         for index in 0..config.workers {
             let port = if config.port == 0 { 0 } else { config.port.saturating_add(index as u16) };
-            let (port, std_sockets) = bind_sockets(&config.media_ips, port)?;
-            let local_addrs: Vec<_> = std_sockets.iter().map(|(a, _)| *a).collect();
-            let (tx, rx) = mpsc::unbounded_channel();
-            let stats = Arc::new(Mutex::new(WorkerStats { worker: index, port, ..Default::default() }));
-            let core_config = Worker::core_config(local_addrs, &config);
-            let shared = stats.clone();
-            let seed =
-                u64::from(port) ^ (Instant::now().elapsed().as_nanos() as u64) ^ (std::process::id() as u64) << 20;
-            let thread = std::thread::Builder::new()
-                .name(format!("media-{index}"))
-                .spawn(move || {
-                    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                        Ok(rt) => rt,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot start media worker runtime");
-                            return;
-                        }
-                    };
-                    runtime.block_on(async move {
-                        let mut sockets = Vec::new();
-                        for (addr, s) in std_sockets {
-                            match tokio::net::UdpSocket::from_std(s) {
-                                Ok(s) => sockets.push((addr, s)),
-                                Err(e) => tracing::error!(error = %e, "cannot register media socket"),
-                            }
-                        }
-                        let worker = Worker {
-                            core: MediaCore::new(core_config, Instant::now(), seed),
-                            sockets,
-                            commands: rx,
-                            shared,
-                            event_sinks: Default::default(),
-                        };
-                        worker.run().await;
-                    });
-                })
-                .map_err(|e| SfuError::Bind { addr: format!("worker {index}"), reason: e.to_string() })?;
+            let stats = Arc::new(Mutex::new(WorkerStats { worker: index, ..Default::default() }));
+            let (tx, port, thread) = spawn_worker(index, port, &config, stats.clone(), deaths_tx.clone())?;
+            if let Ok(mut s) = stats.lock() {
+                s.port = port;
+            }
             info!(worker = index, port, "media worker started");
-            workers.push(WorkerLink { commands: tx, port, stats, thread: Mutex::new(Some(thread)) });
+            workers.push(WorkerLink {
+                commands: RwLock::new(tx),
+                port,
+                stats,
+                alive: AtomicBool::new(true),
+                restarts: AtomicU64::new(0),
+                thread: Mutex::new(Some(thread)),
+            });
         }
-        Ok(SfuHandle { inner: Arc::new(Inner { workers, placement: Mutex::new(HashMap::new()) }) })
+        let inner = Arc::new(Inner { config, workers, placement: Mutex::new(HashMap::new()) });
+        let supervised = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("media-supervisor".into())
+            .spawn(move || supervise(supervised, deaths, deaths_tx))
+            .map_err(|e| SfuError::Bind { addr: "supervisor".into(), reason: e.to_string() })?;
+        Ok(SfuHandle { inner })
+    }
+
+    /// Each worker's state: alive, and how often it was restarted.
+    pub fn worker_health(&self) -> Vec<WorkerHealth> {
+        self.inner
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(worker, w)| WorkerHealth {
+                worker,
+                port: w.port,
+                alive: w.alive.load(Ordering::SeqCst),
+                restarts: w.restarts.load(Ordering::SeqCst),
+            })
+            .collect()
+    }
+
+    /// Makes a worker thread die on purpose, to exercise the supervisor.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_worker_panic(&self, worker: usize) {
+        if let Some(w) = self.inner.workers.get(worker)
+            && let Ok(commands) = w.commands.read()
+        {
+            let _ = commands.send(Command::Panic);
+        }
     }
 
     /// The UDP port of each worker.
@@ -107,7 +184,7 @@ impl SfuHandle {
 
     /// Creates a room (idempotent: an existing room is left as it is).
     pub async fn create_room(&self, room: RoomId, options: RoomOptions) -> Result<(), SfuError> {
-        let worker = self.place(&room);
+        let worker = self.place(&room)?;
         self.call(worker, |reply| Command::CreateRoom { room, max_participants: options.max_participants, reply }).await
     }
 
@@ -277,19 +354,27 @@ impl SfuHandle {
         }
     }
 
-    fn place(&self, room: &RoomId) -> usize {
-        let Ok(mut placement) = self.inner.placement.lock() else { return 0 };
-        if let Some(worker) = placement.get(room) {
-            return *worker;
+    fn place(&self, room: &RoomId) -> Result<usize, SfuError> {
+        let mut placement = self.inner.placement.lock().map_err(|_| SfuError::WorkerGone)?;
+        if let Some(worker) = placement.get(room)
+            && self.inner.workers[*worker].alive.load(Ordering::SeqCst)
+        {
+            return Ok(*worker);
         }
-        // Fewest rooms wins; counters lag by at most a refresh, which is fine for balance.
+        // The live worker with the fewest rooms wins.
         let mut counts = vec![0usize; self.inner.workers.len()];
         for worker in placement.values() {
             counts[*worker] += 1;
         }
-        let worker = counts.iter().enumerate().min_by_key(|(_, c)| **c).map(|(i, _)| i).unwrap_or(0);
+        let worker = counts
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.inner.workers[*i].alive.load(Ordering::SeqCst))
+            .min_by_key(|(_, c)| **c)
+            .map(|(i, _)| i)
+            .ok_or(SfuError::WorkerGone)?;
         placement.insert(room.clone(), worker);
-        worker
+        Ok(worker)
     }
 
     fn worker_of(&self, room: &RoomId) -> Result<usize, SfuError> {
@@ -300,7 +385,59 @@ impl SfuHandle {
     async fn call<T>(&self, worker: usize, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, SfuError> {
         let link = self.inner.workers.get(worker).ok_or(SfuError::WorkerGone)?;
         let (reply, rx) = oneshot::channel();
-        link.commands.send(make(reply)).map_err(|_| SfuError::WorkerGone)?;
+        {
+            let commands = link.commands.read().map_err(|_| SfuError::WorkerGone)?;
+            commands.send(make(reply)).map_err(|_| SfuError::WorkerGone)?;
+        }
         rx.await.map_err(|_| SfuError::WorkerGone)
+    }
+}
+
+/// Restarts workers that die, until the handle is gone.
+fn supervise(inner: Weak<Inner>, deaths: std::sync::mpsc::Receiver<usize>, deaths_tx: std::sync::mpsc::Sender<usize>) {
+    while let Ok(index) = deaths.recv() {
+        let Some(handle) = inner.upgrade() else { return };
+        let Some(link) = handle.workers.get(index) else { continue };
+        link.alive.store(false, Ordering::SeqCst);
+        // Its rooms are gone with it; new ones go elsewhere meanwhile.
+        if let Ok(mut placement) = handle.placement.lock() {
+            placement.retain(|_, w| *w != index);
+        }
+        let restarts = link.restarts.load(Ordering::SeqCst);
+        error!(worker = index, restarts, "media worker died; restarting it");
+        let backoff = RESTART_BACKOFF.saturating_mul(1 << restarts.min(6)).min(RESTART_BACKOFF_MAX);
+        drop(handle);
+        std::thread::sleep(backoff);
+        let Some(handle) = inner.upgrade() else { return };
+        let link = &handle.workers[index];
+        if let Ok(mut thread) = link.thread.lock()
+            && let Some(old) = thread.take()
+        {
+            let _ = old.join();
+        }
+        // The dead thread's sockets are closed; its port is free again.
+        let mut started = None;
+        for _ in 0..50 {
+            match spawn_worker(index, link.port, &handle.config, link.stats.clone(), deaths_tx.clone()) {
+                Ok(s) => {
+                    started = Some(s);
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        let Some((tx, _, thread)) = started else {
+            error!(worker = index, "media worker could not be restarted; it stays out of placement");
+            continue;
+        };
+        if let Ok(mut commands) = link.commands.write() {
+            *commands = tx;
+        }
+        if let Ok(mut t) = link.thread.lock() {
+            *t = Some(thread);
+        }
+        link.restarts.fetch_add(1, Ordering::SeqCst);
+        link.alive.store(true, Ordering::SeqCst);
+        info!(worker = index, port = link.port, "media worker restarted");
     }
 }

@@ -1,10 +1,14 @@
-//! The I/O shell around [`MediaCore`]: one thread, one UDP port, the clock.
+//! The I/O shell around [`MediaCore`]: one thread, one UDP port, the clock,
+//! and the channels.
 //!
 //! A worker binds one socket per advertised address, all on the same port
-//! (so the kernel tells us which local address a datagram arrived on, which
-//! str0m needs), and runs a single-threaded Tokio runtime that waits on the
-//! sockets, the command channel and the core's next timeout.
+//! (so it knows which local address a datagram arrived on, which str0m
+//! needs), and runs a single-threaded Tokio runtime that waits on the
+//! sockets, the command channel and the core's next timer (one `Sleep`,
+//! reset in place). Datagrams come in and go out in batches (`recvmmsg`,
+//! `sendmmsg`); the core settles once per batch.
 
+use std::collections::HashMap;
 use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
@@ -12,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use tokio::io::ReadBuf;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use crate::api::{Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, SfuError, WorkerStats};
-use crate::core::{CoreConfig, CoreEvent, MediaCore};
+use crate::core::{CoreConfig, CoreEvent, MediaCore, Outgoing};
+use crate::udp::{BATCH, RecvBatch, SendBatch, recv_batch, send_batch};
 
 /// A request from the handle to a worker. Each carries its reply channel.
 pub(crate) enum Command {
@@ -80,22 +84,43 @@ pub(crate) enum Command {
     Shutdown {
         reply: oneshot::Sender<()>,
     },
+    /// Makes the worker thread die, to prove the supervisor restarts it.
+    #[cfg(feature = "fault-injection")]
+    Panic,
 }
 
 /// How often the shared counters are refreshed.
 const COUNTER_REFRESH: Duration = Duration::from_millis(250);
-/// Most datagrams read in one wake-up before timers get a turn.
-const READ_BATCH: usize = 64;
+/// Most batches read in one wake-up before timers and sends get a turn.
+const READ_BATCHES: usize = 4;
 /// Requested socket buffer size, each way.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
+/// One bound media socket.
+pub(crate) struct MediaSocket {
+    pub local: SocketAddr,
+    pub socket: AsyncFd<std::net::UdpSocket>,
+    batch: RecvBatch,
+}
+
+impl MediaSocket {
+    /// Wraps a bound, non-blocking socket (inside a Tokio runtime).
+    pub fn new(local: SocketAddr, socket: std::net::UdpSocket) -> io::Result<Self> {
+        // SAFETY: the std socket is owned by the AsyncFd from here on, so its
+        // descriptor stays open and the same for the AsyncFd's whole life.
+        let socket = unsafe { AsyncFd::register(socket) }.map_err(|e| e.into_parts().1)?;
+        Ok(MediaSocket { local, socket, batch: RecvBatch::new() })
+    }
+}
+
 pub(crate) struct Worker {
     pub core: MediaCore,
-    pub sockets: Vec<(SocketAddr, UdpSocket)>,
+    pub sockets: Vec<MediaSocket>,
     pub commands: UnboundedReceiver<Command>,
     pub shared: Arc<Mutex<WorkerStats>>,
     /// Each participant's event stream, by the key the core gave it.
-    pub event_sinks: std::collections::HashMap<u64, UnboundedSender<ParticipantEvent>>,
+    pub event_sinks: HashMap<u64, UnboundedSender<ParticipantEvent>>,
+    pub send_scratch: SendBatch,
 }
 
 /// Binds one std socket per address on `port` (0 = the first bind picks it).
@@ -121,9 +146,8 @@ pub(crate) fn bind_sockets(
         let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
         socket.bind(&addr.into()).map_err(bind_error)?;
         let socket: std::net::UdpSocket = socket.into();
-        socket.set_nonblocking(true).map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
-        let local =
-            socket.local_addr().map_err(|e| SfuError::Bind { addr: addr.to_string(), reason: e.to_string() })?;
+        socket.set_nonblocking(true).map_err(bind_error)?;
+        let local = socket.local_addr().map_err(bind_error)?;
         port = local.port();
         sockets.push((local, socket));
     }
@@ -131,7 +155,7 @@ pub(crate) fn bind_sockets(
 }
 
 impl Worker {
-    pub(crate) fn core_config(local_addrs: Vec<SocketAddr>, config: &crate::api::SfuConfig) -> CoreConfig {
+    pub(crate) fn core_config(local_addrs: &[SocketAddr], config: &crate::api::SfuConfig) -> CoreConfig {
         CoreConfig {
             candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).collect(),
             max_participants: config.max_participants,
@@ -145,11 +169,12 @@ impl Worker {
 
     /// Runs until shutdown or until the handle is dropped.
     pub(crate) async fn run(mut self) {
-        let mut buf = vec![0u8; 2048];
         let mut last_refresh = Instant::now();
-        let mut batch_started: Option<Instant> = None;
+        let sleep = tokio::time::sleep_until(self.core.next_wake().into());
+        tokio::pin!(sleep);
         loop {
-            let wake = self.core.next_wake();
+            sleep.as_mut().reset(self.core.next_wake().into());
+            let mut batch_started = None;
             tokio::select! {
                 biased;
                 command = self.commands.recv() => {
@@ -162,31 +187,18 @@ impl Worker {
                     }
                     self.apply(command);
                 }
-                received = recv_any(&self.sockets, &mut buf) => {
-                    if let Ok((index, len, source)) = received {
-                        batch_started = Some(Instant::now());
-                        let local = self.sockets[index].0;
-                        self.core.handle_datagram(Instant::now(), source, local, &buf[..len]);
-                        // Read what else is queued before sending, so bursts are batched.
-                        for _ in 0..READ_BATCH {
-                            let Some((index, len, source)) = try_recv_any(&self.sockets, &mut buf) else { break };
-                            let local = self.sockets[index].0;
-                            self.core.handle_datagram(Instant::now(), source, local, &buf[..len]);
-                            if self.core.transmits.len() > 256 {
-                                break;
-                            }
-                        }
-                        self.core.settle(Instant::now());
-                    }
+                index = poll_fn(|cx| poll_recv(&mut self.sockets, cx)) => {
+                    batch_started = Some(Instant::now());
+                    self.read(index);
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = &mut sleep => {}
             }
             let now = Instant::now();
             if now >= self.core.next_wake() {
                 self.core.handle_timeout(now);
             }
             self.flush().await;
-            if let Some(t) = batch_started.take() {
+            if let Some(t) = batch_started {
                 self.core.counters.turnaround.observe(&crate::api::TURNAROUND_BUCKETS_SECS, t.elapsed().as_secs_f64());
             }
             if now.duration_since(last_refresh) >= COUNTER_REFRESH {
@@ -195,7 +207,24 @@ impl Worker {
             }
         }
         self.publish_counters();
-        debug!(port = self.sockets.first().map(|s| s.0.port()), "media worker stopped");
+        debug!(port = self.sockets.first().map(|s| s.local.port()), "media worker stopped");
+    }
+
+    /// Hands the batch just read on socket `index` to the core, reads a few
+    /// more batches while they are there, then lets the core settle once.
+    fn read(&mut self, index: usize) {
+        let Some(socket) = self.sockets.get_mut(index) else { return };
+        for round in 0..READ_BATCHES {
+            if round > 0 && recv_batch(socket.socket.get_ref(), &mut socket.batch).is_err() {
+                // Drained (or an ICMP error surfacing): the next wake will come.
+                break;
+            }
+            let now = Instant::now();
+            for (source, contents) in socket.batch.datagrams() {
+                self.core.handle_datagram(now, source, socket.local, contents);
+            }
+        }
+        self.core.settle(Instant::now());
     }
 
     fn apply(&mut self, command: Command) {
@@ -238,6 +267,8 @@ impl Worker {
                 let _ = reply.send(core.subscribed_tracks(&room, &participant));
             }
             Command::Shutdown { .. } => {}
+            #[cfg(feature = "fault-injection")]
+            Command::Panic => panic!("injected media worker fault"),
         }
     }
 
@@ -257,32 +288,63 @@ impl Worker {
         }
     }
 
-    /// Sends everything in the core's outbox.
+    /// Passes events on and sends everything in the core's outbox, in
+    /// batches per socket.
     async fn flush(&mut self) {
         self.pass_events();
-        for out in self.core.transmits.drain(..) {
-            let socket = self
-                .sockets
-                .iter()
-                .find(|(local, _)| *local == out.source)
-                .or_else(|| self.sockets.iter().find(|(local, _)| local.is_ipv4() == out.destination.is_ipv4()))
-                .map(|(_, s)| s);
-            let Some(socket) = socket else {
-                self.core.counters.send_errors += 1;
+        let mut transmits = std::mem::take(&mut self.core.transmits);
+        let mut start = 0;
+        while start < transmits.len() {
+            // A run of datagrams leaving from the same local address.
+            let source = transmits[start].source;
+            let end = transmits[start..].iter().position(|t| t.source != source).map_or(transmits.len(), |n| start + n);
+            let Some(socket) = self.socket_for(source, transmits[start].destination) else {
+                self.core.counters.send_errors += (end - start) as u64;
+                start = end;
                 continue;
             };
-            let sent = match socket.try_send_to(&out.contents, out.destination) {
+            start = self.send_run(socket, &transmits[start..end]).await + start;
+        }
+        transmits.clear();
+        // Keep the grown buffer for the next flush.
+        self.core.transmits = transmits;
+    }
+
+    fn socket_for(&self, source: SocketAddr, destination: SocketAddr) -> Option<usize> {
+        self.sockets
+            .iter()
+            .position(|s| s.local == source)
+            .or_else(|| self.sockets.iter().position(|s| s.local.is_ipv4() == destination.is_ipv4()))
+    }
+
+    /// Sends a run of datagrams from one socket; returns how many were handled.
+    async fn send_run(&mut self, index: usize, run: &[Outgoing]) -> usize {
+        let mut done = 0;
+        let mut datagrams: [(SocketAddr, &[u8]); BATCH] = [(SocketAddr::from(([0, 0, 0, 0], 0)), &[]); BATCH];
+        while done < run.len() {
+            let n = (run.len() - done).min(BATCH);
+            for (slot, out) in datagrams.iter_mut().zip(&run[done..done + n]) {
+                *slot = (out.destination, out.contents.as_slice());
+            }
+            let socket = &self.sockets[index].socket;
+            match send_batch(socket.get_ref(), &mut self.send_scratch, &datagrams[..n]) {
+                Ok(sent) => done += sent,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    socket.send_to(&out.contents, out.destination).await.map(|_| ())
+                    // The send buffer is full: wait until it drains.
+                    if let Ok(mut guard) = socket.writable().await {
+                        guard.clear_ready();
+                    }
                 }
-                other => other.map(|_| ()),
-            };
-            if let Err(e) = sent {
-                self.core.counters.send_errors += 1;
-                // The kind only: the error text may carry the peer's address.
-                debug!(kind = ?e.kind(), "udp send failed");
+                Err(e) => {
+                    // One bad destination fails the call: skip it and go on.
+                    self.core.counters.send_errors += 1;
+                    // The kind only: the error text may carry the peer's address.
+                    debug!(kind = ?e.kind(), "udp send failed");
+                    done += 1;
+                }
             }
         }
+        run.len()
     }
 
     fn publish_counters(&mut self) {
@@ -297,29 +359,21 @@ impl Worker {
     }
 }
 
-/// Waits for a datagram on any of the sockets.
-async fn recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> io::Result<(usize, usize, SocketAddr)> {
-    poll_fn(|cx| {
-        for (index, (_, socket)) in sockets.iter().enumerate() {
-            let mut read = ReadBuf::new(buf);
-            match socket.poll_recv_from(cx, &mut read) {
-                Poll::Ready(Ok(source)) => return Poll::Ready(Ok((index, read.filled().len(), source))),
-                // An ICMP error surfacing on an unconnected socket: the caller
-                // ignores it and polls again.
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                Poll::Pending => continue,
+/// Waits until a batch could be read from one of the sockets; returns the
+/// socket's index (its batch holds the datagrams).
+fn poll_recv(sockets: &mut [MediaSocket], cx: &mut std::task::Context<'_>) -> Poll<usize> {
+    for (index, s) in sockets.iter_mut().enumerate() {
+        // Pending registers this task's waker; an error means the socket is
+        // unusable and is skipped.
+        while let Poll::Ready(Ok(mut guard)) = s.socket.poll_read_ready(cx) {
+            match guard.try_io(|fd| recv_batch(fd.get_ref(), &mut s.batch)) {
+                Ok(Ok(_)) => return Poll::Ready(index),
+                // An ICMP error surfacing on an unconnected socket: read on.
+                Ok(Err(_)) => continue,
+                // Drained: readiness is cleared; poll again to register.
+                Err(_would_block) => continue,
             }
         }
-        Poll::Pending
-    })
-    .await
-}
-
-fn try_recv_any(sockets: &[(SocketAddr, UdpSocket)], buf: &mut [u8]) -> Option<(usize, usize, SocketAddr)> {
-    for (index, (_, socket)) in sockets.iter().enumerate() {
-        if let Ok((len, source)) = socket.try_recv_from(buf) {
-            return Some((index, len, source));
-        }
     }
-    None
+    Poll::Pending
 }

@@ -121,6 +121,9 @@ pub struct Seat {
     pub detached_at: Option<Instant>,
     /// Whether the sfu holds media connections for this seat.
     pub in_sfu: bool,
+    /// Counts the seat's media sessions in the sfu, so that a stream that
+    /// ends late is not mistaken for the current one's.
+    pub media_generation: u64,
     /// The last subscribe offer not yet answered, resent on resume.
     pub pending_subscribe_offer: Option<String>,
     /// When the seat was taken (for waiting times).
@@ -297,6 +300,7 @@ impl RoomRegistry {
                 resume_token: resume_token.clone(),
                 detached_at: None,
                 in_sfu: false,
+                media_generation: previous.as_ref().map(|p| p.media_generation).unwrap_or(0),
                 pending_subscribe_offer: None,
                 arrived_at: previous.as_ref().map(|p| p.arrived_at).unwrap_or_else(Instant::now),
             },

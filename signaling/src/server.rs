@@ -298,9 +298,23 @@ async fn ops_page() -> Response {
         .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
+/// Liveness: the process answers; `degraded` while a media worker is down
+/// (it is being restarted), `stopping` during shutdown.
 async fn healthz(State(app): State<Arc<App>>) -> Response {
-    let status = if *app.shutdown.borrow() { "stopping" } else { "ok" };
-    axum::Json(serde_json::json!({ "status": status, "version": env!("CARGO_PKG_VERSION") })).into_response()
+    let workers = app.sfu.worker_health();
+    let status = if *app.shutdown.borrow() {
+        "stopping"
+    } else if workers.iter().any(|w| !w.alive) {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let media: Vec<serde_json::Value> = workers
+        .iter()
+        .map(|w| serde_json::json!({ "worker": w.worker, "alive": w.alive, "restarts": w.restarts }))
+        .collect();
+    axum::Json(serde_json::json!({ "status": status, "version": env!("CARGO_PKG_VERSION"), "media_workers": media }))
+        .into_response()
 }
 
 /// `/metrics` on the main listener: open unless a metrics token is set,

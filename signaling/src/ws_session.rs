@@ -456,8 +456,16 @@ impl Session {
                     match sfu.create_room(room.clone(), options).await {
                         Ok(()) => match sfu.add_participant(&room, participant.clone(), sdp).await {
                             Ok((answer, events)) => {
-                                self.app.rooms.with_seat(&seat.room, &seat.participant, |s| s.in_sfu = true);
-                                tokio::spawn(pump_media_events(self.app.clone(), seat.clone(), events));
+                                let generation = self
+                                    .app
+                                    .rooms
+                                    .with_seat(&seat.room, &seat.participant, |s| {
+                                        s.in_sfu = true;
+                                        s.media_generation += 1;
+                                        s.media_generation
+                                    })
+                                    .unwrap_or(0);
+                                tokio::spawn(pump_media_events(self.app.clone(), seat.clone(), generation, events));
                                 Ok(answer)
                             }
                             Err(e) => Err(e),
@@ -648,6 +656,7 @@ impl Session {
             SfuError::RoomNotFound => ErrorCode::RoomClosed,
             SfuError::ParticipantNotFound => ErrorCode::MediaNotStarted,
             SfuError::TooManyTracks { .. } => ErrorCode::TooManyTracks,
+            SfuError::WorkerGone | SfuError::Fault => ErrorCode::Internal,
             _ => ErrorCode::Internal,
         };
         let message = match &e {
@@ -757,8 +766,16 @@ async fn waiting_message(app: &App, room: &str, participant: ParticipantInfo, wa
     ServerMessage::ParticipantWaiting { participant, waited_secs, questionnaire, red_flags }
 }
 
-/// Relays one participant's media events to whichever session holds its seat.
-async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::UnboundedReceiver<ParticipantEvent>) {
+/// Relays one participant's media events to whichever session holds its
+/// seat. If the stream ends without the sfu saying why (its worker died),
+/// the seat's media is marked gone and the client told to set it up again.
+async fn pump_media_events(
+    app: Arc<App>,
+    seat: SeatRef,
+    generation: u64,
+    mut events: mpsc::UnboundedReceiver<ParticipantEvent>,
+) {
+    let mut told = false;
     while let Some(event) = events.recv().await {
         let message = match event {
             ParticipantEvent::SubscribeOffer { sdp } => {
@@ -778,6 +795,7 @@ async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::Unbou
             }
             ParticipantEvent::Connected(_) => continue,
             ParticipantEvent::Removed(reason) => {
+                told = true;
                 app.rooms.with_seat(&seat.room, &seat.participant, |s| {
                     s.in_sfu = false;
                     s.pending_subscribe_offer = None;
@@ -791,6 +809,29 @@ async fn pump_media_events(app: Arc<App>, seat: SeatRef, mut events: mpsc::Unbou
             _ => continue,
         };
         app.rooms.send_to(&seat.room, &seat.participant, message);
+    }
+    if told {
+        return;
+    }
+    // Ended unannounced: only the seat's current media session matters.
+    let lost = app
+        .rooms
+        .with_seat(&seat.room, &seat.participant, |s| {
+            let current = s.in_sfu && s.media_generation == generation;
+            if current {
+                s.in_sfu = false;
+                s.pending_subscribe_offer = None;
+            }
+            current
+        })
+        .unwrap_or(false);
+    if lost {
+        info!(room = %seat.room, participant = %seat.participant, "media session lost with its worker");
+        app.rooms.send_to(
+            &seat.room,
+            &seat.participant,
+            ServerMessage::MediaRemoved { reason: RemovedReason::WorkerRestarted.as_str().into() },
+        );
     }
 }
 

@@ -147,6 +147,7 @@ async fn a_denied_link_stays_out_until_a_clinician_lets_it_back() {
     let x = join_token_of(&v.server, &v.link).await.json();
     let spare_token = join_token_of(&v.server, &v.link).await.json()["join_token"].as_str().unwrap().to_string();
     let link_id = v.server.app.store.links_of_visit(&v.visit).await.unwrap()[0].id.clone();
+    assert_eq!(v.server.app.store.links_of_visit(&v.visit).await.unwrap().len(), 1, "only the patient's link");
     let (_p, _pe, joined) = join(&v.server, x["join_token"].as_str().unwrap()).await;
     let Ok(ServerMessage::Joined { participant_id, .. }) = joined else { panic!("{joined:?}") };
     clinician
@@ -194,7 +195,17 @@ async fn a_revoked_guest_link_leaves_the_room_at_once() {
     let Ok(ServerMessage::Joined { participant_id, .. }) = joined else { panic!("{joined:?}") };
     clinician.request(ClientMessage::Admit { id: None, participant_id }).await.expect("admitted");
     // The patient's own link cannot be revoked alone.
-    let patient_link = v.server.app.store.links_of_visit(&v.visit).await.unwrap()[0].id.clone();
+    let patient_link = v
+        .server
+        .app
+        .store
+        .links_of_visit(&v.visit)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.role == teleconsult_signaling::store::LinkRole::Patient)
+        .unwrap()
+        .id;
     let r = http(
         &v.server,
         "POST",
