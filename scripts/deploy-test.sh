@@ -29,8 +29,9 @@ binary=${TELECONSULT_BIN:-$repo/target/debug/teleconsult}
 loadtest=${TELECONSULT_LOADTEST_BIN:-$repo/target/debug/teleconsult-loadtest}
 tools=${TELECONSULT_DEPLOY_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/teleconsult-deploy-tools}
 # Kubernetes versions the manifests are validated against: the oldest we
-# support and the newest the validator knows.
-k8s_versions=(1.29 1.37)
+# support (the preStop sleep action is on by default from 1.30) and the
+# newest the validator knows.
+k8s_versions=(1.30 1.37)
 
 passed=0
 failed=0
