@@ -6,7 +6,9 @@
 #    target/debug/teleconsult; dpkg installs it into a throw-away root (a
 #    copy-on-write overlay of this host in a private mount namespace, with
 #    the source tree hidden), running its maintainer scripts for real.
-#    systemd-analyze verifies the installed unit and scores its sandboxing.
+#    systemd-analyze verifies the installed unit and scores its sandboxing;
+#    systemd itself (systemd-nspawn boots the throw-away root) starts it,
+#    sandbox and all, on the installed settings.
 #    The installed binary runs as the unit runs it (its ExecStart, user,
 #    working directory and environment file, plus loopback ports), behind
 #    nginx with TLS configured by the shipped site file. Checked: JSON logs,
@@ -54,6 +56,7 @@ install_tools() {
   local missing=()
   command -v nginx >/dev/null 2>&1 || missing+=(nginx)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
     local policy=/usr/sbin/policy-rc.d created=""
@@ -110,18 +113,16 @@ in_throwaway_root() {
     fail "an overlay of / (needs root and mount namespaces)"
     return 1
   }
-  mount --rbind /proc "$root/proc" && mount --rbind /dev "$root/dev" && mount --rbind /sys "$root/sys"
-  mount -t tmpfs tmpfs "$root/tmp"
-  mount -t tmpfs tmpfs "$root/run"
+  api_filesystems mount "$root"
   # The installed binary must not lean on the source tree.
   mount -t tmpfs -o ro tmpfs "$root$repo"
   ok "throw-away root: an overlay of this host, the source tree hidden"
   local in_root=(chroot "$root")
 
   log "install with dpkg (maintainer scripts run)"
-  cp "$deb" "$root/tmp/teleconsult.deb"
+  cp "$deb" "$root/var/cache/teleconsult-test.deb"
   "${in_root[@]}" userdel teleconsult >/dev/null 2>&1 || true
-  check "dpkg -i" "${in_root[@]}" env DEBIAN_FRONTEND=noninteractive dpkg -i /tmp/teleconsult.deb
+  check "dpkg -i" "${in_root[@]}" env DEBIAN_FRONTEND=noninteractive dpkg -i /var/cache/teleconsult-test.deb
   check "the teleconsult system user" bash -c "chroot '$root' getent passwd teleconsult | grep -q ':/var/lib/teleconsult:/usr/sbin/nologin$'"
   check "the state directory belongs to it (0750)" bash -c "[ \"\$(chroot '$root' stat -c '%U:%G %a' /var/lib/teleconsult)\" = 'teleconsult:teleconsult 750' ]"
   check "a root-only environment file with a generated secret" bash -c \
@@ -196,16 +197,86 @@ in_throwaway_root() {
   check "no secret, token or password in the logs" bash -c \
     "! grep -qF -e '$secret' -e '$token' -e '$password' '$work/server.log'"
 
+  under_systemd "$root" "$work"
+
   log "reinstall and purge"
   local before
   before=$(md5sum <"$root$env_file")
   echo '# edited by the administrator' >>"$root/etc/teleconsult/teleconsult.toml"
-  check "dpkg -i again (upgrade path)" "${in_root[@]}" env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold /tmp/teleconsult.deb
+  check "dpkg -i again (upgrade path)" "${in_root[@]}" env DEBIAN_FRONTEND=noninteractive dpkg -i --force-confold /var/cache/teleconsult-test.deb
   check "the edited conffile and the secret are kept" bash -c \
     "grep -q 'edited by the administrator' '$root/etc/teleconsult/teleconsult.toml' && [ \"\$(md5sum <'$root$env_file')\" = '$before' ]"
   check "dpkg --purge" "${in_root[@]}" dpkg --purge teleconsult
   check "purge removes the secret, keeps the database" bash -c \
     "[ ! -e '$root$env_file' ] && test -s '$root/var/lib/teleconsult/teleconsult.db' && [ ! -e '$root/usr/bin/teleconsult' ]"
+}
+
+# The kernel's file systems (and a private /tmp and /run, so that maintainer
+# scripts never reach this host's systemd) in the throw-away root, or not.
+api_filesystems() {
+  local action=$1 root=$2
+  if [ "$action" = mount ]; then
+    mount --rbind /proc "$root/proc" && mount --rbind /dev "$root/dev" && mount --rbind /sys "$root/sys" &&
+      mount -t tmpfs tmpfs "$root/tmp" && mount -t tmpfs tmpfs "$root/run"
+  else
+    umount -R "$root/proc" "$root/dev" "$root/sys" "$root/tmp" "$root/run"
+  fi
+}
+
+# Boots the throw-away root with systemd (systemd-nspawn, its own network
+# namespace with loopback only) and starts the installed unit, sandbox and
+# all, with the installed settings untouched. The host image's own services
+# stay down: the container boots to basic.target.
+under_systemd() {
+  local root=$1 work=$2
+  log "the unit under systemd (systemd-nspawn)"
+  api_filesystems umount "$root"
+  ln -sf /usr/lib/systemd/system/basic.target "$root/etc/systemd/system/default.target"
+  : >"$root/etc/machine-id"
+  systemd-nspawn --quiet --directory="$root" --private-network --register=no --keep-unit --link-journal=no \
+    --boot >"$work/nspawn.log" 2>&1 &
+  nspawn_pid=$!
+  local init="" state=""
+  for _ in $(seq 300); do
+    [ -z "$init" ] && init=$(ps -eo pid=,ppid=,comm= | awk -v p="$nspawn_pid" '$2 == p && $3 == "systemd" {print $1}')
+    [ -n "$init" ] && state=$(nsenter -t "$init" -a systemctl is-system-running 2>/dev/null)
+    case "$state" in running | degraded) break ;; esac
+    kill -0 "$nspawn_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  if [ -z "$state" ]; then
+    fail "systemd boots the throw-away root" "$(tail -20 "$work/nspawn.log")"
+    return
+  fi
+  ok "systemd boots the throw-away root ($state)"
+  local in_box=(nsenter -t "$init" -a)
+  check "under systemd: the unit is enabled" bash -c "[ \"\$(${in_box[*]} systemctl is-enabled teleconsult)\" = enabled ]"
+  check "under systemd: the unit starts, sandbox and all" "${in_box[@]}" systemctl start teleconsult.service
+  local ready=""
+  for _ in $(seq 100); do
+    ready=$("${in_box[@]}" curl -fsS http://127.0.0.1:8080/readyz 2>/dev/null) && break
+    sleep 0.1
+  done
+  if jq -e '.status == "ready"' <<<"$ready" >/dev/null 2>&1; then
+    ok "under systemd: /readyz on the installed settings"
+  else
+    fail "under systemd: /readyz on the installed settings" "$("${in_box[@]}" systemctl status teleconsult --no-pager -l 2>&1 | tail -15)"
+  fi
+  local main_pid uid
+  main_pid=$("${in_box[@]}" systemctl show -P MainPID teleconsult)
+  uid=$("${in_box[@]}" id -u teleconsult)
+  check "under systemd: runs as teleconsult, no capabilities, no new privileges, seccomp" bash -c \
+    "${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Uid:\s+$uid\s' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^CapEff:\s+0+$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^NoNewPrivs:\s+1$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Seccomp:\s+2$'"
+  check "under systemd: JSON lines in the journal" bash -c \
+    "${in_box[*]} journalctl -u teleconsult -o cat --no-pager | grep '^{' | jq -e 'select(.fields.message == \"teleconsult listening\")' >/dev/null"
+  check "under systemd: systemctl stop ends it cleanly" bash -c \
+    "${in_box[*]} systemctl stop teleconsult && [ \"\$(${in_box[*]} systemctl show -P Result teleconsult)\" = success ]"
+  "${in_box[@]}" systemctl poweroff >/dev/null 2>&1
+  for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.1; done
+  kill "$nspawn_pid" 2>/dev/null
+  wait "$nspawn_pid" 2>/dev/null
+  nspawn_pid=""
+  api_filesystems mount "$root"
 }
 
 # A free loopback TCP port.
@@ -259,6 +330,7 @@ EOF
 }
 
 stop_started() {
+  [ -n "${nspawn_pid:-}" ] && kill "$nspawn_pid" 2>/dev/null
   [ -n "${nginx_pid:-}" ] && kill "$nginx_pid" 2>/dev/null
   [ -n "${server_pid:-}" ] && kill "$server_pid" 2>/dev/null
   wait 2>/dev/null
