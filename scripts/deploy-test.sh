@@ -265,8 +265,8 @@ under_systemd() {
   local main_pid uid
   main_pid=$("${in_box[@]}" systemctl show -P MainPID teleconsult)
   uid=$("${in_box[@]}" id -u teleconsult)
-  check "under systemd: runs as teleconsult, no capabilities, no new privileges, seccomp" bash -c \
-    "${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Uid:\s+$uid\s' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^CapEff:\s+0+$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^NoNewPrivs:\s+1$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Seccomp:\s+2$'"
+  check "under systemd: runs as teleconsult, no capabilities, no new privileges, seccomp, no restart" bash -c \
+    "[ \"\$(${in_box[*]} systemctl show -P NRestarts teleconsult)\" = 0 ] && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Uid:\s+$uid\s' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^CapEff:\s+0+$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^NoNewPrivs:\s+1$' && ${in_box[*]} cat /proc/$main_pid/status | grep -Eq '^Seccomp:\s+2$'"
   check "under systemd: JSON lines in the journal" bash -c \
     "${in_box[*]} journalctl -u teleconsult -o cat --no-pager | grep '^{' | jq -e 'select(.fields.message == \"teleconsult listening\")' >/dev/null"
   check "under systemd: systemctl stop ends it cleanly" bash -c \
