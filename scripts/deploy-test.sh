@@ -23,7 +23,8 @@
 #    kustomize overlay rendered and validated against the Kubernetes schemas.
 #
 # No container engine or cluster runs here: docs/deploy.md says what that
-# leaves untested. Needs root (mount namespaces, dpkg).
+# leaves untested. Needs root (mount namespaces, dpkg). `--files-only` runs
+# part 2 alone.
 set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -171,6 +172,11 @@ in_throwaway_root() {
   check "/readyz (database on the installed SQLite path)" bash -c \
     "curl -fsS http://$http_addr/readyz | jq -e '.status == \"ready\" and .checks.database == \"ok\"' && test -s '$root/var/lib/teleconsult/teleconsult.db'"
   check "/metrics on the separate listener" bash -c "curl -fsS http://$metrics_addr/metrics | grep -q '^teleconsult_build_info'"
+  case "$binary" in
+    */debug/*) printf 'skip  the web client from the binary (a debug build reads it from the source tree, hidden here)\n' ;;
+    *) check "the web client from the binary: console, patient page, call page" bash -c \
+      "curl -fsS http://$http_addr/ | grep -qi '<html' && curl -fsS http://$http_addr/join/x | grep -qi '<html' && curl -fsS http://$http_addr/media-test/call.js | grep -q 'token'" ;;
+  esac
 
   log "behind nginx with TLS (the shipped site file)"
   tls_proxy "$root" "$work" "$http_addr"
@@ -372,6 +378,59 @@ file_checks() {
         "$tools/bin/kubernetes-validate" --strict --quiet -k "$version" "$rendered"
     done
   done
+  setting_names_check
+}
+
+# Every TELECONSULT_* setting that the image, the compose layouts and the
+# rendered Kubernetes manifests give the server is one the binary knows, or
+# one of those that docs/deploy.md lists as arriving with the cluster and
+# TURN work (printed, so that the list shrinks as they land).
+setting_names_check() {
+  local known upcoming
+  known=$("$binary" serve --help | grep -o 'TELECONSULT_[A-Z0-9_]*' | sort -u)
+  upcoming=$(sed -n '/^### What arrives with the cluster and TURN work/,/^## /p' "$repo/docs/deploy.md" |
+    grep -o 'TELECONSULT_[A-Z0-9_]*' | sort -u)
+  local out
+  if out=$(KNOWN="$known TELECONSULT_LOG" UPCOMING="$upcoming" "$tools/bin/python" - "$repo" "$work" <<'PY' 2>&1
+import glob, os, re, subprocess, sys, yaml
+repo, work = sys.argv[1:3]
+used = {}
+def add(name, where):
+    if name.startswith("TELECONSULT_"):
+        used.setdefault(name, set()).add(where)
+for line in open(f"{repo}/deploy/container/Dockerfile"):
+    for name in re.findall(r"(TELECONSULT_[A-Z0-9_]+)=", line):
+        add(name, "Dockerfile")
+for layout in ("single", "cluster"):
+    d = f"{repo}/deploy/compose/{layout}"
+    text = subprocess.run(["docker-compose", "--project-directory", d, "-f", f"{d}/compose.yaml",
+                           "--env-file", f"{d}/example.env", "config"], check=True, capture_output=True, text=True).stdout
+    for service in yaml.safe_load(text)["services"].values():
+        env = service.get("environment") or {}
+        for name in (env if isinstance(env, dict) else [e.split("=", 1)[0] for e in env]):
+            add(name, f"compose/{layout}")
+for rendered in glob.glob(f"{work}/k8s-*.yaml"):
+    for doc in yaml.safe_load_all(open(rendered)):
+        if doc and doc["kind"] == "ConfigMap":
+            for name in doc.get("data", {}):
+                add(name, "k8s")
+        if doc and doc["kind"] == "Deployment":
+            for c in doc["spec"]["template"]["spec"]["containers"]:
+                for e in c.get("env", []):
+                    add(e["name"], "k8s")
+known, upcoming = set(os.environ["KNOWN"].split()), set(os.environ["UPCOMING"].split())
+unknown = sorted(n for n in used if n not in known | upcoming)
+for n in unknown:
+    print(f"unknown setting {n} in {', '.join(sorted(used[n]))}")
+waiting = sorted(n for n in used if n in upcoming and n not in known)
+print(f"{len(used)} settings; waiting for the cluster/TURN work: {', '.join(waiting) or 'none'}")
+sys.exit(1 if unknown else 0)
+PY
+  ); then
+    ok "every TELECONSULT_* setting in the image, compose and Kubernetes files is known ($(tail -1 <<<"$out"))"
+  else
+    fail "every TELECONSULT_* setting in the image, compose and Kubernetes files is known" "$out"
+  fi
 }
 
 # nginx -t on the compose proxies: their upstream names resolve only inside
@@ -410,7 +469,8 @@ install_tools
 work=$(mktemp -d "${TMPDIR:-/tmp}/teleconsult-deploy-test-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 deb=""
-package_checks
+# --files-only: part 2 alone, for a quick check while editing deploy/.
+[ "${1:-}" = "--files-only" ] || package_checks
 if [ -n "$deb" ]; then
   unshare --mount --propagation private -- "$0" --in-throwaway-root "$deb" "$work"
   if read -r inner_passed inner_failed <"$work/throwaway-root-counts" 2>/dev/null; then
