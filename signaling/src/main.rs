@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -24,6 +25,20 @@ struct Cli {
 enum Command {
     /// Run signaling and the embedded media server.
     Serve(ServeArgs),
+    /// Check a running server's health (for container health checks): GET a
+    /// path on its HTTP listener; exit 0 on a 2xx answer, 1 otherwise.
+    Probe {
+        /// The server's listen address (as `serve --http-addr`); a wildcard
+        /// address is reached on loopback.
+        #[arg(long, env = "TELECONSULT_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+        http_addr: std::net::SocketAddr,
+        /// The path: `/readyz` (ready for work) or `/healthz` (alive).
+        #[arg(default_value = "/readyz")]
+        path: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// Administration commands (they open the database directly).
     Admin {
         /// TOML settings file (for `db` and `token_secret`).
@@ -170,6 +185,17 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Admin { config, db, command } => admin(config, db, command).await,
+        Command::Probe { http_addr, path, timeout_secs } => {
+            match teleconsult_signaling::probe::probe(http_addr, &path, Duration::from_secs(timeout_secs)) {
+                Ok(status) => println!("{path}: HTTP {status}"),
+                Err(e) => {
+                    let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+                    eprintln!("probe failed: {e}{cause}");
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        }
     }
 }
 

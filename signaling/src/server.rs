@@ -163,6 +163,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     });
     if let Some(addr) = config.metrics_addr {
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        // The bound address, not the configured one: port 0 picks a free port.
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
         let metrics_app = app.clone();
         let router = Router::new().route(
             "/metrics",
@@ -206,6 +208,7 @@ impl RunningServer {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(crate::readiness::readyz))
         .route("/metrics", get(metrics))
         .route("/ws", get(ws))
         .route("/api/openapi.json", get(openapi))

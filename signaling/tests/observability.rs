@@ -1,7 +1,8 @@
 //! deploy/observability is checked against the real thing: Prometheus's own
 //! `promtool` validates the scrape config, the alert rules and every
 //! dashboard query, and every metric they name must exist in a live
-//! `/metrics`.
+//! `/metrics`. The probes an orchestrator uses, `/healthz` and `/readyz`,
+//! answer as docs/operations.md says, on both databases.
 
 mod common;
 
@@ -9,7 +10,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{http, server};
+use common::{both_databases, config, http, server, server_with};
 
 fn observability_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/observability")
@@ -116,4 +117,29 @@ fn finds_metric_names_in_promql() {
         "histogram_quantile(0.99, sum by (le) (rate(teleconsult_wait_seconds_bucket[5m]))) > process_cpu_seconds_total",
     );
     assert_eq!(names.into_iter().collect::<Vec<_>>(), ["process_cpu_seconds_total", "teleconsult_wait_seconds"]);
+}
+
+/// Readiness follows the database; liveness does not (an orchestrator must
+/// not restart a process for a database outage it cannot fix).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_database_and_liveness_does_not() {
+    for (backend, db) in both_databases().await {
+        let server = server_with(teleconsult_signaling::config::Config { db, ..config() }).await;
+        let ready = http(&server, "GET", "/readyz", &[], None).await;
+        assert_eq!(ready.status, 200, "{backend}: {}", ready.body);
+        assert_eq!(
+            ready.json(),
+            serde_json::json!({"status": "ready", "checks": {"database": "ok", "lifecycle": "running"}}),
+            "{backend}"
+        );
+
+        server.app.store.close().await;
+        let not_ready = http(&server, "GET", "/readyz", &[], None).await;
+        assert_eq!(not_ready.status, 503, "{backend}: {}", not_ready.body);
+        assert_eq!(not_ready.json()["status"], "not_ready", "{backend}");
+        assert_eq!(not_ready.json()["checks"]["database"], "unreachable", "{backend}");
+        let live = http(&server, "GET", "/healthz", &[], None).await;
+        assert_eq!((live.status, live.json()["status"].as_str()), (200, Some("ok")), "{backend}: liveness stays up");
+        server.shutdown().await;
+    }
 }
