@@ -15,6 +15,7 @@ use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 
 use super::{Action, MediaCore, OutState, PartIx, PeerIx, Side, Timer};
+use crate::api::TrackKind;
 
 /// One packet from a publisher, as the subscribers' writers need it.
 pub(super) struct Packet {
@@ -103,11 +104,17 @@ impl MediaCore {
     }
 
     /// Throttled keyframe request to one publisher track: at once, or, inside
-    /// the throttle window, deferred to its end (never lost).
+    /// the throttle window, deferred to its end (never lost). Audio has no
+    /// keyframes: a PLI for an audio stream is noise the publisher may
+    /// mishandle (some stacks deliver a compound RTCP packet to the first
+    /// SSRC's sender only, so a video PLI behind an audio one was lost).
     pub(super) fn keyframe_from(&mut self, now: Instant, publisher: PartIx, mid: Mid) {
         let Some(p) = self.participants.get_mut(publisher) else { return };
         let (publish, serial) = (p.publish, p.serial);
         let Some((index, t)) = p.tracks.iter_mut().enumerate().find(|(_, t)| t.mid == mid) else { return };
+        if t.kind != TrackKind::Video {
+            return;
+        }
         if t.keyframes.request(now) {
             if let Some(key) = publish {
                 self.send_keyframe_request(now, key, mid);
