@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use teleconsult_protocol::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ParticipantInfo, PeerConnection, Role,
@@ -60,25 +61,24 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
                 _ = overflow.notified() => Some(Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume")),
             };
             let Some(out) = out else { break };
-            match out {
-                Outbound::Message(m) => {
-                    let Ok(text) = serde_json::to_string(&m) else { continue };
-                    if sink.send(Message::Text(Utf8Bytes::from(text))).await.is_err() {
-                        break;
-                    }
+            let closing = matches!(out, Outbound::Close(..));
+            // A client that stops reading blocks this send once the kernel's
+            // buffers are full; the queue overflowing meanwhile ends the wait.
+            let written = tokio::select! {
+                written = write(&mut sink, out) => written,
+                _ = overflow.notified() => {
+                    // The close frame may never get through a stuck socket:
+                    // try briefly, then drop the connection.
+                    let close = Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume");
+                    let _ = tokio::time::timeout(Duration::from_secs(1), write(&mut sink, close)).await;
+                    false
                 }
-                Outbound::Ping => {
-                    if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        break;
-                    }
-                }
-                Outbound::Close(code, reason) => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) }))).await;
-                    break;
-                }
+            };
+            if !written || closing {
+                break;
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
     });
 
     let mut session = Session {
@@ -144,6 +144,19 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
     }
     writer.abort();
     app.metrics.ws_connections(-1);
+}
+
+/// Writes one outbound frame; false if the socket failed.
+async fn write(sink: &mut SplitSink<WebSocket, Message>, out: Outbound) -> bool {
+    let frame = match out {
+        Outbound::Message(m) => match serde_json::to_string(&m) {
+            Ok(text) => Message::Text(Utf8Bytes::from(text)),
+            Err(_) => return true,
+        },
+        Outbound::Ping => Message::Ping(Default::default()),
+        Outbound::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })),
+    };
+    sink.send(frame).await.is_ok()
 }
 
 struct Session {

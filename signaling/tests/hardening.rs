@@ -421,3 +421,93 @@ async fn answers_with_tokens_or_patient_data_are_never_cached() {
     assert_eq!(r.header("cache-control"), Some("no-cache"), "the client's own files may be revalidated");
     v.server.shutdown().await;
 }
+
+/// A raw WebSocket over a TCP socket with a tiny receive buffer, so that a
+/// client that stops reading backs the server up quickly.
+async fn raw_socket_small_buffer(server: &RunningServer) -> RawSocket {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(server.http_addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(ws_url(server), tokio_tungstenite::MaybeTlsStream::Plain(stream))
+        .await
+        .expect("handshake");
+    ws
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_catches_up_on_resume() {
+    let mut config = common::config();
+    // Long enough that only the full queue, not silence, closes the socket.
+    config.ws_idle_timeout = Duration::from_secs(300);
+    config.max_participants = 16;
+    let server = server_with(config).await;
+    let room = "room-stuck";
+    let mut stuck = raw_socket_small_buffer(&server).await;
+    stuck.send(Message::text(r#"{"type":"hello","protocol":1}"#)).await.unwrap();
+    let token = common::token(&server, room, Role::Clinician, "Stuck");
+    stuck.send(Message::text(format!(r#"{{"type":"join","token":"{token}"}}"#))).await.unwrap();
+    let (participant, resume_token) = loop {
+        let Some(Ok(Message::Text(text))) = stuck.next().await else { panic!("joined") };
+        if let Ok(ServerMessage::Joined { participant_id, resume_token, .. }) = serde_json::from_str(text.as_str()) {
+            break (participant_id, resume_token);
+        }
+    };
+
+    // It stops reading. Twelve others talk: long chat lines, each at the
+    // rate it is allowed, until the stuck client's queue overflows (after
+    // the kernel's socket buffers, a few megabytes on loopback, are full).
+    let mut talkers = Vec::new();
+    for i in 0..12 {
+        let name = format!("Talker {i}");
+        let (c, e, id, _, _) =
+            common::join_ws(&ws_url(&server), common::token(&server, room, Role::Clinician, &name)).await;
+        talkers.push((std::sync::Arc::new(c), e, id));
+    }
+    let closed = || server.app.rooms.with_seat(room, &participant, |s| s.outbox.is_none()) == Some(true);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut chatter = Vec::new();
+    for (c, _, _) in &talkers {
+        let (c, sent, stop) = (c.clone(), sent.clone(), stop.clone());
+        chatter.push(tokio::spawn(async move {
+            let line = "x".repeat(1000);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if c.request(ClientMessage::Chat { id: None, text: line.clone() }).await.is_ok() {
+                    sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(55)).await;
+            }
+        }));
+    }
+    assert!(eventually(Duration::from_secs(100), || async { closed() }).await, "the stuck client's session ended");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for task in chatter {
+        task.await.unwrap();
+    }
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    // The others were never disturbed.
+    for (c, _, _) in &talkers {
+        assert!(matches!(c.request(ClientMessage::Ping { id: None }).await, Ok(ServerMessage::Pong { .. })));
+    }
+    // What the stuck client finally reads ends with the resume close code,
+    // or, when even that frame could not get through, with the connection
+    // dropped; never with another code.
+    let ending = close_code(&mut stuck, Duration::from_secs(30)).await;
+    assert!(matches!(ending, Some(4008) | None), "{ending:?}");
+
+    // Meanwhile someone new arrived; the resume tells of them.
+    let (_late, _late_events, late_id, _, _) =
+        common::join_ws(&ws_url(&server), common::token(&server, room, Role::Guest, "Late")).await;
+    let (again, _events) = SignalingClient::connect(&ws_url(&server)).await.unwrap();
+    again.hello().await.unwrap();
+    let reply = again.request(ClientMessage::Resume { id: None, resume_token }).await.expect("resumes");
+    let ServerMessage::Resumed { participant_id, participants, .. } = reply else { panic!("{reply:?}") };
+    assert_eq!(participant_id, participant, "same seat");
+    let mut present: Vec<&str> = participants.iter().map(|p| p.participant_id.as_str()).collect();
+    present.sort();
+    let mut expected: Vec<&str> = talkers.iter().map(|(_, _, id)| id.as_str()).chain([late_id.as_str()]).collect();
+    expected.sort();
+    assert!(expected.iter().all(|id| present.contains(id)), "resumed with everyone present: {present:?}");
+    println!("stuck client closed after {sent} chat lines");
+    server.shutdown().await;
+}
