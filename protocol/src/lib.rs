@@ -623,3 +623,79 @@ mod tests {
         assert_eq!(back, m);
     }
 }
+
+/// Property tests: whatever text arrives, decoding answers with a message or
+/// a coded error, never a panic; and every message a client can send
+/// survives the round trip through JSON.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_id() -> impl Strategy<Value = Option<String>> {
+        proptest::option::of("[a-zA-Z0-9_-]{0,70}")
+    }
+
+    fn any_client_message() -> impl Strategy<Value = ClientMessage> {
+        prop_oneof![
+            (any_id(), any::<u32>()).prop_map(|(id, protocol)| ClientMessage::Hello { id, protocol }),
+            (any_id(), ".{0,200}").prop_map(|(id, token)| ClientMessage::Join { id, token }),
+            (any_id(), ".{0,80}").prop_map(|(id, resume_token)| ClientMessage::Resume { id, resume_token }),
+            (any_id(), ".{0,500}").prop_map(|(id, sdp)| ClientMessage::PublishOffer { id, sdp }),
+            (any_id(), any::<bool>())
+                .prop_map(|(id, new_connection)| ClientMessage::SubscribeRestart { id, new_connection }),
+            (any_id(), any::<bool>(), any::<bool>()).prop_map(|(id, audio, muted)| ClientMessage::Mute {
+                id,
+                kind: if audio { TrackKind::Audio } else { TrackKind::Video },
+                muted
+            }),
+            (any_id(), ".{0,100}").prop_map(|(id, text)| ClientMessage::Chat { id, text }),
+            (any_id(), ".{0,40}", proptest::option::of(".{0,60}"))
+                .prop_map(|(id, participant_id, message)| ClientMessage::Deny { id, participant_id, message }),
+            any_id().prop_map(|id| ClientMessage::Leave { id }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_text_decodes_or_is_refused_with_a_code(text in ".{0,300}") {
+            if let Err(e) = decode_client_message(&text) {
+                prop_assert!(matches!(e.code, ErrorCode::BadJson | ErrorCode::UnknownType | ErrorCode::BadMessage));
+            }
+        }
+
+        #[test]
+        fn json_objects_with_any_fields_never_panic(
+            kind in prop_oneof![
+                Just("join".to_string()),
+                Just("trickle".to_string()),
+                Just("mute".to_string()),
+                Just("admit".to_string()),
+                ".{0,12}"
+            ],
+            keys in proptest::collection::vec("[a-z_]{1,12}", 0..6),
+            values in proptest::collection::vec(prop_oneof![Just(serde_json::json!(null)), Just(serde_json::json!(1)),
+                Just(serde_json::json!("x")), Just(serde_json::json!([1, {"a": 2}])), Just(serde_json::json!({"candidate": 5}))], 0..6),
+        ) {
+            let mut object = serde_json::Map::new();
+            object.insert("type".into(), serde_json::json!(kind));
+            for (k, v) in keys.into_iter().zip(values) {
+                object.insert(k, v);
+            }
+            let _ = decode_client_message(&serde_json::Value::Object(object).to_string());
+        }
+
+        #[test]
+        fn every_client_message_survives_the_round_trip(message in any_client_message()) {
+            let text = serde_json::to_string(&message).unwrap();
+            match decode_client_message(&text) {
+                Ok(back) => prop_assert_eq!(back, message),
+                // Only an over-long id is refused, and then without echoing it.
+                Err(e) => prop_assert!(e.code == ErrorCode::BadMessage && e.id.is_none()),
+            }
+        }
+    }
+}

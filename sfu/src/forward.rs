@@ -199,3 +199,76 @@ mod tests {
         assert!(k.request(t0 + Duration::from_millis(2000)));
     }
 }
+
+/// Property tests of the rewriter around the 16-bit wrap and across
+/// publisher restarts.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// In-order input keeps its gaps, whatever the starting point (near
+        /// the wrap included) and whatever the subscriber's first number.
+        #[test]
+        fn in_order_packets_keep_their_spacing(
+            start in prop_oneof![Just(65_500u64), Just(65_535u64), Just(131_000u64), 0u64..10_000_000],
+            gaps in proptest::collection::vec(1u64..30, 1..400),
+            initial in 1u16..30_000,
+            ts_step in 1u32..6000,
+        ) {
+            let mut r = SeqRewriter::new(initial);
+            let first = r.rewrite(7, start, 1000).unwrap();
+            prop_assert_eq!(first.seq, u64::from(initial));
+            let (mut seq, mut ts, mut out_prev) = (start, 1000u32, first);
+            for gap in gaps {
+                seq += gap;
+                ts = ts.wrapping_add(ts_step);
+                let out = r.rewrite(7, seq, ts).unwrap();
+                prop_assert_eq!(out.seq - out_prev.seq, gap, "gaps are kept");
+                prop_assert_eq!(out.timestamp.wrapping_sub(out_prev.timestamp), ts_step);
+                out_prev = out;
+            }
+        }
+
+        /// A publisher that restarts (a new SSRC, any numbers) continues
+        /// the subscriber's sequence with no step back and no repeat, and
+        /// late packets never produce a number already used.
+        #[test]
+        fn restarts_and_reordering_never_go_back(
+            steps in proptest::collection::vec((0u8..4, 0u64..70_000, 0u64..40), 1..300),
+        ) {
+            let mut r = SeqRewriter::new(100);
+            let (mut ssrc, mut seq) = (1u32, 60_000u64);
+            let mut highest: Option<u64> = None;
+            let mut written = std::collections::HashMap::<u64, u64>::new();
+            for (kind, jump, back) in steps {
+                match kind {
+                    // A restart: new SSRC, numbers anywhere.
+                    0 => { ssrc += 1; seq = jump; }
+                    // Forward.
+                    1 | 2 => seq += 1 + jump % 50,
+                    // A late packet (reordered or retransmitted).
+                    _ => {}
+                }
+                let in_seq = if kind == 3 { seq.saturating_sub(back) } else { seq };
+                if let Some(out) = r.rewrite(ssrc, in_seq, 0) {
+                    if kind == 0 {
+                        prop_assert_eq!(Some(out.seq), highest.map(|h| h + 1).or(Some(100)), "a restart continues at once");
+                    }
+                    if let Some(h) = highest && kind != 3 {
+                        prop_assert!(out.seq > h, "forward input goes forward");
+                    }
+                    // One input number of one stream maps to one output number.
+                    if let Some(previous) = written.insert(out.seq, (u64::from(ssrc) << 40) | in_seq) {
+                        prop_assert_eq!(previous, (u64::from(ssrc) << 40) | in_seq, "an output number reused");
+                    }
+                    highest = Some(highest.map_or(out.seq, |h| h.max(out.seq)));
+                }
+            }
+        }
+    }
+}
