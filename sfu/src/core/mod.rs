@@ -134,9 +134,12 @@ struct Participant {
     publish: Option<PeerIx>,
     subscribe: Option<PeerIx>,
     tracks: Vec<TrackIn>,
-    /// Publish connections so far: part of every track id it publishes, so
-    /// a rejoin never repeats an `msid` a subscriber's SDP still lists.
-    generation: u32,
+    /// Identifies the current publish connection: part of every track id it
+    /// publishes, so a rejoin never repeats an `msid` a subscriber's SDP
+    /// still lists. Drawn from the worker-wide serial, so it stays unique
+    /// even when the participant was removed and added again under the
+    /// same id (a reload that closed the old connection first).
+    generation: u64,
     /// When the participant (re)offered media; its peers' own
     /// `last_received` times count from here.
     last_activity: Instant,
@@ -225,13 +228,47 @@ enum OutState {
 
 /// Work that restructures rooms, queued while a peer is drained.
 enum Action {
-    TrackPublished { participant: PartIx, serial: u64, mid: Mid, kind: TrackKind },
-    TrackUnpublished { participant: PartIx, serial: u64, mid: Mid },
-    KeyframeWanted { peer: PeerIx, serial: u64, sub_mid: Mid },
-    SubscriberConnected { participant: PartIx, serial: u64 },
-    Connected { participant: PartIx, serial: u64, connection: Connection },
-    Negotiate { participant: PartIx, serial: u64 },
-    Remove { participant: PartIx, serial: u64, reason: RemovedReason },
+    TrackPublished {
+        participant: PartIx,
+        serial: u64,
+        mid: Mid,
+        kind: TrackKind,
+    },
+    TrackUnpublished {
+        participant: PartIx,
+        serial: u64,
+        mid: Mid,
+    },
+    KeyframeWanted {
+        peer: PeerIx,
+        serial: u64,
+        sub_mid: Mid,
+    },
+    SubscriberConnected {
+        participant: PartIx,
+        serial: u64,
+    },
+    Connected {
+        participant: PartIx,
+        serial: u64,
+        connection: Connection,
+    },
+    Negotiate {
+        participant: PartIx,
+        serial: u64,
+    },
+    /// The subscribe connection closed (the client dropped it, e.g. to
+    /// start a fresh one): forget it, keep publishing.
+    SubscribeClosed {
+        participant: PartIx,
+        serial: u64,
+        peer: PeerIx,
+    },
+    Remove {
+        participant: PartIx,
+        serial: u64,
+        reason: RemovedReason,
+    },
 }
 
 /// A panic caught at the edge of str0m.
@@ -345,7 +382,7 @@ impl MediaCore {
             publish: None,
             subscribe: None,
             tracks: Vec::new(),
-            generation: 1,
+            generation: serial,
             last_activity: now,
         });
         self.rooms[room_ix].participants.push(pix);
@@ -406,7 +443,7 @@ impl MediaCore {
                 self.actions.push_back(Action::TrackUnpublished { participant: pix, serial, mid });
             }
             self.settle(now);
-            self.participants[pix].generation += 1;
+            self.participants[pix].generation = self.serial();
         }
         let answer = self.new_publish_peer(now, pix, parsed);
         self.settle(now);
@@ -824,7 +861,12 @@ impl MediaCore {
                     }
                     if !peer.rtc.is_alive() {
                         let pix = peer.participant;
-                        self.queue_remove(pix, RemovedReason::ConnectionFailed);
+                        if matches!(peer.side, Side::Subscribe(_)) {
+                            let serial = self.participants[pix].serial;
+                            self.actions.push_back(Action::SubscribeClosed { participant: pix, serial, peer: key });
+                        } else {
+                            self.queue_remove(pix, RemovedReason::ConnectionFailed);
+                        }
                     }
                     return;
                 }
@@ -861,6 +903,14 @@ impl MediaCore {
             Action::Negotiate { participant, serial } => {
                 if self.is(participant, serial) {
                     self.negotiate(now, participant);
+                }
+            }
+            Action::SubscribeClosed { participant, serial, peer } => {
+                if self.is(participant, serial) && self.participants[participant].subscribe == Some(peer) {
+                    debug!("subscribe connection closed by the client");
+                    self.drop_peer(peer);
+                    self.participants[participant].subscribe = None;
+                    self.rebuild_fanouts(self.participants[participant].room);
                 }
             }
             Action::Connected { participant, serial, connection } => {

@@ -491,7 +491,9 @@ fn a_publisher_that_reconnects_never_repeats_an_msid() {
     unique.sort_unstable();
     unique.dedup();
     assert_eq!(unique.len(), msids.len(), "no duplicate msid in {msids:?}");
-    assert!(msids.iter().any(|m| m.contains("alice-2-")), "the new tracks carry the new generation: {msids:?}");
+    let generations: std::collections::BTreeSet<&str> =
+        msids.iter().filter_map(|m| m.split_whitespace().nth(1)?.strip_prefix("alice-")?.split('-').next()).collect();
+    assert_eq!(generations.len(), 2, "the old and the new tracks carry different generations: {msids:?}");
     // And bob receives alice's new tracks.
     let live = sim.subscriber(b).rtp_by_mid.len();
     assert!(live >= 4, "bob received on the old and the new mids ({live})");
@@ -643,4 +645,87 @@ fn subscribers_receive_on_the_ssrcs_their_offer_declares() {
     for ssrc in seen {
         assert!(declared.contains(ssrc), "SSRC {ssrc} was not declared in the offer ({declared:?})");
     }
+}
+
+#[test]
+fn a_closed_subscribe_connection_costs_only_itself() {
+    let mut sim = Sim::new();
+    let a = sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let b = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..50 {
+        sim.step(n);
+    }
+    assert!(sim.subscriber(a).rtp_by_mid.values().all(|n| *n > 20));
+    // Alice's browser drops its subscribe connection (a refused offer: it
+    // starts a fresh one). Her publishing must go on for Bob.
+    let old = sim.people[a].subscribe.take().unwrap();
+    sim.clients[old].rtc.disconnect();
+    sim.drain_client(old);
+    sim.clients[old].alive = false;
+    let to_bob_before: u64 = sim.subscriber(b).rtp_by_mid.values().sum();
+    for n in 50..100 {
+        sim.step(n);
+    }
+    let to_bob_after: u64 = sim.subscriber(b).rtp_by_mid.values().sum();
+    assert!(to_bob_after > to_bob_before + 80, "Bob still receives Alice: {to_bob_before} -> {to_bob_after}");
+    assert!(
+        !sim.people[a].events.iter().any(|e| matches!(e, ParticipantEvent::Removed { .. })),
+        "Alice is still in the room: {:?}",
+        sim.people[a].events
+    );
+    // Her fresh connection gets every track again.
+    let alice = ParticipantId("alice".into());
+    let room = sim.room.clone();
+    let now = sim.now;
+    sim.core.restart_subscribe(now, &room, &alice, true).unwrap();
+    for n in 100..200 {
+        sim.step(n);
+    }
+    let fresh = sim.subscriber(a);
+    assert_ne!(sim.people[a].subscribe, Some(old));
+    assert_eq!(fresh.rtp_by_mid.len(), 2, "{:?}", fresh.rtp_by_mid);
+    assert!(fresh.rtp_by_mid.values().all(|n| *n > 50), "{:?}", fresh.rtp_by_mid);
+}
+
+#[test]
+fn a_publisher_removed_and_added_again_never_repeats_an_msid() {
+    let mut sim = Sim::new();
+    let a = sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let b = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..100 {
+        sim.step(n);
+    }
+    let old_mids = [sim.people[a].audio.to_string(), sim.people[a].video.to_string()];
+    // Alice's page unloads: her connections close and she leaves the media
+    // room; the reloaded page adds her again under the same id, and, as a
+    // browser does, numbers its sections as before (same mids).
+    let room = sim.room.clone();
+    let alice = ParticipantId("alice".into());
+    let now = sim.now;
+    assert!(sim.core.remove_participant(now, &room, &alice));
+    sim.clients[sim.people[a].publish].alive = false;
+    if let Some(sub) = sim.people[a].subscribe.take() {
+        sim.clients[sub].alive = false;
+    }
+    for n in 100..120 {
+        sim.step(n);
+    }
+    let (client, audio, video, offer, pending) = sim.publish_offer("alice", "127.0.0.2:3000");
+    let (new_mids, old_mids) = ([audio.to_string(), video.to_string()], old_mids);
+    let offer = offer.replace(&new_mids[0], &old_mids[0]).replace(&new_mids[1], &old_mids[1]);
+    let (answer, key) = sim.core.add_participant(sim.now, &room, alice, &offer).unwrap();
+    let answer = answer.replace(&old_mids[0], &new_mids[0]).replace(&old_mids[1], &new_mids[1]);
+    sim.clients[client].rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
+    let p = &mut sim.people[a];
+    (p.publish, p.audio, p.video, p.key) = (client, audio, video, key);
+    for n in 120..200 {
+        sim.step(n);
+    }
+    let last = sim.people[b].offers_seen.last().expect("bob got new offers").clone();
+    let msids: Vec<&str> = last.lines().filter(|l| l.starts_with("a=msid:")).collect();
+    let mut unique = msids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), msids.len(), "no duplicate msid in {msids:?}");
+    assert_eq!(msids.len(), 4, "the old (inactive) and the new tracks are listed: {msids:?}");
 }
