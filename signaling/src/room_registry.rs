@@ -16,7 +16,7 @@
 //! room are counted apart, so a crowd of waiting guests never keeps the
 //! clinician out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -233,11 +233,24 @@ pub struct RoomRegistry {
     inner: Mutex<Inner>,
 }
 
+/// Who is in a room now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Presence {
+    /// Seats in the call.
+    pub in_call: usize,
+    /// Seats in the waiting room.
+    pub waiting: usize,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     rooms: HashMap<String, BTreeMap<String, Seat>>,
     /// resume token → (room, participant)
     resume: HashMap<String, (String, String)>,
+    /// room → subjects a clinician let in. Someone who left and comes back
+    /// through the same link goes straight into the call, not the waiting
+    /// room again; forgotten when the room closes.
+    admitted_before: HashMap<String, HashSet<String>>,
 }
 
 impl RoomRegistry {
@@ -254,7 +267,10 @@ impl RoomRegistry {
         let existing = seats.iter().find(|(_, s)| s.subject == request.subject).map(|(id, _)| id.clone());
         let previous = existing.and_then(|id| seats.remove(&id));
         let participant_id = previous.as_ref().map(|p| p.info.participant_id.clone()).unwrap_or(request.participant_id);
-        let admitted = request.admitted || previous.as_ref().is_some_and(|p| p.info.admitted);
+        let admitted = request.admitted
+            || previous.as_ref().is_some_and(|p| p.info.admitted)
+            || inner.admitted_before.get(&request.room).is_some_and(|s| s.contains(&request.subject));
+        let seats = inner.rooms.entry(request.room.clone()).or_default();
         let in_call = seats.values().filter(|s| s.info.admitted).count();
         let waiting = seats.len() - in_call;
         let refused = if admitted && in_call >= request.limits.in_call {
@@ -510,6 +526,14 @@ impl RoomRegistry {
             .collect()
     }
 
+    /// How many are in the call and in the waiting room of `room` now.
+    pub fn presence(&self, room: &str) -> Presence {
+        let inner = self.lock();
+        let Some(seats) = inner.rooms.get(room) else { return Presence::default() };
+        let in_call = seats.values().filter(|s| s.info.admitted).count();
+        Presence { in_call, waiting: seats.len() - in_call }
+    }
+
     /// Live figures for metrics: rooms, seats in calls by role, waiting seats.
     pub fn figures(&self) -> crate::metrics::RoomFigures {
         let inner = self.lock();
@@ -544,7 +568,9 @@ impl RoomRegistry {
             return Err(SeatError::RoomFull);
         }
         seat.info.admitted = true;
-        Ok((seat.info.clone(), others, seat.arrived_at.elapsed()))
+        let (info, waited, subject) = (seat.info.clone(), seat.arrived_at.elapsed(), seat.subject.clone());
+        inner.admitted_before.entry(room.to_owned()).or_default().insert(subject);
+        Ok((info, others, waited))
     }
 
     /// The info of a seat, if it exists.
@@ -555,6 +581,7 @@ impl RoomRegistry {
     /// Removes every seat of a room and returns them (to tell them why).
     pub fn close_room(&self, room: &str) -> Vec<Seat> {
         let mut inner = self.lock();
+        inner.admitted_before.remove(room);
         let seats = inner.rooms.remove(room).unwrap_or_default();
         for seat in seats.values() {
             inner.resume.remove(&seat.resume_token);
@@ -587,6 +614,23 @@ mod tests {
             outbox,
         };
         (request, rx)
+    }
+
+    #[test]
+    fn someone_let_in_who_leaves_comes_back_into_the_call_until_the_room_closes() {
+        let reg = RoomRegistry::default();
+        let (r, _rx) = request("g", "link:g", false);
+        assert!(!reg.join(r).unwrap().admitted, "a guest waits first");
+        reg.admit("r", "g", 6).unwrap();
+        reg.leave("r", "g").unwrap();
+        assert!(reg.room_sizes().is_empty());
+        let (r, _rx) = request("g2", "link:g", false);
+        assert!(reg.join(r).unwrap().admitted, "the same link comes back into the call");
+        let (r, _rx) = request("h", "link:h", false);
+        assert!(!reg.join(r).unwrap().admitted, "another link still waits");
+        reg.close_room("r");
+        let (r, _rx) = request("g3", "link:g", false);
+        assert!(!reg.join(r).unwrap().admitted, "a closed room forgets");
     }
 
     #[test]
