@@ -1,11 +1,20 @@
-// The clinician console at /: sign in, today's visits, and a visit's room:
-// the waiting room (admit, ask to wait, deny), the call (mute, camera,
-// device choice, screen share, chat, connection quality, timer) and ending
-// the visit.
+// The clinician console at /: sign in and out, today's visits with who is
+// waiting, and a visit's room: the waiting room (admit, ask to wait,
+// deny), the call (one tile per person, mute, camera, device choice,
+// screen share, chat with an unread count, quality in words, timer,
+// inviting a family member or interpreter) and ending the visit.
 
 import { SignalingClient } from '/js/signaling.js';
 import { MediaSession } from '/js/media_session.js';
 import { StaffSession } from '/js/staff_session.js';
+import { CallView } from '/js/call_view.js';
+import { CallQuality, qualityDetails } from '/js/call_quality.js';
+import { stringsIn } from '/js/i18n.js';
+
+/** Roles that run visits; others get a page that says where to go. */
+const ROLES_WITH_VISITS = ['clinician', 'admin'];
+/** How often the day list refreshes who is waiting. */
+const TODAY_REFRESH_MS = 10000;
 
 const session = new StaffSession();
 const state = {
@@ -17,18 +26,24 @@ const state = {
   callStarted: null,
   quality: null,
   waiting: new Map(),
+  unread: 0,
+  localTracks: [],
 };
+const $ = (id) => document.getElementById(id);
+const view = new CallView($('call-view'), stringsIn('en'));
+const quality = new CallQuality();
 window.teleconsultConsole = {
   state,
+  view,
   async stats() {
-    return state.media ? state.media.inboundStats() : { framesDecoded: 0 };
+    return state.media ? state.media.inboundStats() : { framesDecoded: 0, byParticipant: {} };
   },
 };
 
-const $ = (id) => document.getElementById(id);
 const status = (text) => { $('status').textContent = text; };
 const showOnly = (...ids) => {
-  for (const id of ['signin', 'today', 'visit', 'ended']) $(id).hidden = !ids.includes(id);
+  for (const id of ['signin', 'no-console', 'today', 'visit', 'ended']) $(id).hidden = !ids.includes(id);
+  $('sign-out').hidden = ids.includes('signin');
 };
 
 async function api(path, options = {}) {
@@ -42,7 +57,30 @@ async function signIn(event) {
   event.preventDefault();
   const error = await session.signIn($('email').value, $('password').value);
   if (error) return status(error);
+  await home();
+}
+
+/** Today's visits, or, for a role without visits, where to go instead. */
+async function home() {
+  if (!ROLES_WITH_VISITS.includes(session.me?.role)) {
+    $('who').textContent = session.me?.display_name ?? '';
+    showOnly('no-console');
+    status('Signed in.');
+    return;
+  }
   await showToday();
+}
+
+/** Ends the session here and on the server (the refresh family is revoked). */
+async function signOut() {
+  if (state.signaling) await leaveCall();
+  await fetch('/api/auth/logout', { method: 'POST' }).catch(() => {});
+  session.token = null;
+  session.me = null;
+  $('who').textContent = '';
+  $('password').value = '';
+  showOnly('signin');
+  status('Signed out.');
 }
 
 function cell(row, text, className) {
@@ -52,14 +90,32 @@ function cell(row, text, className) {
   return td;
 }
 
+function presence(room) {
+  const parts = [];
+  if (room?.waiting) parts.push(`${room.waiting} waiting`);
+  if (room?.in_call) parts.push(`${room.in_call} in the call`);
+  return parts.join(', ') || '–';
+}
+
+let todayTimer = null;
 async function showToday() {
   $('who').textContent = `${session.me.display_name} (${session.me.specialty.replace('_', ' ')})`;
   showOnly('today');
+  await renderToday();
+  await showQueue();
+  clearInterval(todayTimer);
+  todayTimer = setInterval(() => {
+    if ($('today').hidden) return clearInterval(todayTimer);
+    renderToday().catch(() => {});
+  }, TODAY_REFRESH_MS);
+}
+
+async function renderToday() {
   const offset = -new Date().getTimezoneOffset();
   const { visits } = await api(`/api/visits?tz_offset_minutes=${offset}`);
   const body = $('visits').tBodies[0];
   body.replaceChildren();
-  if (visits.length === 0) cell(body.insertRow(), 'No visits today.').colSpan = 6;
+  if (visits.length === 0) cell(body.insertRow(), 'No visits today.').colSpan = 7;
   for (const v of visits) {
     const row = body.insertRow();
     row.dataset.visit = v.id;
@@ -67,6 +123,7 @@ async function showToday() {
     cell(row, v.patient?.display_name ?? '–');
     cell(row, v.kind.replace('_', ' '));
     cell(row, v.status.replace('_', ' '));
+    cell(row, presence(v.room), v.room?.waiting ? 'waiting-now' : '');
     cell(row, v.red_flags.join(', ') || '–', v.red_flags.length ? 'flag' : '');
     const actions = row.insertCell();
     if (['scheduled', 'in_progress'].includes(v.status)) {
@@ -75,7 +132,7 @@ async function showToday() {
       start.className = 'start';
       start.textContent = v.status === 'in_progress' ? 'Rejoin' : 'Start';
       start.setAttribute('aria-label', `${start.textContent} the visit with ${v.patient?.display_name ?? 'the patient'}`);
-      start.addEventListener('click', () => startVisit(v.id));
+      start.addEventListener('click', () => startVisit(v).catch((e) => status(`The visit could not start: ${e.message}`)));
       const guest = document.createElement('button');
       guest.type = 'button';
       guest.className = 'secondary guest-link';
@@ -86,7 +143,6 @@ async function showToday() {
     }
   }
   status(`${visits.length} visit(s) today.`);
-  await showQueue();
 }
 
 async function showQueue() {
@@ -118,33 +174,115 @@ async function copyGuestLink(visitId) {
 
 // ----- the visit -----------------------------------------------------------
 
-async function startVisit(visitId) {
-  state.visitId = visitId;
-  state.bookingKey = null;
-  await api(`/api/visits/${visitId}/start`, { method: 'POST' });
-  const { join_token: joinToken } = await api(`/api/visits/${visitId}/join-token`, { method: 'POST' });
-  showOnly('visit');
-  $('visit-title').textContent = `Visit ${visitId}`;
-  state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-  $('self').srcObject = state.stream;
-  await listDevices();
+async function startVisit(visit) {
+  const visitId = visit.id;
+  if (state.starting) return;
+  state.starting = true;
+  try {
+    state.visitId = visitId;
+    state.bookingKey = null;
+    await api(`/api/visits/${visitId}/start`, { method: 'POST' });
+    const { join_token: joinToken } = await api(`/api/visits/${visitId}/join-token`, { method: 'POST' });
+    showOnly('visit');
+    $('visit-title').textContent = visit.patient?.display_name ? `Visit with ${visit.patient.display_name}` : 'Visit';
+    $('chat-log').replaceChildren();
+    $('invite-result').textContent = '';
+    state.unread = 0;
+    renderUnread();
+    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    state.localTracks.push(...state.stream.getTracks());
+    $('self').srcObject = state.stream;
+    await listDevices();
+    await connect(joinToken);
+    state.callStarted = Date.now();
+    status('In the visit.');
+  } finally {
+    state.starting = false;
+  }
+}
+
+/** Joins the room on a new WebSocket and publishes. */
+async function connect(joinToken) {
   const signaling = await SignalingClient.connect();
   state.signaling = signaling;
   signaling.addEventListener('participant_waiting', ({ detail }) => addWaiting(detail));
-  signaling.addEventListener('participant_joined', ({ detail }) => removeWaiting(detail.participant.participant_id));
+  signaling.addEventListener('participant_joined', ({ detail }) => {
+    removeWaiting(detail.participant.participant_id);
+    view.joined(detail.participant);
+  });
   signaling.addEventListener('participant_left', ({ detail }) => {
     removeWaiting(detail.participant_id);
+    view.left(detail.participant_id);
     state.media?.dropParticipant(detail.participant_id);
   });
+  signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   signaling.addEventListener('room_closed', () => finish());
-  await signaling.request({ type: 'join', token: joinToken });
+  signaling.addEventListener('close', ({ detail }) => {
+    if (signaling !== state.signaling || !state.callStarted) return;
+    if (detail.code === 4000 || detail.code === 4005) {
+      status('This visit was opened in another window, which now holds your place.');
+      return leaveCall();
+    }
+    reconnect(joinToken);
+  });
+  const joined = await signaling.request({ type: 'join', token: joinToken });
+  view.setSelf({ display_name: session.me.display_name, role: 'clinician' });
+  view.reset(joined.participants);
+  for (const p of joined.participants) removeWaiting(p.participant_id);
+  state.media?.close();
   const media = new MediaSession(signaling);
   state.media = media;
-  media.addEventListener('remotestream', ({ detail }) => { $('remote').srcObject = detail.stream; });
+  media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
+  media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
+  media.addEventListener('stall', () => {
+    $('reconnecting').hidden = false;
+    setTimeout(() => {
+      if (media === state.media && media.stalled && signaling.isOpen) media.restartIce().catch(() => {});
+    }, 4000);
+  });
+  media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
   await media.publish(state.stream);
-  state.callStarted = Date.now();
-  status('In the visit.');
+}
+
+/** The WebSocket dropped: take the seat again (same account: same seat). */
+async function reconnect(joinToken) {
+  $('reconnecting').hidden = false;
+  for (let attempt = 0; attempt < 10 && state.callStarted; attempt++) {
+    await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+    try {
+      const fresh = await api(`/api/visits/${state.visitId}/join-token`, { method: 'POST' }).catch(() => ({ join_token: joinToken }));
+      await connect(fresh.join_token);
+      $('reconnecting').hidden = true;
+      return;
+    } catch {
+      // The server may be restarting; try again.
+    }
+  }
+  status('The connection to the visit was lost. Go back to today’s visits and rejoin.');
+}
+
+/** Leaves the call without ending the visit (sign-out, another window). */
+async function leaveCall() {
+  const signaling = state.signaling;
+  state.signaling = null;
+  state.callStarted = null;
+  await signaling?.request({ type: 'leave' }).catch(() => {});
+  signaling?.close();
+  releaseCall();
+}
+
+/** Releases the call's media: connections closed, camera and microphone off. */
+function releaseCall() {
+  state.media?.close();
+  state.media = null;
+  state.sharing?.getTracks().forEach((t) => t.stop());
+  state.sharing = null;
+  state.stream?.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  $('self').srcObject = null;
+  view.clear();
+  $('reconnecting').hidden = true;
 }
 
 function addWaiting(detail) {
@@ -158,68 +296,115 @@ function removeWaiting(id) {
   renderWaiting();
 }
 
+/**
+ * Draws the waiting list. Entries are kept, not rebuilt, so a note being
+ * typed or a button being pressed survives someone else arriving.
+ */
 function renderWaiting() {
   const list = $('waiting-list');
-  list.replaceChildren();
   $('nobody-waiting').hidden = state.waiting.size > 0;
-  for (const [id, w] of state.waiting) {
-    const li = document.createElement('li');
-    li.dataset.participant = id;
-    const title = document.createElement('p');
-    const secs = Math.round((Date.now() - w.since) / 1000);
-    title.innerHTML = '';
-    const strong = document.createElement('strong');
-    strong.textContent = w.participant.display_name;
-    title.append(strong, ` (${w.participant.role}) has waited `);
-    const waited = document.createElement('span');
-    waited.className = 'waited';
-    waited.textContent = `${Math.floor(secs / 60)} min ${secs % 60} s`;
-    title.append(waited);
-    li.append(title);
-    if (w.questionnaire) {
-      const q = w.questionnaire;
-      const answers = document.createElement('p');
-      const items = [
-        q.fever ? 'fever' : null, q.cough ? 'cough' : null, q.breathlessness ? 'breathless' : null, q.fatigue ? 'fatigue' : null,
-        `pain ${q.pain}/10`,
-      ].filter(Boolean);
-      answers.textContent = `Questionnaire: ${items.join(', ')}${q.new_symptoms ? `. New: “${q.new_symptoms}”` : ''}`;
-      li.append(answers);
-      if (w.red_flags.length) {
-        const flags = document.createElement('p');
-        flags.className = 'flag';
-        flags.textContent = `Red flags: ${w.red_flags.join(', ')}`;
-        li.append(flags);
-      }
-    }
-    const note = document.createElement('input');
-    note.type = 'text';
-    note.maxLength = 500;
-    note.placeholder = 'Message, e.g. 5 minutes';
-    note.setAttribute('aria-label', `Message to ${w.participant.display_name}`);
-    const button = (text, cls, onClick, label) => {
-      const b = document.createElement('button');
-      b.type = 'button';
-      b.className = cls;
-      b.textContent = text;
-      b.setAttribute('aria-label', label);
-      b.addEventListener('click', onClick);
-      return b;
-    };
-    li.append(
-      button('Admit', 'admit', () => state.signaling.request({ type: 'admit', participant_id: id }).then(() => removeWaiting(id)), `Admit ${w.participant.display_name}`),
-      note,
-      button('Ask to wait', 'secondary ask', () => state.signaling.request({ type: 'ask_to_wait', participant_id: id, message: note.value || '5 minutes' }), `Ask ${w.participant.display_name} to wait`),
-      button('Deny', 'danger deny', () => state.signaling.request({ type: 'deny', participant_id: id, message: note.value || undefined }).then(() => removeWaiting(id)), `Deny ${w.participant.display_name}`),
-    );
-    list.append(li);
+  for (const li of [...list.children]) {
+    if (!state.waiting.has(li.dataset.participant)) li.remove();
   }
+  for (const [id, w] of state.waiting) {
+    let li = list.querySelector(`li[data-participant="${CSS.escape(id)}"]`);
+    if (!li) {
+      li = waitingEntry(id, w);
+      list.append(li);
+    }
+    const secs = Math.round((Date.now() - w.since) / 1000);
+    li.querySelector('.waited').textContent = `${Math.floor(secs / 60)} min ${secs % 60} s`;
+    li.querySelector('.answers').replaceChildren(...questionnaireLines(w));
+  }
+}
+
+function questionnaireLines(w) {
+  if (!w.questionnaire) return [];
+  const q = w.questionnaire;
+  const answers = document.createElement('p');
+  const items = [
+    q.fever ? 'fever' : null, q.cough ? 'cough' : null, q.breathlessness ? 'breathless' : null, q.fatigue ? 'fatigue' : null,
+    `pain ${q.pain}/10`,
+  ].filter(Boolean);
+  answers.textContent = `Questionnaire: ${items.join(', ')}${q.new_symptoms ? `. New: “${q.new_symptoms}”` : ''}`;
+  if (!w.red_flags.length) return [answers];
+  const flags = document.createElement('p');
+  flags.className = 'flag';
+  flags.textContent = `Red flags: ${w.red_flags.join(', ')}`;
+  return [answers, flags];
+}
+
+function waitingEntry(id, w) {
+  const name = w.participant.display_name;
+  const li = document.createElement('li');
+  li.dataset.participant = id;
+  const title = document.createElement('p');
+  const strong = document.createElement('strong');
+  strong.textContent = name;
+  const waited = document.createElement('span');
+  waited.className = 'waited';
+  title.append(strong, ` (${w.participant.role}) has waited `, waited);
+  const answers = document.createElement('div');
+  answers.className = 'answers';
+  const note = document.createElement('input');
+  note.type = 'text';
+  note.maxLength = 500;
+  note.placeholder = 'Message, e.g. 5 minutes';
+  note.setAttribute('aria-label', `Message to ${name}`);
+  const button = (text, cls, onClick, label) => {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = cls;
+    b.textContent = text;
+    b.setAttribute('aria-label', label);
+    b.addEventListener('click', () => {
+      b.disabled = true;
+      onClick().catch((e) => status(`${text} failed: ${e.message}`)).finally(() => { b.disabled = false; });
+    });
+    return b;
+  };
+  li.append(
+    title,
+    answers,
+    button('Admit', 'admit', () => state.signaling.request({ type: 'admit', participant_id: id }).then(() => removeWaiting(id)), `Admit ${name}`),
+    note,
+    button('Ask to wait', 'secondary ask', () => state.signaling.request({ type: 'ask_to_wait', participant_id: id, message: note.value || '5 minutes' }), `Ask ${name} to wait`),
+    button('Deny', 'danger deny', () => state.signaling.request({ type: 'deny', participant_id: id, message: note.value || undefined }).then(() => removeWaiting(id)), `Deny ${name}`),
+  );
+  return li;
 }
 
 function addChat(name, text) {
   const li = document.createElement('li');
   li.textContent = `${name}: ${text}`;
   $('chat-log').append(li);
+  if (!chatVisible) {
+    state.unread += 1;
+    renderUnread();
+  }
+}
+
+let chatVisible = false;
+function renderUnread() {
+  $('unread').hidden = state.unread === 0;
+  $('unread').textContent = `${state.unread} new`;
+}
+
+async function invite(event) {
+  event.preventDefault();
+  const label = $('invite-label').value.trim();
+  if (!label) return;
+  const { link } = await api(`/api/visits/${state.visitId}/guest-links`, { method: 'POST', body: JSON.stringify({ label }) });
+  state.lastGuestLink = link.url;
+  $('invite-label').value = '';
+  let copied = false;
+  try {
+    await navigator.clipboard.writeText(link.url);
+    copied = true;
+  } catch {
+    // No clipboard (an insecure origin, a refused permission): show the link.
+  }
+  $('invite-result').textContent = `${copied ? 'Copied. ' : ''}Send this link to ${label}: ${link.url}`;
 }
 
 async function listDevices() {
@@ -273,6 +458,20 @@ async function toggleShare() {
 
 function wireControls() {
   $('signin-form').addEventListener('submit', signIn);
+  $('sign-out').addEventListener('click', () => signOut());
+  $('invite').addEventListener('submit', (event) => invite(event).catch((e) => { $('invite-result').textContent = `No link was created: ${e.message}`; }));
+  $('quality-details-toggle').addEventListener('click', () => {
+    const open = $('quality-details').hidden;
+    $('quality-details').hidden = !open;
+    $('quality-details-toggle').setAttribute('aria-expanded', String(open));
+  });
+  new IntersectionObserver(([entry]) => {
+    chatVisible = entry.isIntersecting;
+    if (chatVisible && state.unread) {
+      state.unread = 0;
+      renderUnread();
+    }
+  }).observe($('chat-form'));
   $('mic').addEventListener('click', () => {
     const track = state.stream?.getAudioTracks()[0];
     if (!track) return;
@@ -299,11 +498,13 @@ function wireControls() {
     state.signaling?.request({ type: 'chat', text }).catch(() => status('The message was not sent.'));
     $('chat-text').value = '';
   });
-  $('end').addEventListener('click', async () => {
+  $('end').addEventListener('click', () => $('end-dialog').showModal());
+  $('end-dialog').addEventListener('close', async () => {
+    if ($('end-dialog').returnValue !== 'end') return;
     await state.signaling?.request({ type: 'end_visit' }).catch(() => {});
     finish();
   });
-  $('back').addEventListener('click', () => showToday());
+  $('back').addEventListener('click', () => home());
   $('booking').addEventListener('submit', (event) => {
     event.preventDefault();
     bookFollowUp().catch((error) => { $('booking-result').textContent = `Not booked: ${error.message}`; });
@@ -346,54 +547,36 @@ async function bookFollowUp() {
 
 function finish() {
   if ($('ended').hidden === false) return;
-  state.media?.close();
-  state.sharing?.getTracks().forEach((t) => t.stop());
-  state.stream?.getTracks().forEach((t) => t.stop());
-  state.media = null;
   state.callStarted = null;
+  const signaling = state.signaling;
+  state.signaling = null;
+  signaling?.close();
+  releaseCall();
   state.waiting.clear();
+  renderWaiting();
   showOnly('ended');
   status('The visit has ended.');
 }
 
 /** Timer, waiting times and connection quality, every second. */
-let previous = null;
 setInterval(async () => {
   if (state.callStarted) {
     const s = Math.round((Date.now() - state.callStarted) / 1000);
     $('timer').textContent = `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
   }
-  for (const li of document.querySelectorAll('#waiting-list li')) {
-    const w = state.waiting.get(li.dataset.participant);
-    if (!w) continue;
-    const secs = Math.round((Date.now() - w.since) / 1000);
-    li.querySelector('.waited').textContent = `${Math.floor(secs / 60)} min ${secs % 60} s`;
-  }
-  const pc = state.media?.subscribePc;
-  if (!pc) return;
-  const report = await pc.getStats();
-  let bytes = 0, lost = 0, received = 0, rtt = null;
-  report.forEach((s) => {
-    if (s.type === 'inbound-rtp') { bytes += s.bytesReceived ?? 0; lost += s.packetsLost ?? 0; received += s.packetsReceived ?? 0; }
-    if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime != null) rtt = s.currentRoundTripTime * 1000;
-  });
-  const now = Date.now();
-  if (previous) {
-    const kbps = ((bytes - previous.bytes) * 8) / (now - previous.at);
-    const dl = lost - previous.lost, dr = received - previous.received;
-    const loss = dl + dr > 0 ? dl / (dl + dr) : 0;
-    const grade = loss > 0.05 || (rtt ?? 0) > 400 ? 'poor' : loss > 0.01 || (rtt ?? 0) > 150 ? 'fair' : 'good';
-    state.quality = { kbps, loss, rtt, grade };
-    $('quality').textContent = `Connection ${grade}: ${kbps.toFixed(0)} kbit/s, loss ${(loss * 100).toFixed(1)}%, RTT ${rtt == null ? '–' : `${rtt.toFixed(0)} ms`}`;
-    $('quality').className = `quality-${grade}`;
-  }
-  previous = { bytes, lost, received, at: now };
+  if (state.waiting.size) renderWaiting();
+  const q = await quality.sample(state.media?.subscribePc).catch(() => null);
+  if (!q) return;
+  state.quality = q;
+  $('quality').textContent = `Connection ${q.grade}`;
+  $('quality').className = `quality quality-${q.grade}`;
+  $('quality-details').textContent = qualityDetails(q);
 }, 1000);
 
 wireControls();
 (async () => {
   if (await session.refresh()) {
-    await showToday();
+    await home();
   } else {
     showOnly('signin');
     status('Sign in to see your visits.');

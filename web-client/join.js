@@ -2,19 +2,32 @@
 //
 // One clear step per screen: link check → browser check → camera →
 // microphone → speaker → privacy → questionnaire (patients) → waiting room
-// → call. A reload mid-call resumes the seat (the resume token lives in
+// → call. Someone who has done the checks on this device before only sees
+// the camera again; answers already sent are not asked for again.
+//
+// A reload mid-call resumes the seat (the resume token lives in
 // sessionStorage for this tab only) and rebuilds the media connections
-// without a new admission.
+// without a new admission. Leaving asks first, and the page then offers to
+// join again while the visit lasts (the clinician's admission holds).
+// Cameras and microphones are released whenever the call ends, for any
+// reason.
 
 import { SignalingClient } from '/js/signaling.js';
 import { MediaSession } from '/js/media_session.js';
+import { CallView } from '/js/call_view.js';
+import { CallQuality } from '/js/call_quality.js';
 import { t, toggle, translate } from '/js/i18n.js';
 
 const linkToken = decodeURIComponent(location.pathname.split('/').pop() ?? '');
 const seatKey = `teleconsult.seat.${linkToken.slice(0, 16)}`;
+const checkedKey = `teleconsult.checked.${linkToken.slice(0, 16)}`;
+/** A stall this long is met with an ICE restart (before that, the network may simply come back). */
+const RESTART_AFTER_MS = 4000;
+
 const state = {
   phase: 'loading',
   role: null,
+  link: null,
   stream: null,
   audioOnly: false,
   signaling: null,
@@ -22,15 +35,23 @@ const state = {
   micPeak: 0,
   leaving: false,
   lastError: null,
+  /** The error page shown: [code, values], re-rendered on a language switch. */
+  page: null,
+  unread: 0,
+  /** Every local track this page ever opened (a test checks they all end). */
+  localTracks: [],
 };
+const $ = (id) => document.getElementById(id);
+const view = new CallView($('call-view'), t);
+const quality = new CallQuality();
+
 window.teleconsultJoin = {
   state,
+  view,
   async stats() {
-    return state.media ? state.media.inboundStats() : { framesDecoded: 0, packetsReceived: 0 };
+    return state.media ? state.media.inboundStats() : { framesDecoded: 0, packetsReceived: 0, byParticipant: {} };
   },
 };
-
-const $ = (id) => document.getElementById(id);
 
 function show(screen) {
   state.phase = screen;
@@ -43,11 +64,19 @@ function show(screen) {
 }
 
 /** A plain-words page for `code` (a link error code or a page state). */
-function fail(code, values = {}) {
+function fail(code, values = {}, { rejoin = false } = {}) {
   state.lastError = code;
-  $('error-title').textContent = t(`${code}_title`, values);
-  $('error-body').textContent = t(`${code}_body`, values);
+  state.page = [code, values];
+  renderPage();
+  $('rejoin').hidden = !rejoin;
   show('error');
+}
+
+function renderPage() {
+  if (!state.page) return;
+  const [code, values] = state.page;
+  $('error-title').textContent = t(`${code}_title`, values);
+  $('error-body').textContent = [t(`${code}_body`, values), values.message].filter(Boolean).join(' ');
 }
 
 function supported() {
@@ -71,36 +100,54 @@ async function exchangeLink() {
     const code = body.error?.code ?? 'link_unknown';
     const start = body.error?.details?.scheduled_start;
     const when = start ? new Date(start).toLocaleString(document.documentElement.lang, { dateStyle: 'full', timeStyle: 'short' }) : '';
-    fail(['link_expired', 'link_not_yet_valid', 'link_revoked', 'visit_ended', 'link_unknown'].includes(code) ? code : 'link_unknown', { start: when });
+    const known = ['link_expired', 'link_not_yet_valid', 'link_revoked', 'link_denied', 'visit_ended', 'link_unknown'];
+    fail(known.includes(code) ? code : 'link_unknown', { start: when });
     return null;
   }
+  state.link = body;
+  state.role = body.role;
   return body;
 }
 
-// ----- device checks ---------------------------------------------------
+// ----- camera and microphone ---------------------------------------------
+
+async function openDevices() {
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    state.audioOnly = false;
+  } catch (error) {
+    if (error.name === 'NotAllowedError' || error.name === 'SecurityError') throw error;
+    stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    state.audioOnly = true;
+  }
+  state.localTracks.push(...stream.getTracks());
+  state.stream = stream;
+  return stream;
+}
+
+/** Stops the camera and microphone: the light goes off. */
+function releaseDevices() {
+  for (const track of state.stream?.getTracks() ?? []) track.stop();
+  state.stream = null;
+  $('self').srcObject = null;
+  $('preview').srcObject = null;
+}
 
 async function cameraStep() {
   show('camera');
   try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-    $('preview').srcObject = state.stream;
+    await openDevices();
   } catch (error) {
-    if (error.name === 'NotAllowedError' || error.name === 'SecurityError') {
-      fail('camera_denied');
-      return false;
-    }
-    // No camera (or none usable): offer to join with the voice only.
-    try {
-      state.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-      state.audioOnly = true;
-      show('no-camera');
-      await new Promise((resolve) => $('audio-only').addEventListener('click', resolve, { once: true }));
-      return true;
-    } catch (audioError) {
-      fail(audioError.name === 'NotAllowedError' ? 'camera_denied' : 'unsupported');
-      return false;
-    }
+    fail(error.name === 'NotAllowedError' || error.name === 'SecurityError' ? 'camera_denied' : 'unsupported');
+    return false;
   }
+  if (state.audioOnly) {
+    show('no-camera');
+    await new Promise((resolve) => $('audio-only').addEventListener('click', resolve, { once: true }));
+    return true;
+  }
+  $('preview').srcObject = state.stream;
   await new Promise((resolve) => $('camera-next').addEventListener('click', resolve, { once: true }));
   return true;
 }
@@ -178,6 +225,7 @@ async function questionnaireStep() {
 
 async function connectSignaling() {
   const signaling = await SignalingClient.connect();
+  const current = () => signaling === state.signaling;
   state.signaling = signaling;
   signaling.addEventListener('wait_message', ({ detail }) => {
     const p = document.createElement('p');
@@ -185,33 +233,37 @@ async function connectSignaling() {
     p.textContent = `${t('message_from_doctor')} ${detail.message}`;
     $('wait-messages').append(p);
   });
-  signaling.addEventListener('admitted', () => startCall(false));
-  signaling.addEventListener('denied', ({ detail }) => {
-    state.leaving = true;
-    sessionStorage.removeItem(seatKey);
-    fail('denied');
-    if (detail.message) $('error-body').textContent = `${t('denied_body')} ${detail.message}`;
+  signaling.addEventListener('admitted', ({ detail }) => {
+    view.reset(detail.participants);
+    startCall(false).catch(onCallError);
   });
-  signaling.addEventListener('room_closed', () => {
-    state.leaving = true;
-    sessionStorage.removeItem(seatKey);
-    state.media?.close();
-    fail('ended');
+  signaling.addEventListener('denied', ({ detail }) => endHere('denied', { message: detail.message }));
+  signaling.addEventListener('room_closed', () => endHere('ended'));
+  signaling.addEventListener('participant_joined', ({ detail }) => view.joined(detail.participant));
+  signaling.addEventListener('participant_left', ({ detail }) => {
+    view.left(detail.participant_id);
+    state.media?.dropParticipant(detail.participant_id);
   });
-  signaling.addEventListener('participant_left', ({ detail }) => state.media?.dropParticipant(detail.participant_id));
-  signaling.addEventListener('chat_message', ({ detail }) => {
-    const li = document.createElement('li');
-    li.textContent = `${detail.display_name}: ${detail.text}`;
-    $('chat-log').append(li);
+  signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
+  signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
+  signaling.addEventListener('close', ({ detail }) => {
+    if (!current() || state.leaving) return;
+    // Another tab or device took this seat; the link was withdrawn.
+    if (detail.code === 4000 || detail.code === 4005) return endHere('elsewhere');
+    if (detail.code === 4004) return endHere('link_revoked');
+    if (detail.code === 4003) return;
+    onSignalingLost();
   });
-  signaling.addEventListener('close', () => onSignalingLost());
   return signaling;
 }
 
 async function joinWaitingRoom(joinToken) {
+  state.leaving = false;
   const signaling = await connectSignaling();
   const joined = await signaling.request({ type: 'join', token: joinToken });
   saveSeat(joined.resume_token);
+  view.setSelf({ display_name: state.link?.display_name ?? t('you'), role: joined.role });
+  view.reset(joined.participants);
   if (joined.admitted) {
     await startCall(false);
   } else {
@@ -221,13 +273,14 @@ async function joinWaitingRoom(joinToken) {
 
 async function startCall(newConnections) {
   show('call');
+  state.media?.close();
   const media = new MediaSession(state.signaling);
   state.media = media;
-  media.addEventListener('remotestream', ({ detail }) => { $('remote').srcObject = detail.stream; });
-  media.addEventListener('connectionstate', ({ detail }) => {
-    if (detail.state === 'failed' || detail.state === 'disconnected') restartIce();
-    if (detail.state === 'connected') $('reconnecting').hidden = true;
-  });
+  media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
+  media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
+  media.addEventListener('stall', () => onStall());
+  media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
+  if (!state.stream) await openDevices();
   $('self').srcObject = state.stream;
   if (newConnections) {
     // A reloaded page: the old subscribe connection is gone.
@@ -239,51 +292,62 @@ async function startCall(newConnections) {
   }
 }
 
-/** First remedy when media stalls: an ICE restart on both connections. */
-let restarting = false;
-async function restartIce() {
-  if (restarting || state.leaving || !state.media?.publishPc) return;
-  restarting = true;
+function onCallError(error) {
+  state.lastError = error?.code ?? error?.name ?? 'error';
+  if (!state.leaving) onSignalingLost();
+}
+
+/**
+ * Media stopped arriving: say so at once. If it has not come back after a
+ * few seconds, restart ICE (the WebSocket may be down too: its own
+ * reconnection then takes over).
+ */
+function onStall() {
+  if (state.leaving) return;
   $('reconnecting').hidden = false;
-  try {
-    const pc = state.media.publishPc;
-    pc.restartIce();
-    const offer = await pc.createOffer({ iceRestart: true });
-    await pc.setLocalDescription(offer);
-    const reply = await state.signaling.request({ type: 'publish_offer', sdp: pc.localDescription.sdp });
-    await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
-    await state.signaling.request({ type: 'subscribe_restart', new_connection: false });
-  } catch {
-    // The WebSocket may be down too; its own reconnection takes over.
-  } finally {
-    restarting = false;
-  }
+  const media = state.media;
+  setTimeout(() => {
+    if (media !== state.media || !media.stalled || state.leaving || !state.signaling?.isOpen) return;
+    media.restartIce().catch(() => {});
+  }, RESTART_AFTER_MS);
 }
 
 /** Second remedy: resume the seat on a new WebSocket; last, a full rejoin. */
+let resuming = false;
 async function onSignalingLost() {
-  if (state.leaving) return;
+  if (state.leaving || resuming) return;
+  resuming = true;
   $('reconnecting').hidden = false;
-  const saved = JSON.parse(sessionStorage.getItem(seatKey) ?? 'null');
-  for (let attempt = 0; attempt < 10 && saved?.resume_token; attempt++) {
-    await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
-    try {
-      const signaling = await connectSignaling();
-      const resumed = await signaling.request({ type: 'resume', resume_token: JSON.parse(sessionStorage.getItem(seatKey)).resume_token });
-      saveSeat(resumed.resume_token);
-      state.media?.attach(signaling);
-      $('reconnecting').hidden = true;
-      return;
-    } catch {
-      // Try again until the grace period is surely over.
+  try {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const saved = JSON.parse(sessionStorage.getItem(seatKey) ?? 'null');
+      if (!saved?.resume_token || state.leaving) break;
+      await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+      try {
+        const signaling = await connectSignaling();
+        const resumed = await signaling.request({ type: 'resume', resume_token: saved.resume_token });
+        saveSeat(resumed.resume_token);
+        view.reset(resumed.participants);
+        state.media?.attach(signaling);
+        if (!state.media?.stalled) $('reconnecting').hidden = true;
+        return;
+      } catch (error) {
+        if (error.code === 'resume_failed') break;
+      }
     }
-  }
-  sessionStorage.removeItem(seatKey);
-  const link = await exchangeLink();
-  if (link) {
-    state.media?.close();
-    await joinWaitingRoom(link.join_token);
-    $('reconnecting').hidden = true;
+    if (state.leaving) return;
+    sessionStorage.removeItem(seatKey);
+    const link = await exchangeLink();
+    if (link) {
+      state.media?.close();
+      state.media = null;
+      await joinWaitingRoom(link.join_token);
+      $('reconnecting').hidden = true;
+    } else {
+      releaseDevices();
+    }
+  } finally {
+    resuming = false;
   }
 }
 
@@ -293,21 +357,79 @@ async function resumeAfterReload(saved) {
   const resumed = await signaling.request({ type: 'resume', resume_token: saved.resume_token });
   saveSeat(resumed.resume_token);
   state.role = resumed.role;
+  view.reset(resumed.participants);
   if (!resumed.admitted) {
     show('waiting');
     return;
   }
-  try {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
-  } catch {
-    state.stream = await navigator.mediaDevices.getUserMedia({ audio: true });
-    state.audioOnly = true;
-  }
+  await openDevices();
   await startCall(true);
+}
+
+/** The call is over for this page: release everything, say why. */
+function endHere(code, values = {}) {
+  state.leaving = true;
+  sessionStorage.removeItem(seatKey);
+  state.media?.close();
+  state.media = null;
+  releaseDevices();
+  view.clear();
+  $('reconnecting').hidden = true;
+  state.signaling?.close();
+  fail(code, values, { rejoin: code === 'left' });
+}
+
+async function leave() {
+  state.leaving = true;
+  await state.signaling?.request({ type: 'leave' }).catch(() => {});
+  endHere('left');
+}
+
+/** Back in after leaving: a new join through the same link. */
+async function rejoin() {
+  $('rejoin').hidden = true;
+  const link = await exchangeLink();
+  if (!link) return;
+  show('loading');
+  try {
+    await openDevices();
+  } catch {
+    return fail('camera_denied');
+  }
+  await joinWaitingRoom(link.join_token);
+}
+
+function addChat(name, text) {
+  const li = document.createElement('li');
+  li.textContent = `${name}: ${text}`;
+  $('chat-log').append(li);
+  if (!chatVisible) {
+    state.unread += 1;
+    renderUnread();
+  }
+}
+
+let chatVisible = false;
+function renderUnread() {
+  $('unread').hidden = state.unread === 0;
+  $('unread').textContent = t('new_messages', { count: state.unread });
 }
 
 function wireControls() {
   $('lang').addEventListener('click', () => toggle());
+  window.addEventListener('teleconsult-language', () => {
+    renderPage();
+    view.retranslate();
+    renderUnread();
+  });
+  // Messages count as read once the chat is on screen.
+  new IntersectionObserver(([entry]) => {
+    chatVisible = entry.isIntersecting;
+    if (chatVisible && state.unread) {
+      state.unread = 0;
+      renderUnread();
+    }
+  }).observe($('chat-form'));
   $('toggle-mic').addEventListener('click', () => {
     const track = state.stream?.getAudioTracks()[0];
     if (!track) return;
@@ -334,17 +456,16 @@ function wireControls() {
     if (text) state.signaling?.request({ type: 'chat', text }).catch(() => {});
     $('chat-text').value = '';
   });
-  $('leave').addEventListener('click', async () => {
-    state.leaving = true;
-    sessionStorage.removeItem(seatKey);
-    await state.signaling?.request({ type: 'leave' }).catch(() => {});
-    state.media?.close();
-    for (const track of state.stream?.getTracks() ?? []) track.stop();
-    $('error-title').textContent = t('left_title');
-    $('error-body').textContent = '';
-    show('error');
-    state.lastError = 'left';
+  $('leave').addEventListener('click', () => $('leave-dialog').showModal());
+  $('leave-dialog').addEventListener('close', () => {
+    if ($('leave-dialog').returnValue === 'leave') leave();
   });
+  $('rejoin').addEventListener('click', () => rejoin().catch(() => fail('network')));
+}
+
+/** The camera preview alone, for someone who did the checks on this device before. */
+async function quickCheck() {
+  return cameraStep();
 }
 
 async function main() {
@@ -357,23 +478,40 @@ async function main() {
       return await resumeAfterReload(saved);
     } catch {
       sessionStorage.removeItem(seatKey);
+      state.signaling?.close();
     }
   }
   const link = await exchangeLink();
   if (!link) return;
-  state.role = link.role;
-  show('check');
-  await new Promise((resolve) => $('check-next').addEventListener('click', resolve, { once: true }));
-  if (!(await cameraStep())) return;
-  await micStep();
-  await speakerStep();
-  await privacyStep();
-  if (link.role === 'patient') await questionnaireStep();
+  if (localStorage.getItem(checkedKey)) {
+    if (!(await quickCheck())) return;
+  } else {
+    show('check');
+    await new Promise((resolve) => $('check-next').addEventListener('click', resolve, { once: true }));
+    if (!(await cameraStep())) return;
+    await micStep();
+    await speakerStep();
+    await privacyStep();
+    localStorage.setItem(checkedKey, '1');
+  }
+  if (link.role === 'patient' && !link.questionnaire_answered) await questionnaireStep();
   show('waiting');
   await joinWaitingRoom(link.join_token);
 }
 
+/** Connection quality in words, once a second during the call. */
+setInterval(async () => {
+  const q = await quality.sample(state.media?.subscribePc).catch(() => null);
+  $('quality').textContent = q && state.phase === 'call' ? t(`quality_${q.grade}`) : '';
+  $('quality').className = q ? `quality quality-${q.grade}` : 'quality';
+}, 1000);
+
+window.addEventListener('pagehide', () => {
+  // A reload keeps the seat (resume); the devices are released either way.
+  for (const track of state.stream?.getTracks() ?? []) track.stop();
+});
+
 main().catch((error) => {
   state.lastError = error.code ?? error.name ?? 'error';
-  fail('network');
+  if (!state.leaving) endHere('network');
 });

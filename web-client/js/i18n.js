@@ -66,6 +66,34 @@ const STRINGS = {
     chat_title: 'Messages',
     chat_label: 'Write a message',
     send: 'Send',
+    people_title: 'In the call',
+    someone: 'Someone',
+    role_clinician: 'care team',
+    role_patient: 'patient',
+    role_guest: 'guest',
+    mic_is_off: 'microphone off',
+    camera_is_off: 'camera off',
+    video_of: 'Video of {name}',
+    notice_joined: '{name} joined the call.',
+    notice_left: '{name} left the call.',
+    connection_lost: 'Your connection was lost. Reconnecting… Please stay on this page.',
+    leave_confirm_title: 'Leave the consultation?',
+    leave_confirm_body: 'Your care team will no longer see or hear you. You can come back while the consultation lasts.',
+    leave_yes: 'Yes, leave',
+    stay: 'No, stay',
+    left_body: 'You can come back while your consultation lasts.',
+    rejoin: 'Join again',
+    answers_kept: 'Your answers were already sent to your care team.',
+    quality_good: 'Connection: good',
+    quality_fair: 'Connection: fair',
+    quality_poor: 'Connection: poor',
+    new_messages: '{count} new',
+    elsewhere_title: 'This consultation is open elsewhere',
+    elsewhere_body: 'Your link was opened in another window or on another device, which now holds your place. You can close this page.',
+    link_denied_title: 'This link can no longer be used',
+    link_denied_body: 'Your care team has closed this link. Please contact them if you think this is a mistake.',
+    camera_preview: 'Camera preview',
+    microphone_level: 'Microphone level',
   },
   fr: {
     title: 'Votre téléconsultation',
@@ -131,6 +159,34 @@ const STRINGS = {
     chat_title: 'Messages',
     chat_label: 'Écrire un message',
     send: 'Envoyer',
+    people_title: 'Dans l’appel',
+    someone: 'Quelqu’un',
+    role_clinician: 'équipe soignante',
+    role_patient: 'patient',
+    role_guest: 'invité',
+    mic_is_off: 'micro coupé',
+    camera_is_off: 'caméra coupée',
+    video_of: 'Vidéo de {name}',
+    notice_joined: '{name} a rejoint l’appel.',
+    notice_left: '{name} a quitté l’appel.',
+    connection_lost: 'Votre connexion a été interrompue. Reconnexion… Restez sur cette page.',
+    leave_confirm_title: 'Quitter la consultation ?',
+    leave_confirm_body: 'Votre équipe soignante ne vous verra et ne vous entendra plus. Vous pourrez revenir tant que la consultation dure.',
+    leave_yes: 'Oui, quitter',
+    stay: 'Non, rester',
+    left_body: 'Vous pouvez revenir tant que votre consultation dure.',
+    rejoin: 'Revenir dans la consultation',
+    answers_kept: 'Vos réponses ont déjà été transmises à votre équipe soignante.',
+    quality_good: 'Connexion : bonne',
+    quality_fair: 'Connexion : moyenne',
+    quality_poor: 'Connexion : mauvaise',
+    new_messages: '{count} nouveau(x)',
+    elsewhere_title: 'Cette consultation est ouverte ailleurs',
+    elsewhere_body: 'Votre lien a été ouvert dans une autre fenêtre ou sur un autre appareil, qui a pris votre place. Vous pouvez fermer cette page.',
+    link_denied_title: 'Ce lien ne peut plus être utilisé',
+    link_denied_body: 'Votre équipe soignante a fermé ce lien. Contactez-la si vous pensez qu’il s’agit d’une erreur.',
+    camera_preview: 'Aperçu de la caméra',
+    microphone_level: 'Niveau du micro',
   },
 };
 
@@ -149,8 +205,15 @@ export function language() {
 
 /** A string, with `{name}` placeholders filled from `values`. */
 export function t(key, values = {}) {
-  const text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? '');
+  return stringsIn(lang)(key, values);
+}
+
+/** The `t` of one fixed language (the console is in English). */
+export function stringsIn(code) {
+  return (key, values = {}) => {
+    const text = STRINGS[code]?.[key] ?? STRINGS.en[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? '');
+  };
 }
 
 /** Fills every `[data-i18n]` element under `root`. */
@@ -159,11 +222,15 @@ export function translate(root = document) {
   for (const el of root.querySelectorAll('[data-i18n]')) {
     el.textContent = t(el.dataset.i18n);
   }
+  for (const el of root.querySelectorAll('[data-i18n-label]')) {
+    el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  }
 }
 
-/** Switches between French and English. */
+/** Switches between French and English, and fires `teleconsult-language` on window. */
 export function toggle() {
   lang = lang === 'fr' ? 'en' : 'fr';
   localStorage.setItem('teleconsult.lang', lang);
   translate();
+  window.dispatchEvent(new Event('teleconsult-language'));
 }

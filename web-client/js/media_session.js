@@ -1,8 +1,27 @@
 // Media for one seat: a publish connection (we offer our camera and
 // microphone, send-only) and a subscribe connection (the server offers
 // everyone else's tracks; we answer every renegotiation).
+//
 // Remote tracks are grouped by their msid stream id, which is the
-// publisher's participant id.
+// publisher's participant id (docs/protocol.md). Events:
+// - `track` {participantId, track}: a remote track arrived;
+// - `trackgone` {participantId, track}: it ended (renegotiated away);
+// - `connectionstate` {connection, state};
+// - `stall` / `flowing`: remote media stopped arriving (ICE down, or no
+//   packets for STALL_MS while someone publishes) / arrives again;
+// - `error` {connection, error}: something we could not recover from.
+//
+// A subscribe offer the browser refuses is never swallowed: the
+// connection is replaced by a fresh one (`subscribe_restart` with
+// `new_connection: true`), which tells the server and gets every current
+// track offered again.
+
+/** Remote media silent this long (while someone publishes) is a stall. */
+const STALL_MS = 1200;
+/** How often arrival is checked. */
+const WATCH_MS = 400;
+/** Fresh subscribe connections allowed per minute before giving up. */
+const MAX_SUBSCRIBE_RESETS = 3;
 
 export class MediaSession extends EventTarget {
   constructor(signaling, { iceServers = [] } = {}) {
@@ -11,12 +30,26 @@ export class MediaSession extends EventTarget {
     this.iceServers = iceServers;
     this.publishPc = null;
     this.subscribePc = null;
-    this.remoteStreams = new Map(); // participant id -> MediaStream
-    this.#onOffer = (event) => this.#answerSubscribe(event.detail.sdp).catch((e) => this.#fail('subscribe', e));
+    /** participant id -> MediaStream of their live remote tracks */
+    this.remoteStreams = new Map();
+    /** remote track id -> participant id (for per-participant stats) */
+    this.trackOwners = new Map();
+    this.stalled = false;
+    this.closed = false;
+    this.#onOffer = (event) => {
+      // Offers are answered one at a time, in order.
+      this.#offers = this.#offers.then(() => this.#answerSubscribe(event.detail.sdp));
+    };
     signaling.addEventListener('subscribe_offer', this.#onOffer);
+    this.#watch = setInterval(() => this.#checkArrival().catch(() => {}), WATCH_MS);
   }
 
   #onOffer;
+  #offers = Promise.resolve();
+  #resets = [];
+  #watch;
+  #lastPackets = 0;
+  #lastArrival = performance.now();
 
   /** Moves to a new signaling connection (after a WebSocket resume). */
   attach(signaling) {
@@ -25,50 +58,93 @@ export class MediaSession extends EventTarget {
     signaling.addEventListener('subscribe_offer', this.#onOffer);
   }
 
-  #fail(which, error) {
-    this.dispatchEvent(new CustomEvent('error', { detail: { connection: which, error } }));
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #newPeer(connection) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    pc.addEventListener('icecandidate', (event) => {
+      if (event.candidate) {
+        this.signaling.send({ type: 'trickle', connection, candidate: event.candidate.toJSON() });
+      }
+    });
+    pc.addEventListener('connectionstatechange', () => {
+      if (this.closed) return;
+      this.#emit('connectionstate', { connection, state: pc.connectionState });
+      if (['disconnected', 'failed'].includes(pc.connectionState)) this.#setStalled(true);
+    });
+    return pc;
   }
 
   /** Publishes the tracks of `stream` (send-only). */
   async publish(stream) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers });
+    const pc = this.#newPeer('publish');
     this.publishPc = pc;
     for (const track of stream.getTracks()) {
       pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
     }
-    pc.addEventListener('icecandidate', (event) => {
-      if (event.candidate) {
-        this.signaling.send({ type: 'trickle', connection: 'publish', candidate: event.candidate.toJSON() });
-      }
-    });
-    pc.addEventListener('connectionstatechange', () => {
-      this.dispatchEvent(new CustomEvent('connectionstate', { detail: { connection: 'publish', state: pc.connectionState } }));
-    });
-    const offer = await pc.createOffer();
-    await pc.setLocalDescription(offer);
+    if (stream.getTracks().length === 0) {
+      // Neither camera nor microphone: publish nothing, still receive.
+      pc.addTransceiver('audio', { direction: 'recvonly' });
+    }
+    await pc.setLocalDescription(await pc.createOffer());
     const reply = await this.signaling.request({ type: 'publish_offer', sdp: pc.localDescription.sdp });
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
   }
 
+  /** An ICE restart on both connections (the first remedy for a stall). */
+  async restartIce() {
+    const pc = this.publishPc;
+    if (!pc || this.closed) return;
+    await pc.setLocalDescription(await pc.createOffer({ iceRestart: true }));
+    const reply = await this.signaling.request({ type: 'publish_offer', sdp: pc.localDescription.sdp });
+    await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
+    await this.signaling.request({ type: 'subscribe_restart', new_connection: false });
+  }
+
   async #answerSubscribe(sdp) {
+    if (this.closed) return;
     if (!this.subscribePc) {
-      const pc = new RTCPeerConnection({ iceServers: this.iceServers });
-      this.subscribePc = pc;
+      const pc = this.#newPeer('subscribe');
       pc.addEventListener('track', (event) => this.#onTrack(event));
-      pc.addEventListener('icecandidate', (event) => {
-        if (event.candidate) {
-          this.signaling.send({ type: 'trickle', connection: 'subscribe', candidate: event.candidate.toJSON() });
-        }
-      });
-      pc.addEventListener('connectionstatechange', () => {
-        this.dispatchEvent(new CustomEvent('connectionstate', { detail: { connection: 'subscribe', state: pc.connectionState } }));
-      });
+      this.subscribePc = pc;
     }
     const pc = this.subscribePc;
-    await pc.setRemoteDescription({ type: 'offer', sdp });
-    const answer = await pc.createAnswer();
-    await pc.setLocalDescription(answer);
-    await this.signaling.request({ type: 'subscribe_answer', sdp: pc.localDescription.sdp });
+    try {
+      await pc.setRemoteDescription({ type: 'offer', sdp });
+      await pc.setLocalDescription(await pc.createAnswer());
+    } catch (error) {
+      // The browser refused the offer: start over on a fresh connection.
+      await this.#resetSubscribe(error);
+      return;
+    }
+    try {
+      await this.signaling.request({ type: 'subscribe_answer', sdp: pc.localDescription.sdp });
+    } catch (error) {
+      // A lost socket: the offer is sent again after `resume`.
+      if (error.code !== 'closed' && error.code !== 'timeout') this.#emit('error', { connection: 'subscribe', error });
+    }
+  }
+
+  async #resetSubscribe(cause) {
+    const now = Date.now();
+    this.#resets = this.#resets.filter((at) => now - at < 60000);
+    if (this.#resets.length >= MAX_SUBSCRIBE_RESETS) {
+      this.#emit('error', { connection: 'subscribe', error: cause });
+      return;
+    }
+    this.#resets.push(now);
+    console.warn('subscribe offer refused; starting a fresh subscribe connection:', cause?.message ?? cause);
+    const old = this.subscribePc;
+    this.subscribePc = null;
+    for (const [participantId, stream] of this.remoteStreams) {
+      for (const track of stream.getTracks()) this.#trackGone(participantId, stream, track);
+    }
+    // The server drops the old connection first; closing ours afterwards
+    // is then no news to it.
+    await this.signaling.request({ type: 'subscribe_restart', new_connection: true }).catch(() => {});
+    old?.close();
   }
 
   #onTrack(event) {
@@ -78,25 +154,86 @@ export class MediaSession extends EventTarget {
       stream = new MediaStream();
       this.remoteStreams.set(participantId, stream);
     }
-    stream.addTrack(event.track);
-    event.track.addEventListener('ended', () => stream.removeTrack(event.track));
-    this.dispatchEvent(new CustomEvent('remotestream', { detail: { participantId, stream, track: event.track } }));
+    const { track } = event;
+    // A track of the same kind replaces an older one (a publisher's rejoin).
+    for (const old of stream.getTracks()) {
+      if (old.kind === track.kind && old !== track) this.#trackGone(participantId, stream, old);
+    }
+    stream.addTrack(track);
+    this.trackOwners.set(track.id, participantId);
+    // An inactive m-line (the track was renegotiated away) mutes its track
+    // for good; `ended` comes only when the connection closes.
+    const transceiver = event.transceiver;
+    const gone = () => {
+      if (stream.getTracks().includes(track)) this.#trackGone(participantId, stream, track);
+    };
+    track.addEventListener('ended', gone);
+    track.addEventListener('mute', () => {
+      if (transceiver && ['inactive', 'stopped'].includes(transceiver.currentDirection)) gone();
+    });
+    this.#emit('track', { participantId, track, stream });
   }
 
-  /** Removes a participant's stream (after participant_left). */
+  #trackGone(participantId, stream, track) {
+    stream.removeTrack(track);
+    this.trackOwners.delete(track.id);
+    if (stream.getTracks().length === 0) this.remoteStreams.delete(participantId);
+    this.#emit('trackgone', { participantId, track });
+  }
+
+  /** Forgets a participant's media (after participant_left). */
   dropParticipant(participantId) {
     const stream = this.remoteStreams.get(participantId);
-    if (stream) {
-      this.remoteStreams.delete(participantId);
-      this.dispatchEvent(new CustomEvent('remotestreamremoved', { detail: { participantId, stream } }));
-    }
+    if (!stream) return;
+    for (const track of stream.getTracks()) this.#trackGone(participantId, stream, track);
   }
 
-  /** Totals over the subscribe connection's inbound video: frames decoded, packets, bytes. */
+  #setStalled(stalled) {
+    if (this.stalled === stalled || this.closed) return;
+    this.stalled = stalled;
+    this.#emit(stalled ? 'stall' : 'flowing', {});
+  }
+
+  /**
+   * A stall is ICE down on either connection, or, while someone publishes
+   * to us, no packet for STALL_MS (a cut network shows here long before
+   * ICE notices).
+   */
+  async #checkArrival() {
+    const pc = this.subscribePc;
+    if (!pc || this.closed) return;
+    const { packetsReceived } = await this.inboundStats();
+    const now = performance.now();
+    if (packetsReceived > this.#lastPackets) {
+      this.#lastPackets = packetsReceived;
+      this.#lastArrival = now;
+      const down = [this.publishPc, pc].some((c) => c && ['disconnected', 'failed'].includes(c.connectionState));
+      if (!down) this.#setStalled(false);
+      return;
+    }
+    this.#lastPackets = packetsReceived;
+    const expecting = this.remoteStreams.size > 0;
+    if (expecting && now - this.#lastArrival > STALL_MS) this.#setStalled(true);
+    if (!expecting) this.#lastArrival = now;
+  }
+
+  /**
+   * Inbound totals over the subscribe connection, and per remote
+   * participant: video frames decoded, audio and video packets.
+   */
   async inboundStats() {
-    const totals = { framesDecoded: 0, packetsReceived: 0, bytesReceived: 0, packetsLost: 0, audioLevel: null };
-    if (!this.subscribePc) return totals;
-    const report = await this.subscribePc.getStats();
+    const totals = {
+      framesDecoded: 0, packetsReceived: 0, bytesReceived: 0, packetsLost: 0, audioLevel: null,
+      byParticipant: {},
+    };
+    const pc = this.subscribePc;
+    if (!pc) return totals;
+    const owners = new Map();
+    for (const t of pc.getTransceivers()) {
+      const owner = this.trackOwners.get(t.receiver.track?.id);
+      if (owner && t.mid != null) owners.set(t.mid, owner);
+    }
+    const report = await pc.getStats();
     report.forEach((s) => {
       if (s.type !== 'inbound-rtp') return;
       totals.packetsReceived += s.packetsReceived ?? 0;
@@ -104,15 +241,29 @@ export class MediaSession extends EventTarget {
       totals.packetsLost += s.packetsLost ?? 0;
       if (s.kind === 'video') totals.framesDecoded += s.framesDecoded ?? 0;
       if (s.kind === 'audio' && s.audioLevel != null) totals.audioLevel = Math.max(totals.audioLevel ?? 0, s.audioLevel);
+      const owner = this.trackOwners.get(s.trackIdentifier) ?? owners.get(s.mid);
+      if (!owner) return;
+      const p = (totals.byParticipant[owner] ??= { framesDecoded: 0, audioPackets: 0, videoPackets: 0 });
+      if (s.kind === 'video') {
+        p.framesDecoded += s.framesDecoded ?? 0;
+        p.videoPackets += s.packetsReceived ?? 0;
+      } else {
+        p.audioPackets += s.packetsReceived ?? 0;
+      }
     });
     return totals;
   }
 
+  /** Closes both connections. The caller stops its own camera and microphone. */
   close() {
+    this.closed = true;
+    clearInterval(this.#watch);
     this.signaling.removeEventListener('subscribe_offer', this.#onOffer);
     this.publishPc?.close();
     this.subscribePc?.close();
     this.publishPc = null;
     this.subscribePc = null;
+    this.remoteStreams.clear();
+    this.trackOwners.clear();
   }
 }

@@ -25,7 +25,7 @@ async function main() {
 
   const media = new MediaSession(signaling);
   window.teleconsultTest.media = media;
-  media.addEventListener('remotestream', ({ detail }) => {
+  media.addEventListener('track', ({ detail }) => {
     let video = document.getElementById(`remote-${detail.participantId}`);
     if (!video) {
       video = document.createElement('video');
@@ -37,6 +37,7 @@ async function main() {
     }
     video.srcObject = detail.stream;
   });
+  media.addEventListener('error', ({ detail }) => console.error(`${detail.connection}: ${detail.error?.message ?? detail.error}`));
   signaling.addEventListener('participant_left', ({ detail }) => {
     media.dropParticipant(detail.participant_id);
     document.getElementById(`remote-${detail.participant_id}`)?.remove();

@@ -92,6 +92,7 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
 
   // End: both sides see the end.
   await desk.click('#end');
+  await desk.click('#end-confirm');
   await desk.waitForSelector('#ended', { state: 'visible' });
   await patient.waitForSelector('#screen-error', { state: 'visible' });
   assert.match(await patient.textContent('#error-title'), /has ended/);
