@@ -347,7 +347,8 @@ pub enum ServerMessage {
     /// Someone left, was removed, or their resume grace ran out.
     ParticipantLeft {
         participant_id: String,
-        /// `left`, `timeout`, `removed` or `room_closed`.
+        /// `left`, `timeout`, `denied` (to clinicians only) or `removed`
+        /// (a withdrawn credential).
         reason: String,
     },
     /// A remote track now flows in the subscribe connection.
@@ -357,12 +358,15 @@ pub enum ServerMessage {
     /// Someone muted or unmuted.
     MuteChanged { participant_id: String, kind: TrackKind, muted: bool },
     /// The server dropped this participant's media connections (`timeout`:
-    /// no packet for too long; `connection_failed`). The seat is kept: send a
-    /// new `publish_offer` (from a new connection) to come back.
+    /// no packet for too long; `connection_failed`; `fault`: the media
+    /// server failed on this participant's data; `worker_restarted`: the
+    /// room's media worker was restarted). The seat is kept: send a new
+    /// `publish_offer` (from a new connection) to come back.
     MediaRemoved { reason: String },
     /// The room is closing; the server closes the socket after this.
     RoomClosed {
-        /// `closed`, `empty` or `server_shutdown`.
+        /// `server_shutdown`, `visit_ended`, `visit_cancelled`, `room_closed`
+        /// or `shutdown` (the media server stopped).
         reason: String,
     },
     /// Reply to `ping`.
