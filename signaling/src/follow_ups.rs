@@ -38,9 +38,14 @@ const EARLIEST_AFTER_SECS: i64 = 3600;
 pub struct AvailabilityInput {
     /// Slot length, minutes (5 to 120).
     pub slot_minutes: u16,
-    /// The clinician's time zone, minutes east of UTC.
+    /// The clinician's IANA time zone (default: the clinic's).
     #[serde(default)]
-    pub tz_offset_minutes: i16,
+    pub time_zone: Option<String>,
+    /// Before zones were named: minutes east of UTC, mapped to a zone
+    /// (see [`crate::zones::zone_for_legacy_offset`]). Ignored when
+    /// `time_zone` is given.
+    #[serde(default)]
+    pub tz_offset_minutes: Option<i16>,
     /// Working periods: weekday 0 (Monday) to 6, `HH:MM` to `HH:MM`.
     pub weekly: Vec<PeriodInput>,
     /// Days off, `YYYY-MM-DD`.
@@ -90,10 +95,21 @@ pub async fn set_availability(
     if !(5..=120).contains(&input.slot_minutes) {
         return Err(ApiError::invalid("slot_minutes", "must be between 5 and 120"));
     }
-    if !(-14 * 60..=14 * 60).contains(&input.tz_offset_minutes) || input.weekly.len() > 50 || input.days_off.len() > 400
+    if input.tz_offset_minutes.is_some_and(|m| !(-14 * 60..=14 * 60).contains(&m))
+        || input.weekly.len() > 50
+        || input.days_off.len() > 400
     {
         return Err(ApiError::invalid("availability", "out of range"));
     }
+    let time_zone = match (&input.time_zone, input.tz_offset_minutes) {
+        (Some(name), _) => {
+            crate::zones::zone(name)
+                .ok_or_else(|| ApiError::invalid("time_zone", "must be an IANA time zone such as Europe/Paris"))?;
+            name.clone()
+        }
+        (None, Some(minutes)) => crate::zones::zone_for_legacy_offset(minutes),
+        (None, None) => app.config.clinic_time_zone.clone(),
+    };
     let mut weekly = Vec::new();
     for p in &input.weekly {
         let (start, end) = (minutes("weekly.start", &p.start)?, minutes("weekly.end", &p.end)?);
@@ -103,19 +119,34 @@ pub async fn set_availability(
         weekly.push(WeeklyPeriod { weekday: p.weekday, start_minute: start, end_minute: end });
     }
     for d in &input.days_off {
-        crate::timefmt::day_range(d, 0).ok_or_else(|| ApiError::invalid("days_off", "must be YYYY-MM-DD"))?;
+        crate::zones::parse_date(d).ok_or_else(|| ApiError::invalid("days_off", "must be YYYY-MM-DD"))?;
     }
-    let availability = Availability {
-        slot_minutes: input.slot_minutes,
-        tz_offset_minutes: input.tz_offset_minutes,
-        weekly,
-        days_off: input.days_off,
-    };
+    let availability = Availability { slot_minutes: input.slot_minutes, time_zone, weekly, days_off: input.days_off };
     app.store.set_availability(clinician_id, &availability).await?;
     Ok(availability)
 }
 
 // ----- booking -----
+
+/// The zone of a clinician's calendar: their availability's, else the clinic's.
+pub fn clinic_zone(app: &App, availability: Option<&Availability>) -> jiff::tz::TimeZone {
+    match availability {
+        Some(a) => a.zone(),
+        None => crate::zones::zone_or_utc(&app.config.clinic_time_zone),
+    }
+}
+
+/// Where a follow-up due at `due_at` may be placed: from the start of the
+/// local day `tolerance_days` before its due day to the end of the local
+/// day as many days after (tolerance 0 is the due day itself, in the
+/// clinician's zone), never sooner than an hour from `now`. Inclusive.
+pub fn due_window(due_at: i64, tolerance_days: i64, tz: &jiff::tz::TimeZone, now: i64) -> Option<(i64, i64)> {
+    let due_day = crate::zones::local_date(due_at, tz);
+    let (first, last) =
+        (crate::zones::add_days(due_day, -tolerance_days)?, crate::zones::add_days(due_day, tolerance_days)?);
+    let (start, end) = crate::zones::local_days_range(first, last, tz)?;
+    Some((start.max(now + EARLIEST_AFTER_SECS), end - 1))
+}
 
 /// When a follow-up is due: in some days, weeks or months.
 #[derive(Debug, Default, Deserialize)]
@@ -135,7 +166,7 @@ pub struct DueIn {
 pub struct BookFollowUp {
     /// Relative due date…
     pub due_in: Option<DueIn>,
-    /// …or an exact one (`YYYY-MM-DD`, UTC day start).
+    /// …or an exact one (`YYYY-MM-DD`, a day in the clinician's zone).
     pub due_date: Option<String>,
     /// Who sees the patient (default: the visit's clinician).
     pub clinician_id: Option<String>,
@@ -182,19 +213,6 @@ pub async fn book(
         return Err(ApiError::forbidden());
     }
     let now = app.clock.now();
-    let due_at = match (&input.due_in, &input.due_date) {
-        (Some(d), None) => {
-            let days = d.days.unwrap_or(0) + 7 * d.weeks.unwrap_or(0) + 30 * d.months.unwrap_or(0);
-            if !(0..=2 * 366).contains(&days) {
-                return Err(ApiError::invalid("due_in", "must be within two years"));
-            }
-            now + days * 86_400
-        }
-        (None, Some(date)) => {
-            crate::timefmt::day_range(date, 0).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?.0
-        }
-        _ => return Err(ApiError::invalid("due", "give either due_in or due_date")),
-    };
     check_duration(input.duration_minutes)?;
     check_text("reason", &input.reason, 1, 500)?;
     let priority = match &input.priority {
@@ -209,7 +227,23 @@ pub async fn book(
     let clinician = bookable_clinician(app, &clinician_id).await?;
     let patient = app.store.patient_by_id(&from.patient_id).await?;
     let availability = app.store.availability_of(&clinician.id).await?;
-    let window = ((due_at - tolerance * 86_400).max(now + EARLIEST_AFTER_SECS), due_at + tolerance * 86_400);
+    let tz = clinic_zone(app, availability.as_ref());
+    let due_at = match (&input.due_in, &input.due_date) {
+        (Some(d), None) => {
+            let days = d.days.unwrap_or(0) + 7 * d.weeks.unwrap_or(0) + 30 * d.months.unwrap_or(0);
+            if !(0..=2 * 366).contains(&days) {
+                return Err(ApiError::invalid("due_in", "must be within two years"));
+            }
+            now + days * 86_400
+        }
+        (None, Some(date)) => {
+            let day =
+                crate::zones::parse_date(date).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?;
+            crate::zones::at_local(day, 0, &tz).ok_or_else(|| ApiError::invalid("due_date", "out of range"))?
+        }
+        _ => return Err(ApiError::invalid("due", "give either due_in or due_date")),
+    };
+    let window = due_window(due_at, tolerance, &tz, now).ok_or_else(|| ApiError::invalid("due", "out of range"))?;
     let actor = actor(staff);
     let (from, clinician, patient, availability) = (&from, &clinician, &patient, &availability);
     let actor = actor.as_str();
@@ -381,7 +415,9 @@ pub async fn assign(
         let start = match exact {
             Some(start) => Some(start),
             None => {
-                let window = ((f.due_at - 7 * 86_400).max(now + EARLIEST_AFTER_SECS), f.due_at + 7 * 86_400);
+                let tz = clinic_zone(app, availability.as_ref());
+                let window =
+                    due_window(f.due_at, 7, &tz, now).ok_or_else(|| ApiError::invalid("due", "out of range"))?;
                 first_free_slot_in(&mut tx, &clinician.id, availability.as_ref(), window, f.duration_minutes).await?
             }
         };

@@ -44,3 +44,4 @@ pub mod web_assets;
 pub mod webhook;
 pub mod ws_limits;
 pub mod ws_session;
+pub mod zones;

@@ -120,9 +120,9 @@ enum AdminCommand {
         /// Days off, e.g. "2026-12-24,2026-12-25".
         #[arg(long, default_value = "")]
         days_off: String,
-        /// The clinician's time zone, minutes east of UTC.
-        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-        tz_offset_minutes: i16,
+        /// The clinician's IANA time zone, e.g. Europe/Paris.
+        #[arg(long, default_value = "Europe/Paris")]
+        time_zone: String,
     },
     /// Print a join token for a room. Needs the server's token secret.
     MintToken {
@@ -248,7 +248,12 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
         app.store
             .set_availability(
                 &clinician.id,
-                &Availability { slot_minutes: 20, tz_offset_minutes: 0, weekly, days_off: vec![] },
+                &Availability {
+                    slot_minutes: 20,
+                    time_zone: app.config.clinic_time_zone.clone(),
+                    weekly,
+                    days_off: vec![],
+                },
             )
             .await?;
     }
@@ -428,7 +433,11 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
                 bail!("nothing imported: fix the rows above, or use --partial");
             }
         }
-        AdminCommand::SetAvailability { email, slot_minutes, weekly, days_off, tz_offset_minutes } => {
+        AdminCommand::SetAvailability { email, slot_minutes, weekly, days_off, time_zone } => {
+            anyhow::ensure!(
+                teleconsult_signaling::zones::zone(&time_zone).is_some(),
+                "unknown time zone {time_zone:?} (an IANA name such as Europe/Paris)"
+            );
             use teleconsult_signaling::follow_up_placement::{Availability, WeeklyPeriod};
             let email = accounts::normalise_email(&email)?;
             let account = store.clinician_by_email(&email).await?.context("no such account")?;
@@ -450,7 +459,10 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
             anyhow::ensure!((5..=120).contains(&slot_minutes), "slot length must be 5 to 120 minutes");
             let days_off: Vec<String> =
                 days_off.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            let a = Availability { slot_minutes, tz_offset_minutes, weekly: periods, days_off };
+            for d in &days_off {
+                anyhow::ensure!(teleconsult_signaling::zones::parse_date(d).is_some(), "days off are YYYY-MM-DD ({d})");
+            }
+            let a = Availability { slot_minutes, time_zone, weekly: periods, days_off };
             store.set_availability(&account.id, &a).await?;
             println!("availability set for {} ({} periods)", account.email, a.weekly.len());
         }
