@@ -331,7 +331,7 @@ async fn place_follow_up_visit(
     };
     let audit =
         audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {follow_up_id} of {from_visit_id}")));
-    match place(tx, None, &visit, app.link_margins(), &audit, app.clock.now()).await {
+    match place(tx, None, &visit, app.link_settings(), &audit, app.clock.now()).await {
         Ok(booked) => Ok(booked),
         Err(StoreError::Overlap) => Err(ApiError::busy()),
         Err(e) => Err(e.into()),
@@ -434,7 +434,7 @@ pub async fn assign(
                 let audit = audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {}", f.id)));
                 // An exact slot that is taken is the caller's to know (409);
                 // the first free slot was found under the lock.
-                Some(place(&mut tx, None, &visit, app.link_margins(), &audit, now).await.map_err(|e| match e {
+                Some(place(&mut tx, None, &visit, app.link_settings(), &audit, now).await.map_err(|e| match e {
                     StoreError::Overlap if exact.is_none() => ApiError::busy(),
                     other => ApiError::from(other),
                 })?)

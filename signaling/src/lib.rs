@@ -28,6 +28,7 @@ pub mod probe;
 pub mod questionnaire;
 pub mod readiness;
 pub mod response_policy;
+pub mod reminders;
 pub mod room_registry;
 pub mod scheduler_worker;
 pub mod secret;

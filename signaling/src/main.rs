@@ -102,6 +102,9 @@ enum AdminCommand {
         /// Import the good rows even if others are bad.
         #[arg(long)]
         partial: bool,
+        /// Check and report every row, importing nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Base of the patient links printed (default http://127.0.0.1:8080).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         public_url: String,
@@ -391,17 +394,27 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
             accounts::reset_password(&store, &email, &password, now).await?;
             println!("password reset; the account is signed out everywhere");
         }
-        AdminCommand::ImportVisits { file, partial, public_url } => {
+        AdminCommand::ImportVisits { file, partial, dry_run, public_url } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // Without the server's secret the links' tokens cannot be sealed
+            // for it: reminders will then issue a fresh link once.
+            let link_sealer = match &resolved.token_secret {
+                Some(secret) => teleconsult_signaling::secret::Sealer::from_secret(secret.as_bytes(), "links"),
+                None => teleconsult_signaling::secret::Sealer::random(),
+            };
             let importer = teleconsult_signaling::visit_import::Importer {
                 store: &store,
                 now,
                 public_url: &public_url,
-                link_margins: (resolved.link_opens_before, resolved.link_closes_after),
+                links: teleconsult_signaling::visits::LinkSettings {
+                    margins: (resolved.link_opens_before, resolved.link_closes_after),
+                    sealer: &link_sealer,
+                },
                 actor: "admin-cli".into(),
+                clinic_zone: teleconsult_signaling::zones::zone_or_utc(&resolved.clinic_time_zone),
             };
             let answer = importer
-                .import(&bytes, partial, None)
+                .import(&bytes, partial, dry_run, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
             let report = &answer.body["import"];

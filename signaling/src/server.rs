@@ -92,12 +92,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .map_err(|source| StartError::Store { location: crate::store::redacted(&config.db), source })?;
     // Pay for the dummy password hash now, not on the first unknown email.
     tokio::task::spawn_blocking(crate::staff_auth::warm_up).await.ok();
-    let (keys, sealer) = match &config.token_secret {
+    let (keys, sealer, link_sealer) = match &config.token_secret {
         Some(secret) => (
             TokenKeys::from_secret("k1", secret.as_bytes()).map_err(|_| StartError::BadSecret)?,
             Sealer::from_secret(secret.as_bytes(), "answers"),
+            Sealer::from_secret(secret.as_bytes(), "links"),
         ),
-        None => (TokenKeys::random(), Sealer::random()),
+        None => (TokenKeys::random(), Sealer::random(), Sealer::random()),
     };
     let sfu = SfuHandle::start(SfuConfig {
         media_ips: config.media_ips.clone(),
@@ -128,6 +129,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         config: config.clone(),
         keys,
         sealer,
+        link_sealer,
         sfu,
         rooms: RoomRegistry::default(),
         metrics: Metrics::default(),

@@ -51,7 +51,7 @@ pub use audit::AuditEvent;
 pub use follow_ups::{FollowUp, FollowUpStatus, Priority};
 pub use idempotency::{IdempotencyClaim, IdempotencyKey};
 pub use migrations::LATEST_VERSION;
-pub use outbox::OutboxEntry;
+pub use outbox::{NewOutboxEntry, OutboxEntry};
 pub use visits::{Link, LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
 
 /// Why a store operation failed.
@@ -397,15 +397,30 @@ impl WriteTx {
     /// that two transactions never wait on each other. The exclusion
     /// constraint stays the guarantee; the lock only spares losers a retry.
     pub async fn lock_calendars(&mut self, clinician_ids: &[&str]) -> StoreResult<()> {
+        self.advisory_locks(clinician_ids, 7).await
+    }
+
+    /// Serialises the creation of patients with these hospital numbers
+    /// until commit (one patient per number), as
+    /// [`lock_calendars`](WriteTx::lock_calendars) does for calendars.
+    /// Taken after any calendar locks.
+    pub async fn lock_hospital_numbers(&mut self, numbers: &[&str]) -> StoreResult<()> {
+        self.advisory_locks(numbers, 11).await
+    }
+
+    /// PostgreSQL transaction-scoped advisory locks on `keys` hashed with
+    /// `seed` (one seed per kind of key), in sorted order; nothing on SQLite.
+    async fn advisory_locks(&mut self, keys: &[&str], seed: i64) -> StoreResult<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
-        let mut ids: Vec<&str> = clinician_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, 7))")
-                .bind(id)
+        let mut keys: Vec<&str> = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind(key)
+                .bind(seed)
                 .fetch_one(&mut *self.tx)
                 .await?;
         }
