@@ -28,7 +28,7 @@ use crate::visits::{Booked, actor, bookable_clinician, check_duration, first_fre
 const STAFF_WHO_BOOK: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 
 /// A follow-up is never placed sooner than this after now.
-const EARLIEST_AFTER_SECS: i64 = 3600;
+pub const EARLIEST_AFTER_SECS: i64 = 3600;
 
 // ----- availability -----
 
@@ -342,7 +342,7 @@ async fn place_follow_up_visit(
 
 /// Loads a follow-up the caller may act on (its clinician's, or that of
 /// the visit it came from; admins any). 409 if it was cancelled.
-async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, ApiError> {
+pub async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, ApiError> {
     staff.require(STAFF_WHO_BOOK)?;
     let f = app.store.follow_up_by_id(id).await?.ok_or_else(ApiError::not_found)?;
     let from = app.store.visit_by_id(&f.from_visit_id).await?;
@@ -355,7 +355,8 @@ async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, A
     Ok(f)
 }
 
-fn follow_up_cancelled() -> ApiError {
+/// 409 `follow_up_cancelled`.
+pub fn follow_up_cancelled() -> ApiError {
     ApiError::conflict("follow_up_cancelled", "this follow-up was cancelled")
 }
 
@@ -409,8 +410,9 @@ pub async fn assign(
             return Err(follow_up_cancelled());
         }
         tx.lock_calendars(&[&clinician.id, &f.clinician_id]).await?;
+        let mut told = false;
         if let Some(old) = &f.visit_id {
-            tx.cancel_scheduled_visit(old, now).await?;
+            told = tx.withdraw_scheduled_visit(old, now).await?;
         }
         let start = match exact {
             Some(start) => Some(start),
@@ -441,6 +443,19 @@ pub async fn assign(
             }
             None => None,
         };
+        match &booked {
+            Some(b) if told => {
+                tx.tell_rebooked(&b.visit.id, b.visit.scheduled_start, now).await?;
+            }
+            None if told => {
+                if let Some(old) = &f.visit_id
+                    && let Some(visit) = tx.visit_by_id(old).await?
+                {
+                    tx.tell_visit_cancelled(old, visit.scheduled_start, now).await?;
+                }
+            }
+            _ => {}
+        }
         tx.place_follow_up(&f.id, &clinician.id, booked.as_ref().map(|b| b.visit.id.as_str())).await?;
         tx.insert_audit(&audit_event(app, actor, "follow_up_assigned", &f.from_visit_id, Some(f.id.clone()))).await?;
         let updated = tx.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;

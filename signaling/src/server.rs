@@ -234,6 +234,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/follow-ups", get(follow_ups_api::queue))
         .route("/api/follow-ups/{id}/assign", post(follow_ups_api::assign))
         .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
+        .route("/api/follow-ups/{id}/book-sooner", post(follow_ups_api::book_sooner))
+        .route("/api/notifications", get(follow_ups_api::inbox))
+        .route("/api/notifications/{id}/read", post(follow_ups_api::mark_read))
         .route(
             "/api/visits/import",
             post(visits_api::import).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),

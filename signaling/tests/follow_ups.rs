@@ -102,7 +102,15 @@ async fn placement_window_queue_and_no_double_booking() {
     let q = http(&server, "GET", "/api/follow-ups", &[("Authorization", &pb)], None).await.json();
     let items = q["follow_ups"].as_array().unwrap();
     assert_eq!(items.len(), 21);
-    assert!(items.windows(2).all(|w| w[0]["due"].as_str() <= w[1]["due"].as_str()), "ordered by due date");
+    let rank = |f: &serde_json::Value| match f["priority"].as_str() {
+        Some("urgent") => 0,
+        Some("soon") => 1,
+        _ => 2,
+    };
+    assert!(
+        items.windows(2).all(|w| (rank(&w[0]), w[0]["due"].as_str()) <= (rank(&w[1]), w[1]["due"].as_str())),
+        "urgent first, then by due date"
+    );
     assert_eq!(items.iter().filter(|f| f["status"] == "unplaced").count(), 18);
 
     // An exact date outside any availability: unplaced (a Sunday, tolerance 0).

@@ -26,16 +26,18 @@ const SQLITE: &[Migration] = &[
     Migration { version: 5, sql: include_str!("migrations/sqlite/0005_booking_rules.sql") },
     Migration { version: 6, sql: include_str!("migrations/sqlite/0006_link_denials.sql") },
     Migration { version: 10, sql: include_str!("migrations/sqlite/0010_reminders_stay_true.sql") },
+    Migration { version: 11, sql: include_str!("migrations/sqlite/0011_notifications.sql") },
 ];
 
 const POSTGRES: &[Migration] = &[
     Migration { version: 5, sql: include_str!("migrations/postgres/0005_initial.sql") },
     Migration { version: 6, sql: include_str!("migrations/postgres/0006_link_denials.sql") },
     Migration { version: 10, sql: include_str!("migrations/postgres/0010_reminders_stay_true.sql") },
+    Migration { version: 11, sql: include_str!("migrations/postgres/0011_notifications.sql") },
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i64 = 10;
+pub const LATEST_VERSION: i64 = 11;
 
 /// A fixed advisory-lock key, so that nodes starting together migrate one
 /// at a time.

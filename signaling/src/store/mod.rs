@@ -41,6 +41,7 @@ mod audit;
 mod follow_ups;
 mod idempotency;
 mod migrations;
+mod notifications;
 mod outbox;
 mod reports;
 pub mod test_databases;
@@ -51,6 +52,7 @@ pub use audit::AuditEvent;
 pub use follow_ups::{FollowUp, FollowUpStatus, Priority};
 pub use idempotency::{IdempotencyClaim, IdempotencyKey};
 pub use migrations::LATEST_VERSION;
+pub use notifications::Notification;
 pub use outbox::{NewOutboxEntry, OutboxEntry};
 pub use visits::{Link, LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
 

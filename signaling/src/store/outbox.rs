@@ -193,6 +193,35 @@ impl WriteTx {
         self.enqueue(&entry, now).await
     }
 
+    /// Takes a scheduled visit off the calendar to book its follow-up
+    /// elsewhere: cancelled and its links revoked, without a `cancelled`
+    /// message. Returns whether the patient had been told its time (then
+    /// the caller tells them the new one with [`tell_rebooked`](WriteTx::tell_rebooked)).
+    pub async fn withdraw_scheduled_visit(&mut self, visit_id: &str, now: i64) -> StoreResult<bool> {
+        let told = self.patient_was_told(visit_id).await?;
+        sqlx::query("UPDATE visits SET status = 'cancelled', cancelled_at = $1 WHERE id = $2 AND status = 'scheduled'")
+            .bind(now)
+            .bind(visit_id)
+            .execute(self.conn())
+            .await?;
+        self.revoke_links_of(visit_id, now).await?;
+        Ok(told)
+    }
+
+    /// Queues a `moved` message for a visit that replaces one the patient
+    /// had been told of.
+    pub async fn tell_rebooked(&mut self, new_visit_id: &str, new_start: i64, now: i64) -> StoreResult<bool> {
+        let key = format!("reminder:{new_visit_id}:moved:{new_start}:{now}");
+        let entry = NewOutboxEntry {
+            key: &key,
+            visit_id: new_visit_id,
+            kind: "moved",
+            scheduled_start: Some(new_start),
+            payload: None,
+        };
+        self.enqueue(&entry, now).await
+    }
+
     async fn patient_was_told(&mut self, visit_id: &str) -> StoreResult<bool> {
         let sql = format!(
             "SELECT COUNT(*) AS n FROM outbox WHERE visit_id = $1 AND delivered_at IS NOT NULL \
