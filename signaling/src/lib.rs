@@ -23,6 +23,7 @@ pub mod input_checks;
 pub mod join_api;
 pub mod join_token;
 pub mod metrics;
+pub mod monitoring;
 pub mod ops_dashboard;
 pub mod probe;
 pub mod questionnaire;

@@ -84,6 +84,19 @@ async fn message(app: &App, entry: &OutboxEntry, now: i64) -> Result<Option<Valu
             });
             Ok(Some(body))
         }
+        "monitoring_link" => {
+            let payload: Value =
+                entry.payload.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
+            let Some(enrolment_id) = payload["enrolment_id"].as_str() else { return Ok(None) };
+            let Some(url) = crate::monitoring::link_url_of(app, enrolment_id, now).await.map_err(|e| e.message)? else {
+                return Ok(None);
+            };
+            let mut body = base("monitoring_link");
+            body["patient"] = patient_json(app, &visit.patient_id).await?;
+            body["clinician"] = clinician_json(app, &visit.clinician_id).await?;
+            body["link"] = json!(url);
+            Ok(Some(body))
+        }
         "cancelled" => {
             if visit.status != VisitStatus::Cancelled {
                 return Ok(None);

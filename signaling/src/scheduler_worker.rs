@@ -57,6 +57,8 @@ pub struct TickReport {
     pub no_shows: usize,
     /// Visits completed because their room stayed empty.
     pub auto_completed: usize,
+    /// Monitoring enrolments whose clinician was told of missed check-ins.
+    pub missed_check_ins_flagged: usize,
 }
 
 /// The worker's memory between ticks: when each running visit's room was
@@ -200,7 +202,13 @@ impl SchedulerWorker {
         // 5. Answers to idempotent requests older than a day.
         app.store.forget_idempotency_keys(now - crate::idempotency::KEEP_SECS).await?;
 
-        // 6. Running visits whose room stayed empty.
+        // 6. Monitoring: missed check-ins in a row go to the clinician's inbox.
+        match crate::monitoring::flag_missed_check_ins(app, now).await {
+            Ok(n) => report.missed_check_ins_flagged += n,
+            Err(e) => warn!(code = e.code, "monitoring check failed; retried next tick"),
+        }
+
+        // 7. Running visits whose room stayed empty.
         let occupied: Vec<String> = app.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
         let running = app.store.visits_starting(VisitStatus::InProgress, i64::MIN / 2, i64::MAX / 2).await?;
         self.empty_since.retain(|id, _| running.iter().any(|v| &v.id == id));

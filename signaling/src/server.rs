@@ -237,6 +237,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/follow-ups/{id}/book-sooner", post(follow_ups_api::book_sooner))
         .route("/api/notifications", get(follow_ups_api::inbox))
         .route("/api/notifications/{id}/read", post(follow_ups_api::mark_read))
+        .route("/api/visits/{id}/monitoring", get(crate::monitoring::of_visit).post(crate::monitoring::enrol))
+        .route("/api/monitoring/{id}/revoke", post(crate::monitoring::revoke))
+        .route("/api/monitor/{token}", get(crate::monitoring::status))
+        .route("/api/monitor/{token}/check-ins", post(crate::monitoring::check_in))
+        .route("/monitor/{token}", get(crate::monitoring::page))
+        .route("/schedule", get(schedule_page))
         .route(
             "/api/visits/import",
             post(visits_api::import).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
@@ -298,6 +304,12 @@ async fn join_page() -> Response {
     // The token is in this page's address: nothing may keep a copy.
     page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     page
+}
+
+/// The staff scheduling page (availability, follow-ups, import, calendar feed, inbox).
+async fn schedule_page() -> Response {
+    crate::web_assets::asset_response("schedule.html")
+        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
 /// The operations dashboard page (it signs in and streams on its own).

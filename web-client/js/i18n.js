@@ -134,36 +134,40 @@ const STRINGS = {
   },
 };
 
-let lang = pick();
-
-function pick() {
-  const saved = localStorage.getItem('teleconsult.lang');
-  if (saved && STRINGS[saved]) return saved;
-  return (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
+/**
+ * A translation catalogue over `strings` ({ en: {...}, fr: {...} }): the
+ * language follows the browser, with a visible switch; the choice is
+ * remembered across the patient's and staff's pages.
+ */
+export function catalogue(strings) {
+  const pick = () => {
+    const saved = localStorage.getItem('teleconsult.lang');
+    if (saved && strings[saved]) return saved;
+    return (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
+  };
+  let lang = pick();
+  const t = (key, values = {}) => {
+    const text = strings[lang][key] ?? strings.en[key] ?? key;
+    return text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? '');
+  };
+  const translate = (root = document) => {
+    document.documentElement.lang = lang;
+    for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+  };
+  return {
+    /** The current language code. */
+    language: () => lang,
+    /** A string, with `{name}` placeholders filled from `values`. */
+    t,
+    /** Fills every `[data-i18n]` element under `root`. */
+    translate,
+    /** Switches between French and English. */
+    toggle: () => {
+      lang = lang === 'fr' ? 'en' : 'fr';
+      localStorage.setItem('teleconsult.lang', lang);
+      translate();
+    },
+  };
 }
 
-/** The current language code. */
-export function language() {
-  return lang;
-}
-
-/** A string, with `{name}` placeholders filled from `values`. */
-export function t(key, values = {}) {
-  const text = STRINGS[lang][key] ?? STRINGS.en[key] ?? key;
-  return text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? '');
-}
-
-/** Fills every `[data-i18n]` element under `root`. */
-export function translate(root = document) {
-  document.documentElement.lang = lang;
-  for (const el of root.querySelectorAll('[data-i18n]')) {
-    el.textContent = t(el.dataset.i18n);
-  }
-}
-
-/** Switches between French and English. */
-export function toggle() {
-  lang = lang === 'fr' ? 'en' : 'fr';
-  localStorage.setItem('teleconsult.lang', lang);
-  translate();
-}
+export const { language, t, translate, toggle } = catalogue(STRINGS);

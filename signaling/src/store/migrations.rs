@@ -27,6 +27,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 6, sql: include_str!("migrations/sqlite/0006_link_denials.sql") },
     Migration { version: 10, sql: include_str!("migrations/sqlite/0010_reminders_stay_true.sql") },
     Migration { version: 11, sql: include_str!("migrations/sqlite/0011_notifications.sql") },
+    Migration { version: 12, sql: include_str!("migrations/sqlite/0012_symptom_monitoring.sql") },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -34,10 +35,11 @@ const POSTGRES: &[Migration] = &[
     Migration { version: 6, sql: include_str!("migrations/postgres/0006_link_denials.sql") },
     Migration { version: 10, sql: include_str!("migrations/postgres/0010_reminders_stay_true.sql") },
     Migration { version: 11, sql: include_str!("migrations/postgres/0011_notifications.sql") },
+    Migration { version: 12, sql: include_str!("migrations/postgres/0012_symptom_monitoring.sql") },
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i64 = 11;
+pub const LATEST_VERSION: i64 = 12;
 
 /// A fixed advisory-lock key, so that nodes starting together migrate one
 /// at a time.
