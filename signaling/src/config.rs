@@ -140,6 +140,13 @@ pub struct ServeArgs {
     /// Default 2 (a clinician may set another per enrolment).
     #[arg(long, env = "TELECONSULT_MONITORING_MISSED_AFTER")]
     pub monitoring_missed_after: Option<u32>,
+    /// Days a patient's name, contact, hospital number and answers are kept
+    /// after their last visit or monitoring day. Default 90.
+    #[arg(long, env = "TELECONSULT_RETENTION_PATIENT_DAYS")]
+    pub retention_patient_days: Option<i64>,
+    /// Days audit events are kept. Default 1095 (three years).
+    #[arg(long, env = "TELECONSULT_RETENTION_AUDIT_DAYS")]
+    pub retention_audit_days: Option<i64>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -194,6 +201,8 @@ struct FileConfig {
     reminder_timeout_secs: Option<u64>,
     reminder_concurrency: Option<usize>,
     monitoring_missed_after: Option<u32>,
+    retention_patient_days: Option<i64>,
+    retention_audit_days: Option<i64>,
 }
 
 /// Fully resolved settings.
@@ -268,6 +277,8 @@ pub struct Config {
     pub reminder_concurrency: usize,
     /// Missed check-ins in a row before the clinician is told (default per enrolment).
     pub monitoring_missed_after: u32,
+    /// How long each kind of data is kept.
+    pub retention: crate::store::RetentionPolicy,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -392,8 +403,21 @@ impl ServeArgs {
             ),
             reminder_concurrency: self.reminder_concurrency.or(file.reminder_concurrency).unwrap_or(8),
             monitoring_missed_after: self.monitoring_missed_after.or(file.monitoring_missed_after).unwrap_or(2),
+            retention: crate::store::RetentionPolicy {
+                patient_secs: 86_400 * self.retention_patient_days.or(file.retention_patient_days).unwrap_or(90),
+                audit_secs: 86_400 * self.retention_audit_days.or(file.retention_audit_days).unwrap_or(1095),
+            },
             demo: self.demo,
         };
+        if !(1..=3660).contains(&(config.retention.patient_secs / 86_400))
+            || !(30..=7320).contains(&(config.retention.audit_secs / 86_400))
+            || config.retention.audit_secs < config.retention.patient_secs
+        {
+            return Err(ConfigError::Invalid {
+                name: "retention_patient_days/retention_audit_days",
+                why: "patient data 1 to 3660 days; audit 30 to 7320 days, and no shorter than patient data",
+            });
+        }
         if crate::zones::zone(&config.clinic_time_zone).is_none() {
             return Err(ConfigError::Invalid {
                 name: "clinic_time_zone",

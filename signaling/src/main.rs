@@ -92,6 +92,28 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Write everything held about a patient as JSON (an access request;
+    /// see docs/privacy.md). Audited.
+    PatientExport {
+        /// The hospital's patient number.
+        #[arg(long)]
+        hospital_number: String,
+        /// Write to this file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a patient (an erasure request): future visits cancelled, name,
+    /// contact, hospital number, answers and links removed; visits kept as
+    /// pseudonymous rows for the figures. Audited; then every text column
+    /// is searched to show nothing is left.
+    PatientErase {
+        /// The hospital's patient number.
+        #[arg(long)]
+        hospital_number: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Import scheduled teleconsultations from a CSV file (see docs/api.md):
     /// every row is checked; nothing is imported if any row is bad, unless
     /// --partial.
@@ -478,6 +500,58 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
             let a = Availability { slot_minutes, time_zone, weekly: periods, days_off };
             store.set_availability(&account.id, &a).await?;
             println!("availability set for {} ({} periods)", account.email, a.weekly.len());
+        }
+        AdminCommand::PatientExport { hospital_number, out } => {
+            let ids = store.patients_with_hospital_id(&hospital_number).await?;
+            anyhow::ensure!(!ids.is_empty(), "no patient has this hospital number");
+            let mut records = Vec::new();
+            for id in &ids {
+                records.push(store.patient_record(id).await?);
+                store
+                    .audit(&teleconsult_signaling::store::AuditEvent {
+                        at: now,
+                        actor: "admin-cli".into(),
+                        action: "patient_exported".into(),
+                        visit_id: None,
+                        detail: Some(id.clone()),
+                    })
+                    .await?;
+            }
+            let export = serde_json::json!({
+                "exported_at": teleconsult_signaling::timefmt::rfc3339(now),
+                "hospital_number": hospital_number,
+                "patients": records,
+            });
+            let text = serde_json::to_string_pretty(&export)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("{} patient record(s) written to {}", ids.len(), path.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+        AdminCommand::PatientErase { hospital_number, yes } => {
+            anyhow::ensure!(yes, "erasing cannot be undone: run again with --yes");
+            let ids = store.patients_with_hospital_id(&hospital_number).await?;
+            anyhow::ensure!(!ids.is_empty(), "no patient has this hospital number");
+            let mut names = Vec::new();
+            for id in &ids {
+                if let Some(p) = store.patient_by_id(id).await? {
+                    names.push(p.display_name.clone());
+                    names.extend(p.contact.clone());
+                }
+                let counts = store.erase_patient(id, "admin-cli", now).await?;
+                eprintln!("erased {id}: {} links and {} check-ins removed", counts.links, counts.check_ins);
+            }
+            store.reclaim_space(10_000).await?;
+            let mut left = Vec::new();
+            for needle in names.iter().chain(std::iter::once(&hospital_number)).filter(|n| n.chars().count() >= 3) {
+                left.extend(store.text_columns_containing(needle).await?);
+            }
+            // Never print the name itself: only where it was found.
+            anyhow::ensure!(left.is_empty(), "some text columns still hold the patient's data: {left:?}");
+            eprintln!("no text column holds the patient's name, contact or hospital number any more");
         }
         AdminCommand::MintToken { .. } => {}
     }

@@ -59,6 +59,8 @@ pub struct TickReport {
     pub auto_completed: usize,
     /// Monitoring enrolments whose clinician was told of missed check-ins.
     pub missed_check_ins_flagged: usize,
+    /// What the retention purge removed.
+    pub purged: crate::store::PurgeCounts,
 }
 
 /// The worker's memory between ticks: when each running visit's room was
@@ -208,7 +210,10 @@ impl SchedulerWorker {
             Err(e) => warn!(code = e.code, "monitoring check failed; retried next tick"),
         }
 
-        // 7. Running visits whose room stayed empty.
+        // 7. Retention: what outlived its purpose, in bounded batches.
+        report.purged = purge_expired(app, now).await?;
+
+        // 8. Running visits whose room stayed empty.
         let occupied: Vec<String> = app.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
         let running = app.store.visits_starting(VisitStatus::InProgress, i64::MIN / 2, i64::MAX / 2).await?;
         self.empty_since.retain(|id, _| running.iter().any(|v| &v.id == id));
@@ -253,6 +258,45 @@ async fn deliver_and_record(app: &App, url: &str, entry: OutboxEntry, now: i64) 
         warn!(error = %e, kind = %entry.kind, "recording a delivery failed");
     }
     (entry.key, outcome)
+}
+
+/// Rows of each kind one purge pass removes at most (one short write
+/// transaction per kind).
+pub const PURGE_BATCH: i64 = 500;
+/// Passes one tick makes at most; the rest waits for the next tick.
+pub const PURGE_PASSES_PER_TICK: usize = 20;
+
+/// The retention purge's step: passes of [`PURGE_BATCH`] rows per kind
+/// until nothing is left or [`PURGE_PASSES_PER_TICK`] passes ran, each kind
+/// counted in the audit trail (`retention_purge`), then SQLite's freed
+/// pages returned to the file system.
+pub async fn purge_expired(app: &App, now: i64) -> crate::store::StoreResult<crate::store::PurgeCounts> {
+    let mut total = crate::store::PurgeCounts::default();
+    for _ in 0..PURGE_PASSES_PER_TICK {
+        let pass = app.store.purge_pass(app.config.retention, now, PURGE_BATCH).await?;
+        if pass.is_empty() {
+            break;
+        }
+        total.add(&pass);
+    }
+    if !total.is_empty() {
+        for (kind, n) in total.by_kind() {
+            if n > 0 {
+                app.store
+                    .audit(&crate::store::AuditEvent {
+                        at: now,
+                        actor: "system".into(),
+                        action: "retention_purge".into(),
+                        visit_id: None,
+                        detail: Some(format!("{kind}={n}")),
+                    })
+                    .await?;
+            }
+        }
+        app.store.reclaim_space(10_000).await?;
+        info!(patients = total.patients, links = total.links, audit_events = total.audit_events, "retention purge");
+    }
+    Ok(total)
 }
 
 /// Runs the worker every `scheduler_tick` until shutdown.

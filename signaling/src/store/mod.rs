@@ -45,6 +45,7 @@ mod monitoring;
 mod notifications;
 mod outbox;
 mod reports;
+mod retention;
 pub mod test_databases;
 mod visits;
 
@@ -56,6 +57,7 @@ pub use migrations::LATEST_VERSION;
 pub use monitoring::{CheckIn, Enrolment};
 pub use notifications::Notification;
 pub use outbox::{NewOutboxEntry, OutboxEntry};
+pub use retention::{PurgeCounts, RetentionPolicy};
 pub use visits::{Link, LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
 
 /// Why a store operation failed.
@@ -316,8 +318,24 @@ impl Store {
                 other => other,
             })?;
         let store = Store { pool, backend };
+        if backend == Backend::Sqlite {
+            store.use_incremental_vacuum().await?;
+        }
         store.retrying(|| migrations::migrate(&store)).await?;
         Ok(store)
+    }
+
+    /// Puts a SQLite file in incremental auto-vacuum mode (once: a file
+    /// made before needs one full `VACUUM` to switch), so the retention
+    /// purge can give freed pages back with `PRAGMA incremental_vacuum`.
+    async fn use_incremental_vacuum(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mode: i64 = sqlx::query("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?.try_get(0).unwrap_or(0);
+        if mode != 2 {
+            sqlx::Executor::execute(&mut *conn, "PRAGMA auto_vacuum = INCREMENTAL").await?;
+            sqlx::Executor::execute(&mut *conn, "VACUUM").await?;
+        }
+        Ok(())
     }
 
     /// The backend in use.
