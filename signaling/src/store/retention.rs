@@ -43,6 +43,9 @@ pub struct PurgeCounts {
     pub outbox: u64,
     /// Read notifications past the patient retention deleted.
     pub notifications: u64,
+    /// The longest of the pass's write transactions, microseconds (how
+    /// long it held SQLite's write lock or its rows' locks).
+    pub longest_write_micros: u64,
 }
 
 impl PurgeCounts {
@@ -56,11 +59,12 @@ impl PurgeCounts {
         self.audit_events += o.audit_events;
         self.outbox += o.outbox;
         self.notifications += o.notifications;
+        self.longest_write_micros = self.longest_write_micros.max(o.longest_write_micros);
     }
 
     /// Whether nothing was removed.
     pub fn is_empty(&self) -> bool {
-        *self == PurgeCounts::default()
+        self.by_kind().iter().all(|(_, n)| *n == 0)
     }
 
     /// (kind, count) pairs, for the audit trail and metrics.
@@ -113,8 +117,10 @@ impl Store {
             let c = self
                 .retrying(|| async move {
                     let mut tx = self.begin_write().await?;
-                    let c = tx.pseudonymise_patients(due, now).await?;
+                    let began = std::time::Instant::now();
+                    let mut c = tx.pseudonymise_patients(due, now).await?;
                     tx.commit().await?;
+                    c.longest_write_micros = began.elapsed().as_micros() as u64;
                     Ok(c)
                 })
                 .await?;
@@ -148,10 +154,12 @@ impl Store {
             ),
         ];
         for (i, (sql, cutoff)) in deletions.iter().enumerate() {
+            let began = std::time::Instant::now();
             let done = self
                 .retrying_query(|| sqlx::query(sql).bind(*cutoff).bind(batch).execute(self.pool()))
                 .await?
                 .rows_affected();
+            counts.longest_write_micros = counts.longest_write_micros.max(began.elapsed().as_micros() as u64);
             match i {
                 0 => counts.links += done,
                 1 => counts.refresh_tokens += done,
