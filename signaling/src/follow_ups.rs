@@ -321,20 +321,25 @@ async fn place_follow_up_visit(
     duration_minutes: i64,
     follow_up_id: &str,
 ) -> Result<Booked, ApiError> {
-    let visit = NewVisit {
-        id: crate::secret::random_id("v"),
-        patient_id: patient_id.to_string(),
-        clinician_id: clinician_id.to_string(),
-        scheduled_start: start,
-        duration_minutes,
-        kind: VisitKind::FollowUp,
-    };
+    let visit = follow_up_visit(patient_id, clinician_id, start, duration_minutes);
     let audit =
         audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {follow_up_id} of {from_visit_id}")));
     match place(tx, None, &visit, app.link_settings(), &audit, app.clock.now()).await {
         Ok(booked) => Ok(booked),
         Err(StoreError::Overlap) => Err(ApiError::busy()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A new follow-up visit of `patient_id` with `clinician_id` at `start`.
+pub fn follow_up_visit(patient_id: &str, clinician_id: &str, start: i64, duration_minutes: i64) -> NewVisit {
+    NewVisit {
+        id: crate::secret::random_id("v"),
+        patient_id: patient_id.to_string(),
+        clinician_id: clinician_id.to_string(),
+        scheduled_start: start,
+        duration_minutes,
+        kind: VisitKind::FollowUp,
     }
 }
 
@@ -425,14 +430,7 @@ pub async fn assign(
         };
         let booked = match start {
             Some(start) => {
-                let visit = NewVisit {
-                    id: crate::secret::random_id("v"),
-                    patient_id: f.patient_id.clone(),
-                    clinician_id: clinician.id.clone(),
-                    scheduled_start: start,
-                    duration_minutes: f.duration_minutes,
-                    kind: VisitKind::FollowUp,
-                };
+                let visit = follow_up_visit(&f.patient_id, &clinician.id, start, f.duration_minutes);
                 let audit = audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {}", f.id)));
                 // An exact slot that is taken is the caller's to know (409);
                 // the first free slot was found under the lock.

@@ -17,8 +17,8 @@ use crate::app::App;
 use crate::follow_ups::{EARLIEST_AFTER_SECS, follow_up_cancelled};
 use crate::http_error::ApiError;
 use crate::store::{
-    Clinician, FollowUp, FollowUpStatus, NewOutboxEntry, NewVisit, Notification, Priority, StaffRole, StoreError,
-    Visit, VisitKind, VisitStatus, with_retries,
+    Clinician, FollowUp, FollowUpStatus, NewOutboxEntry, Notification, Priority, StaffRole, StoreError, Visit,
+    VisitStatus, with_retries,
 };
 use crate::timefmt::rfc3339;
 use crate::visit_rooms::audit_event;
@@ -111,14 +111,7 @@ pub async fn book_sooner(app: &App, actor: &str, id: &str) -> Result<Sooner, Api
             Some(old) => tx.withdraw_scheduled_visit(&old.id, now).await?,
             None => false,
         };
-        let visit = NewVisit {
-            id: crate::secret::random_id("v"),
-            patient_id: f.patient_id.clone(),
-            clinician_id: clinician.id.clone(),
-            scheduled_start: start,
-            duration_minutes: f.duration_minutes,
-            kind: VisitKind::FollowUp,
-        };
+        let visit = crate::follow_ups::follow_up_visit(&f.patient_id, &clinician.id, start, f.duration_minutes);
         let audit = audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {} booked sooner", f.id)));
         let booked = place(&mut tx, None, &visit, app.link_settings(), &audit, now).await.map_err(|e| match e {
             // Found free under the lock: an overlap means a writer got past it; retried.

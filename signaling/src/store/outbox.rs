@@ -175,10 +175,7 @@ impl WriteTx {
         if !self.patient_was_told(visit_id).await? {
             return Ok(false);
         }
-        let key = format!("reminder:{visit_id}:moved:{new_start}:{now}");
-        let entry =
-            NewOutboxEntry { key: &key, visit_id, kind: "moved", scheduled_start: Some(new_start), payload: None };
-        self.enqueue(&entry, now).await
+        self.tell_rebooked(visit_id, new_start, now).await
     }
 
     /// After a visit was cancelled: if the patient was already told its
@@ -208,8 +205,8 @@ impl WriteTx {
         Ok(told)
     }
 
-    /// Queues a `moved` message for a visit that replaces one the patient
-    /// had been told of.
+    /// Queues a `moved` message for a visit at `new_start` (one that moved,
+    /// or replaces one the patient had been told of), under a new key.
     pub async fn tell_rebooked(&mut self, new_visit_id: &str, new_start: i64, now: i64) -> StoreResult<bool> {
         let key = format!("reminder:{new_visit_id}:moved:{new_start}:{now}");
         let entry = NewOutboxEntry {
