@@ -265,6 +265,9 @@ async fn deliver_and_record(app: &App, url: &str, entry: OutboxEntry, now: i64) 
 pub const PURGE_BATCH: i64 = 500;
 /// Passes one tick makes at most; the rest waits for the next tick.
 pub const PURGE_PASSES_PER_TICK: usize = 20;
+/// The purge's pause after each of its write transactions, so that a visit
+/// start waiting for the write lock gets it before the next batch.
+pub const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
 
 /// The retention purge's step: passes of [`PURGE_BATCH`] rows per kind
 /// until nothing is left or [`PURGE_PASSES_PER_TICK`] passes ran, each kind
@@ -273,7 +276,7 @@ pub const PURGE_PASSES_PER_TICK: usize = 20;
 pub async fn purge_expired(app: &App, now: i64) -> crate::store::StoreResult<crate::store::PurgeCounts> {
     let mut total = crate::store::PurgeCounts::default();
     for _ in 0..PURGE_PASSES_PER_TICK {
-        let pass = app.store.purge_pass(app.config.retention, now, PURGE_BATCH).await?;
+        let pass = app.store.purge_pass(app.config.retention, now, PURGE_BATCH, PURGE_PAUSE).await?;
         if pass.is_empty() {
             break;
         }

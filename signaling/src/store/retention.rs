@@ -101,8 +101,16 @@ const DUE_PATIENTS: &str = "SELECT p.id FROM patients p WHERE p.purged_at IS NUL
 impl Store {
     /// One bounded pass of the retention purge at `now`: at most `batch`
     /// rows of each kind, each kind in its own short write transaction, so
-    /// no lock is held long. Call again while it removes anything.
-    pub async fn purge_pass(&self, policy: RetentionPolicy, now: i64, batch: i64) -> StoreResult<PurgeCounts> {
+    /// no lock is held long, with `pause` after each so that writers
+    /// waiting for the lock (a visit start) get it first. Call again while
+    /// it removes anything.
+    pub async fn purge_pass(
+        &self,
+        policy: RetentionPolicy,
+        now: i64,
+        batch: i64,
+        pause: std::time::Duration,
+    ) -> StoreResult<PurgeCounts> {
         let mut counts = PurgeCounts::default();
         let patient_cutoff = now - policy.patient_secs;
         // Patients past their retention.
@@ -125,6 +133,7 @@ impl Store {
                 })
                 .await?;
             counts.add(&c);
+            tokio::time::sleep(pause).await;
         }
         // Expired links and refresh tokens, old audit events, delivered
         // outbox entries and read notifications.
@@ -160,6 +169,9 @@ impl Store {
                 .await?
                 .rows_affected();
             counts.longest_write_micros = counts.longest_write_micros.max(began.elapsed().as_micros() as u64);
+            if done > 0 {
+                tokio::time::sleep(pause).await;
+            }
             match i {
                 0 => counts.links += done,
                 1 => counts.refresh_tokens += done,
