@@ -91,6 +91,8 @@ status=0
 log "formatting and lints"
 cargo fmt --all --check || status=1
 cargo clippy --workspace --all-targets --locked -- -D warnings || status=1
+# The purge benchmark is built only on request (see BENCHMARKS.md): lint it so it cannot rot.
+cargo clippy -p teleconsult-signaling --features bench --bin purge-bench --locked -- -D warnings || status=1
 
 log "Rust tests (cargo nextest)"
 # One debug build serves the Rust tests and the browser tests' server.

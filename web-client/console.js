@@ -9,7 +9,7 @@ import { MediaSession } from '/js/media_session.js';
 import { StaffSession } from '/js/staff_session.js';
 import { CallView } from '/js/call_view.js';
 import { CallQuality, qualityDetails } from '/js/call_quality.js';
-import { stringsIn } from '/js/i18n.js';
+import { inLanguage } from '/js/i18n.js';
 
 /** Roles that run visits; others get a page that says where to go. */
 const ROLES_WITH_VISITS = ['clinician', 'admin'];
@@ -30,7 +30,7 @@ const state = {
   localTracks: [],
 };
 const $ = (id) => document.getElementById(id);
-const view = new CallView($('call-view'), stringsIn('en'));
+const view = new CallView($('call-view'), inLanguage('en'));
 const quality = new CallQuality();
 window.teleconsultConsole = {
   state,

@@ -25,6 +25,9 @@ pub struct App {
     pub keys: TokenKeys,
     /// Seals secrets the server keeps for a while (idempotent answers).
     pub sealer: Sealer,
+    /// Seals patient-link tokens, so that reminders resend a visit's link
+    /// instead of minting one per attempt (purpose `links`).
+    pub link_sealer: Sealer,
     /// The media plane.
     pub sfu: SfuHandle,
     /// Live rooms and seats.
@@ -57,6 +60,11 @@ impl App {
     /// A patient or guest link's URL.
     pub fn link_url(&self, token: &str) -> String {
         format!("{}/join/{token}", self.public_url)
+    }
+
+    /// How bookings make patient links.
+    pub fn link_settings(&self) -> crate::visits::LinkSettings<'_> {
+        crate::visits::LinkSettings { margins: self.link_margins(), sealer: &self.link_sealer }
     }
 
     /// How long links open before and stay valid after a visit (seconds).

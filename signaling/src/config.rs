@@ -122,6 +122,31 @@ pub struct ServeArgs {
     /// Default: the log, at target `security`.
     #[arg(long, env = "TELECONSULT_SECURITY_LOG")]
     pub security_log: Option<PathBuf>,
+    /// The clinic's IANA time zone, for clinicians who set none and for the
+    /// local times of imported CSV files. Default Europe/Paris.
+    #[arg(long, env = "TELECONSULT_CLINIC_TIME_ZONE")]
+    pub clinic_time_zone: Option<String>,
+    /// How far ahead a red flag books the patient's follow-up, hours. Default 72.
+    #[arg(long, env = "TELECONSULT_URGENT_HORIZON_HOURS")]
+    pub urgent_horizon_hours: Option<i64>,
+    /// Seconds one reminder delivery may take before it is abandoned and
+    /// retried. Default 10.
+    #[arg(long, env = "TELECONSULT_REMINDER_TIMEOUT_SECS")]
+    pub reminder_timeout_secs: Option<u64>,
+    /// Most reminder deliveries in flight at once. Default 8.
+    #[arg(long, env = "TELECONSULT_REMINDER_CONCURRENCY")]
+    pub reminder_concurrency: Option<usize>,
+    /// Missed monitoring check-ins in a row before the clinician is told.
+    /// Default 2 (a clinician may set another per enrolment).
+    #[arg(long, env = "TELECONSULT_MONITORING_MISSED_AFTER")]
+    pub monitoring_missed_after: Option<u32>,
+    /// Days a patient's name, contact, hospital number and answers are kept
+    /// after their last visit or monitoring day. Default 90.
+    #[arg(long, env = "TELECONSULT_RETENTION_PATIENT_DAYS")]
+    pub retention_patient_days: Option<i64>,
+    /// Days audit events are kept. Default 1095 (three years).
+    #[arg(long, env = "TELECONSULT_RETENTION_AUDIT_DAYS")]
+    pub retention_audit_days: Option<i64>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -171,6 +196,13 @@ struct FileConfig {
     ws_idle_timeout_secs: Option<u64>,
     password_hash_concurrency: Option<usize>,
     security_log: Option<PathBuf>,
+    clinic_time_zone: Option<String>,
+    urgent_horizon_hours: Option<i64>,
+    reminder_timeout_secs: Option<u64>,
+    reminder_concurrency: Option<usize>,
+    monitoring_missed_after: Option<u32>,
+    retention_patient_days: Option<i64>,
+    retention_audit_days: Option<i64>,
 }
 
 /// Fully resolved settings.
@@ -235,6 +267,18 @@ pub struct Config {
     pub password_hash_concurrency: usize,
     /// Security event file (JSON lines), if any.
     pub security_log: Option<PathBuf>,
+    /// The clinic's IANA time zone (default for clinicians and CSV times).
+    pub clinic_time_zone: String,
+    /// How far ahead a red flag books the follow-up (seconds).
+    pub urgent_horizon: i64,
+    /// One reminder delivery's time limit.
+    pub reminder_timeout: Duration,
+    /// Most reminder deliveries in flight at once.
+    pub reminder_concurrency: usize,
+    /// Missed check-ins in a row before the clinician is told (default per enrolment).
+    pub monitoring_missed_after: u32,
+    /// How long each kind of data is kept.
+    pub retention: crate::store::RetentionPolicy,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -349,8 +393,50 @@ impl ServeArgs {
                 .unwrap_or(1)
                 .clamp(1, 64),
             security_log: self.security_log.or(file.security_log),
+            clinic_time_zone: self
+                .clinic_time_zone
+                .or(file.clinic_time_zone)
+                .unwrap_or_else(|| crate::zones::DEFAULT_ZONE.to_string()),
+            urgent_horizon: 3600 * self.urgent_horizon_hours.or(file.urgent_horizon_hours).unwrap_or(72),
+            reminder_timeout: Duration::from_secs(
+                self.reminder_timeout_secs.or(file.reminder_timeout_secs).unwrap_or(10),
+            ),
+            reminder_concurrency: self.reminder_concurrency.or(file.reminder_concurrency).unwrap_or(8),
+            monitoring_missed_after: self.monitoring_missed_after.or(file.monitoring_missed_after).unwrap_or(2),
+            retention: crate::store::RetentionPolicy {
+                patient_secs: 86_400 * self.retention_patient_days.or(file.retention_patient_days).unwrap_or(90),
+                audit_secs: 86_400 * self.retention_audit_days.or(file.retention_audit_days).unwrap_or(1095),
+            },
             demo: self.demo,
         };
+        if !(1..=3660).contains(&(config.retention.patient_secs / 86_400))
+            || !(30..=7320).contains(&(config.retention.audit_secs / 86_400))
+            || config.retention.audit_secs < config.retention.patient_secs
+        {
+            return Err(ConfigError::Invalid {
+                name: "retention_patient_days/retention_audit_days",
+                why: "patient data 1 to 3660 days; audit 30 to 7320 days, and no shorter than patient data",
+            });
+        }
+        if crate::zones::zone(&config.clinic_time_zone).is_none() {
+            return Err(ConfigError::Invalid {
+                name: "clinic_time_zone",
+                why: "must be an IANA zone such as Europe/Paris",
+            });
+        }
+        if !(1..=30 * 24).contains(&(config.urgent_horizon / 3600)) {
+            return Err(ConfigError::Invalid { name: "urgent_horizon_hours", why: "must be 1 to 720" });
+        }
+        if !(1..=300).contains(&config.reminder_timeout.as_secs()) || !(1..=256).contains(&config.reminder_concurrency)
+        {
+            return Err(ConfigError::Invalid {
+                name: "reminder_timeout_secs/reminder_concurrency",
+                why: "timeout 1 to 300 seconds; concurrency 1 to 256",
+            });
+        }
+        if !(1..=28).contains(&config.monitoring_missed_after) {
+            return Err(ConfigError::Invalid { name: "monitoring_missed_after", why: "must be 1 to 28" });
+        }
         if !(0..=7 * 24 * 3600).contains(&config.link_opens_before)
             || !(0..=7 * 24 * 3600).contains(&config.link_closes_after)
         {
@@ -456,6 +542,8 @@ mod tests {
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid { name: "media_workers", .. })));
         let args = ServeArgs { token_secret: Some("short".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid { name: "token_secret", .. })));
+        let args = ServeArgs { clinic_time_zone: Some("+01:00".into()), ..Default::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Invalid { name: "clinic_time_zone", .. })));
     }
 
     #[test]

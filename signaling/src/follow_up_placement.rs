@@ -18,30 +18,55 @@ pub struct WeeklyPeriod {
 
 /// A clinician's availability.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredAvailability")]
 pub struct Availability {
     /// Length of a bookable slot, minutes.
     pub slot_minutes: u16,
-    /// Local time zone, minutes east of UTC.
-    pub tz_offset_minutes: i16,
+    /// The clinician's IANA time zone (`Europe/Paris`): periods and days
+    /// off are wall-clock times there.
+    pub time_zone: String,
     /// Working periods.
     pub weekly: Vec<WeeklyPeriod>,
     /// Days off (`YYYY-MM-DD`, local).
     pub days_off: Vec<String>,
 }
 
-/// Weekday (0 = Monday) of a Unix day number (days since 1970-01-01, a Thursday).
-fn weekday_of(day: i64) -> u8 {
-    ((day + 3).rem_euclid(7)) as u8
+/// Availability as stored: saved before zones were named, it has
+/// `tz_offset_minutes` instead of `time_zone` (see
+/// [`crate::zones::zone_for_legacy_offset`]); it is rewritten on its next save.
+#[derive(Deserialize)]
+struct StoredAvailability {
+    slot_minutes: u16,
+    #[serde(default)]
+    time_zone: Option<String>,
+    #[serde(default)]
+    tz_offset_minutes: Option<i16>,
+    weekly: Vec<WeeklyPeriod>,
+    #[serde(default)]
+    days_off: Vec<String>,
 }
 
-/// `YYYY-MM-DD` of a Unix day number.
-pub fn date_of(day: i64) -> String {
-    crate::timefmt::rfc3339(day * 86_400)[..10].to_string()
+impl From<StoredAvailability> for Availability {
+    fn from(s: StoredAvailability) -> Self {
+        let time_zone = s.time_zone.unwrap_or_else(|| match s.tz_offset_minutes {
+            Some(m) => crate::zones::zone_for_legacy_offset(m),
+            None => crate::zones::DEFAULT_ZONE.to_string(),
+        });
+        Availability { slot_minutes: s.slot_minutes, time_zone, weekly: s.weekly, days_off: s.days_off }
+    }
+}
+
+impl Availability {
+    /// The zone (UTC if the stored name is unknown to this binary).
+    pub fn zone(&self) -> jiff::tz::TimeZone {
+        crate::zones::zone_or_utc(&self.time_zone)
+    }
 }
 
 /// The first start time (Unix seconds) in `[earliest, latest]` where a visit
 /// of `duration_minutes` fits inside a working period on a working day, on
-/// the slot grid, overlapping none of `busy` (`[start, end)` intervals).
+/// the slot grid (in local wall-clock minutes), overlapping none of `busy`
+/// (`[start, end)` intervals).
 pub fn first_free_slot(
     availability: &Availability,
     busy: &[(i64, i64)],
@@ -49,31 +74,35 @@ pub fn first_free_slot(
     latest: i64,
     duration_minutes: i64,
 ) -> Option<i64> {
-    let offset = i64::from(availability.tz_offset_minutes) * 60;
-    let slot = i64::from(availability.slot_minutes.max(5)) * 60;
+    let tz = availability.zone();
+    let slot = availability.slot_minutes.max(5);
     let length = duration_minutes * 60;
-    let first_day = (earliest + offset).div_euclid(86_400);
-    let last_day = (latest + offset).div_euclid(86_400);
-    for day in first_day..=last_day {
-        if availability.days_off.contains(&date_of(day)) {
-            continue;
-        }
-        let mut periods: Vec<&WeeklyPeriod> =
-            availability.weekly.iter().filter(|p| p.weekday == weekday_of(day)).collect();
-        periods.sort_by_key(|p| p.start_minute);
-        for period in periods {
-            let period_start = day * 86_400 + i64::from(period.start_minute) * 60 - offset;
-            let period_end = day * 86_400 + i64::from(period.end_minute) * 60 - offset;
-            let mut start = period_start;
-            while start + length <= period_end {
-                let end = start + length;
-                let free = busy.iter().all(|(b_start, b_end)| end <= *b_start || start >= *b_end);
-                if start >= earliest && start <= latest && free {
-                    return Some(start);
+    let last_day = crate::zones::local_date(latest, &tz);
+    let mut day = crate::zones::local_date(earliest, &tz);
+    while day <= last_day {
+        let date = day.to_string();
+        if !availability.days_off.contains(&date) {
+            let mut periods: Vec<&WeeklyPeriod> =
+                availability.weekly.iter().filter(|p| p.weekday == crate::zones::weekday(day)).collect();
+            periods.sort_by_key(|p| p.start_minute);
+            for period in periods {
+                let Some(period_end) = crate::zones::at_local(day, period.end_minute, &tz) else { continue };
+                let mut minute = period.start_minute;
+                while minute < period.end_minute {
+                    let Some(start) = crate::zones::at_local(day, minute, &tz) else { break };
+                    let end = start + length;
+                    if end > period_end || start > latest {
+                        break;
+                    }
+                    let free = busy.iter().all(|(b_start, b_end)| end <= *b_start || start >= *b_end);
+                    if start >= earliest && free {
+                        return Some(start);
+                    }
+                    minute += slot;
                 }
-                start += slot;
             }
         }
+        day = day.tomorrow().ok()?;
     }
     None
 }
@@ -88,16 +117,10 @@ mod tests {
     fn weekdays_9_to_12() -> Availability {
         Availability {
             slot_minutes: 20,
-            tz_offset_minutes: 0,
+            time_zone: "UTC".into(),
             weekly: (0..5).map(|d| WeeklyPeriod { weekday: d, start_minute: 9 * 60, end_minute: 12 * 60 }).collect(),
             days_off: vec![],
         }
-    }
-
-    #[test]
-    fn monday_is_weekday_zero() {
-        assert_eq!(weekday_of(MONDAY / 86_400), 0);
-        assert_eq!(date_of(MONDAY / 86_400), "2027-01-18");
     }
 
     #[test]
@@ -131,9 +154,28 @@ mod tests {
     #[test]
     fn local_time_zone_shifts_the_periods() {
         let mut a = weekdays_9_to_12();
-        a.tz_offset_minutes = 60; // Paris in winter: 9:00 local is 8:00 UTC
+        a.time_zone = "Europe/Paris".into(); // in winter 9:00 local is 8:00 UTC
         let got = first_free_slot(&a, &[], MONDAY, MONDAY + 86_400, 20).unwrap();
         assert_eq!(got, MONDAY + 8 * 3600);
+    }
+
+    #[test]
+    fn slots_keep_their_wall_time_across_the_dst_change() {
+        let mut a = weekdays_9_to_12();
+        a.time_zone = "Europe/Paris".into();
+        // Monday 2027-03-29, the day after the change: 9:00 Paris is 7:00 UTC.
+        let monday = crate::timefmt::parse_rfc3339("2027-03-29T00:00:00Z").unwrap();
+        let got = first_free_slot(&a, &[], monday - 86_400, monday + 86_400, 20).unwrap();
+        assert_eq!(crate::timefmt::rfc3339(got), "2027-03-29T07:00:00Z");
+    }
+
+    #[test]
+    fn legacy_offset_availability_still_reads() {
+        let old = r#"{"slot_minutes":20,"tz_offset_minutes":60,"weekly":[],"days_off":[]}"#;
+        let a: Availability = serde_json::from_str(old).unwrap();
+        assert_eq!(a.time_zone, "Europe/Paris");
+        let saved = serde_json::to_string(&a).unwrap();
+        assert!(saved.contains("\"time_zone\":\"Europe/Paris\"") && !saved.contains("tz_offset"), "{saved}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ use crate::visits::{Booked, actor, bookable_clinician, check_duration, first_fre
 const STAFF_WHO_BOOK: &[StaffRole] = &[StaffRole::Clinician, StaffRole::Admin];
 
 /// A follow-up is never placed sooner than this after now.
-const EARLIEST_AFTER_SECS: i64 = 3600;
+pub const EARLIEST_AFTER_SECS: i64 = 3600;
 
 // ----- availability -----
 
@@ -38,9 +38,14 @@ const EARLIEST_AFTER_SECS: i64 = 3600;
 pub struct AvailabilityInput {
     /// Slot length, minutes (5 to 120).
     pub slot_minutes: u16,
-    /// The clinician's time zone, minutes east of UTC.
+    /// The clinician's IANA time zone (default: the clinic's).
     #[serde(default)]
-    pub tz_offset_minutes: i16,
+    pub time_zone: Option<String>,
+    /// Before zones were named: minutes east of UTC, mapped to a zone
+    /// (see [`crate::zones::zone_for_legacy_offset`]). Ignored when
+    /// `time_zone` is given.
+    #[serde(default)]
+    pub tz_offset_minutes: Option<i16>,
     /// Working periods: weekday 0 (Monday) to 6, `HH:MM` to `HH:MM`.
     pub weekly: Vec<PeriodInput>,
     /// Days off, `YYYY-MM-DD`.
@@ -90,10 +95,21 @@ pub async fn set_availability(
     if !(5..=120).contains(&input.slot_minutes) {
         return Err(ApiError::invalid("slot_minutes", "must be between 5 and 120"));
     }
-    if !(-14 * 60..=14 * 60).contains(&input.tz_offset_minutes) || input.weekly.len() > 50 || input.days_off.len() > 400
+    if input.tz_offset_minutes.is_some_and(|m| !(-14 * 60..=14 * 60).contains(&m))
+        || input.weekly.len() > 50
+        || input.days_off.len() > 400
     {
         return Err(ApiError::invalid("availability", "out of range"));
     }
+    let time_zone = match (&input.time_zone, input.tz_offset_minutes) {
+        (Some(name), _) => {
+            crate::zones::zone(name)
+                .ok_or_else(|| ApiError::invalid("time_zone", "must be an IANA time zone such as Europe/Paris"))?;
+            name.clone()
+        }
+        (None, Some(minutes)) => crate::zones::zone_for_legacy_offset(minutes),
+        (None, None) => app.config.clinic_time_zone.clone(),
+    };
     let mut weekly = Vec::new();
     for p in &input.weekly {
         let (start, end) = (minutes("weekly.start", &p.start)?, minutes("weekly.end", &p.end)?);
@@ -103,19 +119,34 @@ pub async fn set_availability(
         weekly.push(WeeklyPeriod { weekday: p.weekday, start_minute: start, end_minute: end });
     }
     for d in &input.days_off {
-        crate::timefmt::day_range(d, 0).ok_or_else(|| ApiError::invalid("days_off", "must be YYYY-MM-DD"))?;
+        crate::zones::parse_date(d).ok_or_else(|| ApiError::invalid("days_off", "must be YYYY-MM-DD"))?;
     }
-    let availability = Availability {
-        slot_minutes: input.slot_minutes,
-        tz_offset_minutes: input.tz_offset_minutes,
-        weekly,
-        days_off: input.days_off,
-    };
+    let availability = Availability { slot_minutes: input.slot_minutes, time_zone, weekly, days_off: input.days_off };
     app.store.set_availability(clinician_id, &availability).await?;
     Ok(availability)
 }
 
 // ----- booking -----
+
+/// The zone of a clinician's calendar: their availability's, else the clinic's.
+pub fn clinic_zone(app: &App, availability: Option<&Availability>) -> jiff::tz::TimeZone {
+    match availability {
+        Some(a) => a.zone(),
+        None => crate::zones::zone_or_utc(&app.config.clinic_time_zone),
+    }
+}
+
+/// Where a follow-up due at `due_at` may be placed: from the start of the
+/// local day `tolerance_days` before its due day to the end of the local
+/// day as many days after (tolerance 0 is the due day itself, in the
+/// clinician's zone), never sooner than an hour from `now`. Inclusive.
+pub fn due_window(due_at: i64, tolerance_days: i64, tz: &jiff::tz::TimeZone, now: i64) -> Option<(i64, i64)> {
+    let due_day = crate::zones::local_date(due_at, tz);
+    let (first, last) =
+        (crate::zones::add_days(due_day, -tolerance_days)?, crate::zones::add_days(due_day, tolerance_days)?);
+    let (start, end) = crate::zones::local_days_range(first, last, tz)?;
+    Some((start.max(now + EARLIEST_AFTER_SECS), end - 1))
+}
 
 /// When a follow-up is due: in some days, weeks or months.
 #[derive(Debug, Default, Deserialize)]
@@ -135,7 +166,7 @@ pub struct DueIn {
 pub struct BookFollowUp {
     /// Relative due date…
     pub due_in: Option<DueIn>,
-    /// …or an exact one (`YYYY-MM-DD`, UTC day start).
+    /// …or an exact one (`YYYY-MM-DD`, a day in the clinician's zone).
     pub due_date: Option<String>,
     /// Who sees the patient (default: the visit's clinician).
     pub clinician_id: Option<String>,
@@ -182,19 +213,6 @@ pub async fn book(
         return Err(ApiError::forbidden());
     }
     let now = app.clock.now();
-    let due_at = match (&input.due_in, &input.due_date) {
-        (Some(d), None) => {
-            let days = d.days.unwrap_or(0) + 7 * d.weeks.unwrap_or(0) + 30 * d.months.unwrap_or(0);
-            if !(0..=2 * 366).contains(&days) {
-                return Err(ApiError::invalid("due_in", "must be within two years"));
-            }
-            now + days * 86_400
-        }
-        (None, Some(date)) => {
-            crate::timefmt::day_range(date, 0).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?.0
-        }
-        _ => return Err(ApiError::invalid("due", "give either due_in or due_date")),
-    };
     check_duration(input.duration_minutes)?;
     check_text("reason", &input.reason, 1, 500)?;
     let priority = match &input.priority {
@@ -209,7 +227,23 @@ pub async fn book(
     let clinician = bookable_clinician(app, &clinician_id).await?;
     let patient = app.store.patient_by_id(&from.patient_id).await?;
     let availability = app.store.availability_of(&clinician.id).await?;
-    let window = ((due_at - tolerance * 86_400).max(now + EARLIEST_AFTER_SECS), due_at + tolerance * 86_400);
+    let tz = clinic_zone(app, availability.as_ref());
+    let due_at = match (&input.due_in, &input.due_date) {
+        (Some(d), None) => {
+            let days = d.days.unwrap_or(0) + 7 * d.weeks.unwrap_or(0) + 30 * d.months.unwrap_or(0);
+            if !(0..=2 * 366).contains(&days) {
+                return Err(ApiError::invalid("due_in", "must be within two years"));
+            }
+            now + days * 86_400
+        }
+        (None, Some(date)) => {
+            let day =
+                crate::zones::parse_date(date).ok_or_else(|| ApiError::invalid("due_date", "must be YYYY-MM-DD"))?;
+            crate::zones::at_local(day, 0, &tz).ok_or_else(|| ApiError::invalid("due_date", "out of range"))?
+        }
+        _ => return Err(ApiError::invalid("due", "give either due_in or due_date")),
+    };
+    let window = due_window(due_at, tolerance, &tz, now).ok_or_else(|| ApiError::invalid("due", "out of range"))?;
     let actor = actor(staff);
     let (from, clinician, patient, availability) = (&from, &clinician, &patient, &availability);
     let actor = actor.as_str();
@@ -287,20 +321,25 @@ async fn place_follow_up_visit(
     duration_minutes: i64,
     follow_up_id: &str,
 ) -> Result<Booked, ApiError> {
-    let visit = NewVisit {
+    let visit = follow_up_visit(patient_id, clinician_id, start, duration_minutes);
+    let audit =
+        audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {follow_up_id} of {from_visit_id}")));
+    match place(tx, None, &visit, app.link_settings(), &audit, app.clock.now()).await {
+        Ok(booked) => Ok(booked),
+        Err(StoreError::Overlap) => Err(ApiError::busy()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A new follow-up visit of `patient_id` with `clinician_id` at `start`.
+pub fn follow_up_visit(patient_id: &str, clinician_id: &str, start: i64, duration_minutes: i64) -> NewVisit {
+    NewVisit {
         id: crate::secret::random_id("v"),
         patient_id: patient_id.to_string(),
         clinician_id: clinician_id.to_string(),
         scheduled_start: start,
         duration_minutes,
         kind: VisitKind::FollowUp,
-    };
-    let audit =
-        audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {follow_up_id} of {from_visit_id}")));
-    match place(tx, None, &visit, app.link_margins(), &audit, app.clock.now()).await {
-        Ok(booked) => Ok(booked),
-        Err(StoreError::Overlap) => Err(ApiError::busy()),
-        Err(e) => Err(e.into()),
     }
 }
 
@@ -308,7 +347,7 @@ async fn place_follow_up_visit(
 
 /// Loads a follow-up the caller may act on (its clinician's, or that of
 /// the visit it came from; admins any). 409 if it was cancelled.
-async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, ApiError> {
+pub async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, ApiError> {
     staff.require(STAFF_WHO_BOOK)?;
     let f = app.store.follow_up_by_id(id).await?.ok_or_else(ApiError::not_found)?;
     let from = app.store.visit_by_id(&f.from_visit_id).await?;
@@ -321,7 +360,8 @@ async fn follow_up_for(app: &App, staff: &Staff, id: &str) -> Result<FollowUp, A
     Ok(f)
 }
 
-fn follow_up_cancelled() -> ApiError {
+/// 409 `follow_up_cancelled`.
+pub fn follow_up_cancelled() -> ApiError {
     ApiError::conflict("follow_up_cancelled", "this follow-up was cancelled")
 }
 
@@ -375,36 +415,45 @@ pub async fn assign(
             return Err(follow_up_cancelled());
         }
         tx.lock_calendars(&[&clinician.id, &f.clinician_id]).await?;
+        let mut told = false;
         if let Some(old) = &f.visit_id {
-            tx.cancel_scheduled_visit(old, now).await?;
+            told = tx.withdraw_scheduled_visit(old, now).await?;
         }
         let start = match exact {
             Some(start) => Some(start),
             None => {
-                let window = ((f.due_at - 7 * 86_400).max(now + EARLIEST_AFTER_SECS), f.due_at + 7 * 86_400);
+                let tz = clinic_zone(app, availability.as_ref());
+                let window =
+                    due_window(f.due_at, 7, &tz, now).ok_or_else(|| ApiError::invalid("due", "out of range"))?;
                 first_free_slot_in(&mut tx, &clinician.id, availability.as_ref(), window, f.duration_minutes).await?
             }
         };
         let booked = match start {
             Some(start) => {
-                let visit = NewVisit {
-                    id: crate::secret::random_id("v"),
-                    patient_id: f.patient_id.clone(),
-                    clinician_id: clinician.id.clone(),
-                    scheduled_start: start,
-                    duration_minutes: f.duration_minutes,
-                    kind: VisitKind::FollowUp,
-                };
+                let visit = follow_up_visit(&f.patient_id, &clinician.id, start, f.duration_minutes);
                 let audit = audit_event(app, actor, "created", &visit.id, Some(format!("follow-up {}", f.id)));
                 // An exact slot that is taken is the caller's to know (409);
                 // the first free slot was found under the lock.
-                Some(place(&mut tx, None, &visit, app.link_margins(), &audit, now).await.map_err(|e| match e {
+                Some(place(&mut tx, None, &visit, app.link_settings(), &audit, now).await.map_err(|e| match e {
                     StoreError::Overlap if exact.is_none() => ApiError::busy(),
                     other => ApiError::from(other),
                 })?)
             }
             None => None,
         };
+        match &booked {
+            Some(b) if told => {
+                tx.tell_rebooked(&b.visit.id, b.visit.scheduled_start, now).await?;
+            }
+            None if told => {
+                if let Some(old) = &f.visit_id
+                    && let Some(visit) = tx.visit_by_id(old).await?
+                {
+                    tx.tell_visit_cancelled(old, visit.scheduled_start, now).await?;
+                }
+            }
+            _ => {}
+        }
         tx.place_follow_up(&f.id, &clinician.id, booked.as_ref().map(|b| b.visit.id.as_str())).await?;
         tx.insert_audit(&audit_event(app, actor, "follow_up_assigned", &f.from_visit_id, Some(f.id.clone()))).await?;
         let updated = tx.follow_up_by_id(&f.id).await?.ok_or_else(ApiError::not_found)?;

@@ -123,22 +123,18 @@ pub async fn questionnaire(
             Some(flags.join(",")),
         ))
         .await?;
-    // Red flags move the patient's follow-ups to the front and tell the clinician.
+    // Red flags book the patient's follow-ups sooner and tell the clinicians.
     if !flags.is_empty() {
-        let raised = app.store.prioritise_follow_ups(&visit.patient_id).await?;
+        let raised = crate::urgent::raise_red_flags(&app, &visit.patient_id, &visit.id, None, &flags).await?;
         app.store
             .audit(&audit_event(
                 &app,
                 "system",
                 "red_flags_raised",
                 &visit.id,
-                Some(format!("{} follow-ups urgent: {}", raised, flags.join(","))),
+                Some(format!("{} follow-ups urgent: {}", raised.len(), flags.join(","))),
             ))
             .await?;
-        app.rooms.send_to_subject(
-            &format!("clinician:{}", visit.clinician_id),
-            &ServerMessage::Notice { kind: "red_flags".into(), visit_id: visit.id.clone(), detail: flags.join(",") },
-        );
     }
     // A patient already waiting: refresh the clinicians' view.
     for (participant, waited_secs) in app.rooms.waiting(&visit.id) {

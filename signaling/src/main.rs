@@ -92,6 +92,28 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Write everything held about a patient as JSON (an access request;
+    /// see docs/privacy.md). Audited.
+    PatientExport {
+        /// The hospital's patient number.
+        #[arg(long)]
+        hospital_number: String,
+        /// Write to this file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Erase a patient (an erasure request): future visits cancelled, name,
+    /// contact, hospital number, answers and links removed; visits kept as
+    /// pseudonymous rows for the figures. Audited; then every text column
+    /// is searched to show nothing is left.
+    PatientErase {
+        /// The hospital's patient number.
+        #[arg(long)]
+        hospital_number: String,
+        /// Confirm: this cannot be undone.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Import scheduled teleconsultations from a CSV file (see docs/api.md):
     /// every row is checked; nothing is imported if any row is bad, unless
     /// --partial.
@@ -102,6 +124,9 @@ enum AdminCommand {
         /// Import the good rows even if others are bad.
         #[arg(long)]
         partial: bool,
+        /// Check and report every row, importing nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Base of the patient links printed (default http://127.0.0.1:8080).
         #[arg(long, default_value = "http://127.0.0.1:8080")]
         public_url: String,
@@ -120,9 +145,9 @@ enum AdminCommand {
         /// Days off, e.g. "2026-12-24,2026-12-25".
         #[arg(long, default_value = "")]
         days_off: String,
-        /// The clinician's time zone, minutes east of UTC.
-        #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-        tz_offset_minutes: i16,
+        /// The clinician's IANA time zone, e.g. Europe/Paris.
+        #[arg(long, default_value = "Europe/Paris")]
+        time_zone: String,
     },
     /// Print a join token for a room. Needs the server's token secret.
     MintToken {
@@ -248,7 +273,12 @@ async fn print_demo(app: &App) -> anyhow::Result<()> {
         app.store
             .set_availability(
                 &clinician.id,
-                &Availability { slot_minutes: 20, tz_offset_minutes: 0, weekly, days_off: vec![] },
+                &Availability {
+                    slot_minutes: 20,
+                    time_zone: app.config.clinic_time_zone.clone(),
+                    weekly,
+                    days_off: vec![],
+                },
             )
             .await?;
     }
@@ -386,17 +416,27 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
             accounts::reset_password(&store, &email, &password, now).await?;
             println!("password reset; the account is signed out everywhere");
         }
-        AdminCommand::ImportVisits { file, partial, public_url } => {
+        AdminCommand::ImportVisits { file, partial, dry_run, public_url } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            // Without the server's secret the links' tokens cannot be sealed
+            // for it: reminders will then issue a fresh link once.
+            let link_sealer = match &resolved.token_secret {
+                Some(secret) => teleconsult_signaling::secret::Sealer::from_secret(secret.as_bytes(), "links"),
+                None => teleconsult_signaling::secret::Sealer::random(),
+            };
             let importer = teleconsult_signaling::visit_import::Importer {
                 store: &store,
                 now,
                 public_url: &public_url,
-                link_margins: (resolved.link_opens_before, resolved.link_closes_after),
+                links: teleconsult_signaling::visits::LinkSettings {
+                    margins: (resolved.link_opens_before, resolved.link_closes_after),
+                    sealer: &link_sealer,
+                },
                 actor: "admin-cli".into(),
+                clinic_zone: teleconsult_signaling::zones::zone_or_utc(&resolved.clinic_time_zone),
             };
             let answer = importer
-                .import(&bytes, partial, None)
+                .import(&bytes, partial, dry_run, None)
                 .await
                 .map_err(|e| anyhow::anyhow!("{} ({})", e.message, e.code))?;
             let report = &answer.body["import"];
@@ -428,7 +468,11 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
                 bail!("nothing imported: fix the rows above, or use --partial");
             }
         }
-        AdminCommand::SetAvailability { email, slot_minutes, weekly, days_off, tz_offset_minutes } => {
+        AdminCommand::SetAvailability { email, slot_minutes, weekly, days_off, time_zone } => {
+            anyhow::ensure!(
+                teleconsult_signaling::zones::zone(&time_zone).is_some(),
+                "unknown time zone {time_zone:?} (an IANA name such as Europe/Paris)"
+            );
             use teleconsult_signaling::follow_up_placement::{Availability, WeeklyPeriod};
             let email = accounts::normalise_email(&email)?;
             let account = store.clinician_by_email(&email).await?.context("no such account")?;
@@ -450,9 +494,64 @@ async fn admin(config: Option<PathBuf>, db: Option<String>, command: AdminComman
             anyhow::ensure!((5..=120).contains(&slot_minutes), "slot length must be 5 to 120 minutes");
             let days_off: Vec<String> =
                 days_off.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
-            let a = Availability { slot_minutes, tz_offset_minutes, weekly: periods, days_off };
+            for d in &days_off {
+                anyhow::ensure!(teleconsult_signaling::zones::parse_date(d).is_some(), "days off are YYYY-MM-DD ({d})");
+            }
+            let a = Availability { slot_minutes, time_zone, weekly: periods, days_off };
             store.set_availability(&account.id, &a).await?;
             println!("availability set for {} ({} periods)", account.email, a.weekly.len());
+        }
+        AdminCommand::PatientExport { hospital_number, out } => {
+            let ids = store.patients_with_hospital_id(&hospital_number).await?;
+            anyhow::ensure!(!ids.is_empty(), "no patient has this hospital number");
+            let mut records = Vec::new();
+            for id in &ids {
+                records.push(store.patient_record(id).await?);
+                store
+                    .audit(&teleconsult_signaling::store::AuditEvent {
+                        at: now,
+                        actor: "admin-cli".into(),
+                        action: "patient_exported".into(),
+                        visit_id: None,
+                        detail: Some(id.clone()),
+                    })
+                    .await?;
+            }
+            let export = serde_json::json!({
+                "exported_at": teleconsult_signaling::timefmt::rfc3339(now),
+                "hospital_number": hospital_number,
+                "patients": records,
+            });
+            let text = serde_json::to_string_pretty(&export)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("{} patient record(s) written to {}", ids.len(), path.display());
+                }
+                None => println!("{text}"),
+            }
+        }
+        AdminCommand::PatientErase { hospital_number, yes } => {
+            anyhow::ensure!(yes, "erasing cannot be undone: run again with --yes");
+            let ids = store.patients_with_hospital_id(&hospital_number).await?;
+            anyhow::ensure!(!ids.is_empty(), "no patient has this hospital number");
+            let mut names = Vec::new();
+            for id in &ids {
+                if let Some(p) = store.patient_by_id(id).await? {
+                    names.push(p.display_name.clone());
+                    names.extend(p.contact.clone());
+                }
+                let counts = store.erase_patient(id, "admin-cli", now).await?;
+                eprintln!("erased {id}: {} links and {} check-ins removed", counts.links, counts.check_ins);
+            }
+            store.reclaim_space(10_000).await?;
+            let mut left = Vec::new();
+            for needle in names.iter().chain(std::iter::once(&hospital_number)).filter(|n| n.chars().count() >= 3) {
+                left.extend(store.text_columns_containing(needle).await?);
+            }
+            // Never print the name itself: only where it was found.
+            anyhow::ensure!(left.is_empty(), "some text columns still hold the patient's data: {left:?}");
+            eprintln!("no text column holds the patient's name, contact or hospital number any more");
         }
         AdminCommand::MintToken { .. } => {}
     }

@@ -1,22 +1,27 @@
 //! The scheduler's background work, on the app's (injectable) clock:
-//! pre-provision rooms, queue and deliver reminders through a durable
-//! outbox, mark no-shows and put their follow-ups back in the queue, and
+//! pre-provision rooms, queue reminders in a durable outbox and deliver
+//! them, mark no-shows and put their follow-ups back in the queue, and
 //! complete visits left running in an empty room.
 //!
 //! Every step reads its state from the store and writes one transaction per
 //! change, so a crash at any point leaves nothing half-done, and the next
-//! tick picks up where the last one stopped.
+//! tick picks up where the last one stopped. Deliveries to the gateway run
+//! apart from the tick: each tick claims what is due and spawns it, at most
+//! `reminder_concurrency` in flight, each bounded by `reminder_timeout`, so
+//! a gateway that hangs delays no room set-up and no no-show. The steps are
+//! functions of the store and the app, so that a lease (one node of several)
+//! can wrap the tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::json;
 use teleconsult_sfu::{RoomId, RoomOptions};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::store::{LinkRole, VisitStatus};
-use crate::timefmt::rfc3339;
+use crate::reminders::Delivery;
+use crate::store::{NewOutboxEntry, OutboxEntry, VisitStatus};
 use crate::visit_rooms::{audit_event, close_room};
 
 /// Rooms are created this long before a visit starts.
@@ -29,6 +34,9 @@ pub const NO_SHOW_AFTER_SECS: i64 = 15 * 60;
 pub const AUTO_COMPLETE_AFTER_SECS: i64 = 30 * 60;
 /// Retry delays grow from this, doubling, up to an hour.
 pub const RETRY_BASE_SECS: i64 = 30;
+/// A claimed delivery is retried after this (plus its time limit) if its
+/// sender died with it in flight.
+pub const CLAIM_LEASE_SECS: i64 = 120;
 
 /// What one tick did (for tests and logs).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -37,34 +45,112 @@ pub struct TickReport {
     pub provisioned: usize,
     /// Reminders put in the outbox.
     pub reminders_queued: usize,
-    /// Reminders delivered.
+    /// Deliveries started this tick.
+    pub dispatched: usize,
+    /// Deliveries that ended since the last tick: delivered.
     pub delivered: usize,
-    /// Deliveries that failed (retried later).
+    /// …dropped as no longer true (the visit moved, ended or was cancelled).
+    pub dropped: usize,
+    /// …failed (retried later).
     pub failed: usize,
     /// Visits marked no-show.
     pub no_shows: usize,
     /// Visits completed because their room stayed empty.
     pub auto_completed: usize,
+    /// Monitoring enrolments whose clinician was told of missed check-ins.
+    pub missed_check_ins_flagged: usize,
+    /// What the retention purge removed.
+    pub purged: crate::store::PurgeCounts,
 }
 
 /// The worker's memory between ticks: when each running visit's room was
-/// first seen empty (lost on restart, which only delays an auto-complete).
+/// first seen empty (lost on restart, which only delays an auto-complete),
+/// and the deliveries in flight.
 #[derive(Debug, Default)]
 pub struct SchedulerWorker {
     empty_since: HashMap<String, i64>,
+    in_flight: JoinSet<(String, Delivery)>,
+    in_flight_keys: HashSet<String>,
 }
 
 impl SchedulerWorker {
-    /// One pass over everything due at `now`.
-    pub async fn tick(&mut self, app: &App, now: i64) -> TickReport {
+    /// One pass over everything due at `now`. Deliveries are started, not
+    /// awaited: their outcomes are counted by a later tick (or [`settle`](Self::settle)).
+    pub async fn tick(&mut self, app: &Arc<App>, now: i64) -> TickReport {
         let mut report = TickReport::default();
+        self.collect_finished(&mut report);
         if let Err(e) = self.run(app, now, &mut report).await {
             warn!(error = %e, "scheduler tick failed; retried next tick");
         }
         report
     }
 
-    async fn run(&mut self, app: &App, now: i64, report: &mut TickReport) -> Result<(), crate::store::StoreError> {
+    /// A tick, then waits for every delivery in flight and counts it (tests
+    /// on simulated time, and shutdown).
+    pub async fn tick_and_settle(&mut self, app: &Arc<App>, now: i64) -> TickReport {
+        let mut report = self.tick(app, now).await;
+        self.settle(&mut report).await;
+        report
+    }
+
+    /// Waits for every delivery in flight, counting them into `report`.
+    pub async fn settle(&mut self, report: &mut TickReport) {
+        while let Some(done) = self.in_flight.join_next().await {
+            self.count(report, done);
+        }
+        self.in_flight_keys.clear();
+    }
+
+    /// Deliveries in flight now.
+    pub fn deliveries_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn collect_finished(&mut self, report: &mut TickReport) {
+        while let Some(done) = self.in_flight.try_join_next() {
+            self.count(report, done);
+        }
+        if self.in_flight.is_empty() {
+            self.in_flight_keys.clear();
+        }
+    }
+
+    /// Counts a finished delivery and forgets its key.
+    fn count(&mut self, report: &mut TickReport, done: Result<(String, Delivery), tokio::task::JoinError>) {
+        match done {
+            Ok((key, outcome)) => {
+                self.in_flight_keys.remove(&key);
+                match outcome {
+                    Delivery::Sent => report.delivered += 1,
+                    Delivery::Dropped(_) => report.dropped += 1,
+                    Delivery::Failed(_) => report.failed += 1,
+                }
+            }
+            // A delivery task that panicked: its claim's lease ends and it is retried.
+            Err(_) => report.failed += 1,
+        }
+    }
+
+    /// Claims what is due and starts each delivery on its own task.
+    async fn dispatch(&mut self, app: &Arc<App>, now: i64, report: &mut TickReport) -> crate::store::StoreResult<()> {
+        let Some(url) = app.config.reminder_webhook.clone() else { return Ok(()) };
+        let room = app.config.reminder_concurrency.saturating_sub(self.in_flight.len());
+        if room == 0 {
+            return Ok(());
+        }
+        let lease = now + CLAIM_LEASE_SECS + app.config.reminder_timeout.as_secs() as i64;
+        for entry in app.store.claim_outbox(now, lease, room as i64).await? {
+            if !self.in_flight_keys.insert(entry.key.clone()) {
+                continue;
+            }
+            let (app, url) = (app.clone(), url.clone());
+            self.in_flight.spawn(async move { deliver_and_record(&app, &url, entry, now).await });
+            report.dispatched += 1;
+        }
+        Ok(())
+    }
+
+    async fn run(&mut self, app: &Arc<App>, now: i64, report: &mut TickReport) -> Result<(), crate::store::StoreError> {
         // 1. Rooms ready before the visit starts.
         for visit_id in app.store.visits_to_provision(now, now + PROVISION_BEFORE_SECS).await? {
             let options = RoomOptions { max_participants: Some(app.config.max_participants) };
@@ -76,17 +162,22 @@ impl SchedulerWorker {
             }
         }
 
-        // 2. Reminders into the outbox, once per visit and kind.
+        // 2. Reminders into the outbox, once per visit, kind and start time
+        //    (a visit that moves gets new reminders for its new time).
         if app.config.reminder_webhook.is_some() {
             let mut lower = now;
             for (kind, before) in REMINDERS.iter().rev() {
                 // 15min covers (now, now+15m]; 24h covers (now+15m, now+24h].
                 for visit in app.store.visits_starting(VisitStatus::Scheduled, lower, now + before).await? {
-                    if app
-                        .store
-                        .enqueue_reminder(&format!("reminder:{}:{kind}", visit.id), &visit.id, kind, now)
-                        .await?
-                    {
+                    let key = format!("reminder:{}:{kind}:{}", visit.id, visit.scheduled_start);
+                    let entry = NewOutboxEntry {
+                        key: &key,
+                        visit_id: &visit.id,
+                        kind,
+                        scheduled_start: Some(visit.scheduled_start),
+                        payload: None,
+                    };
+                    if app.store.enqueue(&entry, now).await? {
                         report.reminders_queued += 1;
                     }
                 }
@@ -94,18 +185,8 @@ impl SchedulerWorker {
             }
         }
 
-        // 3. Deliver what is due.
-        if let Some(url) = app.config.reminder_webhook.clone() {
-            for entry in app.store.due_outbox(now, 50).await? {
-                let outcome = deliver(app, &url, &entry.key, &entry.visit_id, &entry.kind, now).await;
-                match &outcome {
-                    Ok(()) => report.delivered += 1,
-                    Err(_) => report.failed += 1,
-                }
-                let retry_at = now + (RETRY_BASE_SECS << entry.attempts.clamp(0, 7)).min(3600);
-                app.store.outbox_attempted(&entry.key, now, outcome.map_err(|e| (e, retry_at))).await?;
-            }
-        }
+        // 3. Start the deliveries that are due (they run apart from the tick).
+        self.dispatch(app, now, report).await?;
 
         // 4. No-shows: the patient never came; the follow-up goes back to the queue.
         for visit in
@@ -123,7 +204,16 @@ impl SchedulerWorker {
         // 5. Answers to idempotent requests older than a day.
         app.store.forget_idempotency_keys(now - crate::idempotency::KEEP_SECS).await?;
 
-        // 6. Running visits whose room stayed empty.
+        // 6. Monitoring: missed check-ins in a row go to the clinician's inbox.
+        match crate::monitoring::flag_missed_check_ins(app, now).await {
+            Ok(n) => report.missed_check_ins_flagged += n,
+            Err(e) => warn!(code = e.code, "monitoring check failed; retried next tick"),
+        }
+
+        // 7. Retention: what outlived its purpose, in bounded batches.
+        report.purged = purge_expired(app, now).await?;
+
+        // 8. Running visits whose room stayed empty.
         let occupied: Vec<String> = app.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
         let running = app.store.visits_starting(VisitStatus::InProgress, i64::MIN / 2, i64::MAX / 2).await?;
         self.empty_since.retain(|id, _| running.iter().any(|v| &v.id == id));
@@ -154,39 +244,62 @@ impl SchedulerWorker {
     }
 }
 
-/// Builds and posts one reminder. The link in it is issued now: links are
-/// stored only as hashes, so the outbox cannot keep one.
-async fn deliver(app: &App, url: &str, key: &str, visit_id: &str, kind: &str, now: i64) -> Result<(), String> {
-    let visit = app.store.visit_by_id(visit_id).await.map_err(|e| e.to_string())?.ok_or("visit gone")?;
-    if visit.status != VisitStatus::Scheduled {
-        // Cancelled or over since it was queued: nothing to remind of.
-        return Ok(());
+/// Delivers one claimed entry and records the outcome: delivered, dropped,
+/// or failed and retried later with a growing delay.
+async fn deliver_and_record(app: &App, url: &str, entry: OutboxEntry, now: i64) -> (String, Delivery) {
+    let outcome = crate::reminders::deliver(app, url, &entry, now).await;
+    let record = match &outcome {
+        Delivery::Sent => Ok(None),
+        Delivery::Dropped(why) => Ok(Some(why.to_string())),
+        Delivery::Failed(e) => Err((e.clone(), now + (RETRY_BASE_SECS << entry.attempts.clamp(0, 7)).min(3600))),
+    };
+    if let Err(e) = app.store.outbox_attempted(&entry.key, now, record).await {
+        // The claim's lease ends and the entry is tried again.
+        warn!(error = %e, kind = %entry.kind, "recording a delivery failed");
     }
-    let patient = app.store.patient_by_id(&visit.patient_id).await.map_err(|e| e.to_string())?;
-    let clinician = app.store.clinician_by_id(&visit.clinician_id).await.map_err(|e| e.to_string())?;
-    let (link, token) = crate::visits::make_link(
-        &visit.id,
-        (visit.scheduled_start, visit.scheduled_end()),
-        app.link_margins(),
-        LinkRole::Patient,
-        None,
-        now,
-    );
-    app.store
-        .insert_link(&link, &audit_event(app, "system", "reminder_link_issued", &visit.id, Some(key.to_string())))
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = json!({
-        "idempotency_key": key,
-        "kind": kind,
-        "visit_id": visit.id,
-        "scheduled_start": rfc3339(visit.scheduled_start),
-        "patient": patient.map(|p| json!({"display_name": p.display_name, "hospital_id": p.hospital_id, "contact": p.contact})),
-        "clinician": clinician.map(|c| json!({"display_name": c.display_name, "specialty": c.specialty})),
-        "link": app.link_url(&token),
-        "sent_at": rfc3339(now),
-    });
-    crate::webhook::post(url, key, &body.to_string()).await
+    (entry.key, outcome)
+}
+
+/// Rows of each kind one purge pass removes at most (one short write
+/// transaction per kind).
+pub const PURGE_BATCH: i64 = 500;
+/// Passes one tick makes at most; the rest waits for the next tick.
+pub const PURGE_PASSES_PER_TICK: usize = 20;
+/// The purge's pause after each of its write transactions, so that a visit
+/// start waiting for the write lock gets it before the next batch.
+pub const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// The retention purge's step: passes of [`PURGE_BATCH`] rows per kind
+/// until nothing is left or [`PURGE_PASSES_PER_TICK`] passes ran, each kind
+/// counted in the audit trail (`retention_purge`), then SQLite's freed
+/// pages returned to the file system.
+pub async fn purge_expired(app: &App, now: i64) -> crate::store::StoreResult<crate::store::PurgeCounts> {
+    let mut total = crate::store::PurgeCounts::default();
+    for _ in 0..PURGE_PASSES_PER_TICK {
+        let pass = app.store.purge_pass(app.config.retention, now, PURGE_BATCH, PURGE_PAUSE).await?;
+        if pass.is_empty() {
+            break;
+        }
+        total.add(&pass);
+    }
+    if !total.is_empty() {
+        for (kind, n) in total.by_kind() {
+            if n > 0 {
+                app.store
+                    .audit(&crate::store::AuditEvent {
+                        at: now,
+                        actor: "system".into(),
+                        action: "retention_purge".into(),
+                        visit_id: None,
+                        detail: Some(format!("{kind}={n}")),
+                    })
+                    .await?;
+            }
+        }
+        app.store.reclaim_space(10_000).await?;
+        info!(patients = total.patients, links = total.links, audit_events = total.audit_events, "retention purge");
+    }
+    Ok(total)
 }
 
 /// Runs the worker every `scheduler_tick` until shutdown.

@@ -92,12 +92,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .map_err(|source| StartError::Store { location: crate::store::redacted(&config.db), source })?;
     // Pay for the dummy password hash now, not on the first unknown email.
     tokio::task::spawn_blocking(crate::staff_auth::warm_up).await.ok();
-    let (keys, sealer) = match &config.token_secret {
+    let (keys, sealer, link_sealer) = match &config.token_secret {
         Some(secret) => (
             TokenKeys::from_secret("k1", secret.as_bytes()).map_err(|_| StartError::BadSecret)?,
             Sealer::from_secret(secret.as_bytes(), "answers"),
+            Sealer::from_secret(secret.as_bytes(), "links"),
         ),
-        None => (TokenKeys::random(), Sealer::random()),
+        None => (TokenKeys::random(), Sealer::random(), Sealer::random()),
     };
     let sfu = SfuHandle::start(SfuConfig {
         media_ips: config.media_ips.clone(),
@@ -128,6 +129,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         config: config.clone(),
         keys,
         sealer,
+        link_sealer,
         sfu,
         rooms: RoomRegistry::default(),
         metrics: Metrics::default(),
@@ -232,6 +234,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/follow-ups", get(follow_ups_api::queue))
         .route("/api/follow-ups/{id}/assign", post(follow_ups_api::assign))
         .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
+        .route("/api/follow-ups/{id}/book-sooner", post(follow_ups_api::book_sooner))
+        .route("/api/notifications", get(follow_ups_api::inbox))
+        .route("/api/notifications/{id}/read", post(follow_ups_api::mark_read))
+        .route("/api/visits/{id}/monitoring", get(crate::monitoring::of_visit).post(crate::monitoring::enrol))
+        .route("/api/monitoring/{id}/revoke", post(crate::monitoring::revoke))
+        .route("/api/monitor/{token}", get(crate::monitoring::status))
+        .route("/api/monitor/{token}/check-ins", post(crate::monitoring::check_in))
+        .route("/monitor/{token}", get(crate::monitoring::page))
+        .route("/schedule", get(schedule_page))
         .route(
             "/api/visits/import",
             post(visits_api::import).layer(axum::extract::DefaultBodyLimit::max(crate::visit_import::MAX_IMPORT_BYTES)),
@@ -293,6 +304,12 @@ async fn join_page() -> Response {
     // The token is in this page's address: nothing may keep a copy.
     page.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     page
+}
+
+/// The staff scheduling page (availability, follow-ups, import, calendar feed, inbox).
+async fn schedule_page() -> Response {
+    crate::web_assets::asset_response("schedule.html")
+        .unwrap_or_else(|| crate::http_error::ApiError::not_found().into_response())
 }
 
 /// The operations dashboard page (it signs in and streams on its own).

@@ -98,7 +98,32 @@ pub fn make_link(
         revoked_at: None,
         denied_at: None,
         created_at: now,
+        sealed_token: None,
     };
+    (link, token)
+}
+
+/// How a booking makes its patient link: the window's margins (opens
+/// before the start, closes after the end, seconds) and the sealer that
+/// keeps its token for reminders.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkSettings<'a> {
+    /// (opens before, closes after), seconds.
+    pub margins: (i64, i64),
+    /// Seals the token (purpose `links`).
+    pub sealer: &'a crate::secret::Sealer,
+}
+
+/// The sealing context of a link's token: its id, so a sealed token moved
+/// to another row does not open.
+pub fn link_seal_context(link_id: &str) -> String {
+    format!("link:{link_id}")
+}
+
+/// A patient link for a visit, its token sealed for later reminders.
+pub fn make_patient_link(visit_id: &str, window: (i64, i64), links: LinkSettings<'_>, now: i64) -> (Link, String) {
+    let (mut link, token) = make_link(visit_id, window, links.margins, LinkRole::Patient, None, now);
+    link.sealed_token = Some(links.sealer.seal(&link_seal_context(&link.id), token.as_bytes()));
     (link, token)
 }
 
@@ -176,7 +201,7 @@ pub async fn place(
     tx: &mut WriteTx,
     new_patient: Option<&Patient>,
     visit: &NewVisit,
-    link_margins: (i64, i64),
+    links: LinkSettings<'_>,
     audit: &AuditEvent,
     now: i64,
 ) -> StoreResult<Booked> {
@@ -185,7 +210,7 @@ pub async fn place(
     }
     tx.insert_visit(visit, now).await?;
     let window = (visit.scheduled_start, visit.scheduled_start + visit.duration_minutes * 60);
-    let (link, token) = make_link(&visit.id, window, link_margins, LinkRole::Patient, None, now);
+    let (link, token) = make_patient_link(&visit.id, window, links, now);
     tx.insert_link(&link).await?;
     tx.insert_audit(audit).await?;
     Ok(Booked { visit: Visit::booked(visit, now), link, token })
@@ -226,7 +251,7 @@ pub async fn book(
         }
         tx.lock_calendars(&[&new_visit.clinician_id]).await?;
         let audit = audit_event(app, actor, "created", &new_visit.id, None);
-        let booked = place(&mut tx, new_patient, new_visit, app.link_margins(), &audit, app.clock.now()).await?;
+        let booked = place(&mut tx, new_patient, new_visit, app.link_settings(), &audit, app.clock.now()).await?;
         let answer = answer(&booked);
         idempotency.record(&mut tx, &app.sealer, &answer).await?;
         tx.commit().await?;

@@ -219,6 +219,9 @@ pub struct ImportQuery {
     /// Import the good rows even if others are bad.
     #[serde(default)]
     pub partial: bool,
+    /// Check and place every row, then roll back: a preview.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// `POST /api/visits/import` (admins): the CSV is the body. Idempotent with
@@ -242,9 +245,10 @@ pub async fn import(
         store: &app.store,
         now: app.clock.now(),
         public_url: &app.public_url,
-        link_margins: app.link_margins(),
+        links: app.link_settings(),
         actor: actor(&staff),
+        clinic_zone: crate::zones::zone_or_utc(&app.config.clinic_time_zone),
     };
-    let report = importer.import(&body, q.partial, Some((&idempotency, &app.sealer))).await?;
+    let report = importer.import(&body, q.partial, q.dry_run, Some((&idempotency, &app.sealer))).await?;
     Ok(report.into_response())
 }

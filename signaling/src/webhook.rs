@@ -21,8 +21,10 @@ pub fn parse_url(url: &str) -> Option<(String, String)> {
     Some((authority, path.to_string()))
 }
 
-/// POSTs `body` with the idempotency key; Ok on a 2xx answer.
-pub async fn post(url: &str, idempotency_key: &str, body: &str) -> Result<(), String> {
+/// POSTs `body` with the idempotency key; Ok on a 2xx answer. The whole
+/// exchange (connect, send, the status line) must end within `limit`: a
+/// gateway that hangs costs one delivery that long, never more.
+pub async fn post(url: &str, idempotency_key: &str, body: &str, limit: Duration) -> Result<(), String> {
     let (authority, path) = parse_url(url).ok_or("bad webhook URL")?;
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(&authority).await.map_err(|e| e.kind().to_string())?;
@@ -32,8 +34,17 @@ pub async fn post(url: &str, idempotency_key: &str, body: &str) -> Result<(), St
             body.len()
         );
         stream.write_all(request.as_bytes()).await.map_err(|e| e.kind().to_string())?;
+        // The status line is all that matters; stop reading once the head
+        // is in, so a gateway that keeps the connection open costs nothing.
         let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|e| e.kind().to_string())?;
+        let mut chunk = [0u8; 1024];
+        while !response.windows(4).any(|w| w == b"\r\n\r\n") && response.len() < 16 * 1024 {
+            let n = stream.read(&mut chunk).await.map_err(|e| e.kind().to_string())?;
+            if n == 0 {
+                break;
+            }
+            response.extend_from_slice(&chunk[..n]);
+        }
         let status_line = String::from_utf8_lossy(&response).lines().next().unwrap_or_default().to_string();
         match status_line.split_whitespace().nth(1).and_then(|s| s.parse::<u16>().ok()) {
             Some(code) if (200..300).contains(&code) => Ok(()),
@@ -41,7 +52,7 @@ pub async fn post(url: &str, idempotency_key: &str, body: &str) -> Result<(), St
             None => Err("no HTTP status".to_string()),
         }
     };
-    tokio::time::timeout(Duration::from_secs(10), attempt).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(limit, attempt).await.map_err(|_| "timed out".to_string())?
 }
 
 #[cfg(test)]

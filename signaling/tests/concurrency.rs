@@ -32,7 +32,8 @@ fn no_5xx(what: &str, responses: &[HttpResponse]) {
 
 /// `session`'s clinician works Tuesdays 09:00–11:00 UTC in 20-minute slots.
 async fn tuesday_mornings(server: &RunningServer, session: &Session) {
-    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "11:00"}]});
+    let availability =
+        json!({"slot_minutes": 20, "time_zone": "UTC", "weekly": [{"weekday": 1, "start": "09:00", "end": "11:00"}]});
     let r = http(
         server,
         "PUT",

@@ -180,6 +180,7 @@ async fn bookings_and_reminders_survive_sigkill(db: String) {
 
     // Every acknowledged visit exists, once.
     let mut listed = std::collections::BTreeSet::new();
+    let mut starts = std::collections::BTreeMap::new();
     for d in 0..2 {
         let day =
             teleconsult_signaling::timefmt::rfc3339(teleconsult_signaling::join_token::unix_now() as i64 + d * 86_400)
@@ -189,6 +190,8 @@ async fn bookings_and_reminders_survive_sigkill(db: String) {
             http_to(addr, "GET", &format!("/api/visits?date={day}"), &[("Authorization", &bearer)], None).await.json();
         for v in list["visits"].as_array().unwrap() {
             assert!(listed.insert(v["id"].as_str().unwrap().to_string()), "no visit listed twice");
+            let start = teleconsult_signaling::timefmt::parse_rfc3339(v["scheduled_start"].as_str().unwrap()).unwrap();
+            starts.insert(v["id"].as_str().unwrap().to_string(), start);
         }
     }
     for id in &acknowledged {
@@ -197,7 +200,9 @@ async fn bookings_and_reminders_survive_sigkill(db: String) {
     assert!(listed.len() <= acknowledged.len() + 1, "at most the one booking cut by the kill is unacknowledged");
 
     // Every visit's reminder arrives; duplicates only from a delivery cut by the kill.
-    let expected: std::collections::BTreeSet<String> = listed.iter().map(|v| format!("reminder:{v}:24h")).collect();
+    // Reminder keys carry the start they speak of.
+    let expected: std::collections::BTreeSet<String> =
+        listed.iter().map(|v| format!("reminder:{v}:24h:{}", starts[v])).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let got: std::collections::BTreeSet<String> = gateway.received.lock().unwrap().iter().cloned().collect();

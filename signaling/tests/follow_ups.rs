@@ -26,7 +26,7 @@ async fn placement_window_queue_and_no_double_booking() {
     let (ob, pb) = (onco.bearer(), psy.bearer());
 
     // The psychologist works Tuesdays 9:00-10:00 in 20-minute slots: 3 slots a week.
-    let availability = json!({"slot_minutes": 20, "weekly": [{"weekday": 1, "start": "09:00", "end": "10:00"}], "days_off": ["2027-01-26"]});
+    let availability = json!({"slot_minutes": 20, "time_zone": "UTC", "weekly": [{"weekday": 1, "start": "09:00", "end": "10:00"}], "days_off": ["2027-01-26"]});
     let r = http(
         &server,
         "PUT",
@@ -102,7 +102,15 @@ async fn placement_window_queue_and_no_double_booking() {
     let q = http(&server, "GET", "/api/follow-ups", &[("Authorization", &pb)], None).await.json();
     let items = q["follow_ups"].as_array().unwrap();
     assert_eq!(items.len(), 21);
-    assert!(items.windows(2).all(|w| w[0]["due"].as_str() <= w[1]["due"].as_str()), "ordered by due date");
+    let rank = |f: &serde_json::Value| match f["priority"].as_str() {
+        Some("urgent") => 0,
+        Some("soon") => 1,
+        _ => 2,
+    };
+    assert!(
+        items.windows(2).all(|w| (rank(&w[0]), w[0]["due"].as_str()) <= (rank(&w[1]), w[1]["due"].as_str())),
+        "urgent first, then by due date"
+    );
     assert_eq!(items.iter().filter(|f| f["status"] == "unplaced").count(), 18);
 
     // An exact date outside any availability: unplaced (a Sunday, tolerance 0).
@@ -178,5 +186,72 @@ async fn queue_actions_assign_cancel_and_service_view() {
     assert_eq!(q["follow_ups"].as_array().unwrap().len(), 1);
     let r = http(&server, "POST", &format!("/api/follow-ups/{f}/assign"), &[("Authorization", &ob)], Some(&slot)).await;
     assert_eq!(r.code().as_deref(), Some("follow_up_cancelled"));
+    server.shutdown().await;
+}
+
+/// Monday 2027-03-22 06:00 UTC (07:00 in Paris, winter time), the week
+/// before the clocks change (Sunday 2027-03-28).
+const MONDAY_BEFORE_DST: i64 = 1_805_695_200;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_keep_local_wall_time_across_dst_and_tolerance_zero_is_the_local_day() {
+    assert_eq!(teleconsult_signaling::timefmt::rfc3339(MONDAY_BEFORE_DST), "2027-03-22T06:00:00Z");
+    let (server, _clock) = server_at(MONDAY_BEFORE_DST).await;
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    create_staff(&server, "ny@h.fr", StaffRole::Clinician).await;
+    let onco = login(&server, "onco@h.fr").await;
+    let ny = login(&server, "ny@h.fr").await;
+    let (ob, nb) = (onco.bearer(), ny.bearer());
+    let put = |who: &common::Session, bearer: &str, body: serde_json::Value| {
+        let path = format!("/api/clinicians/{}/availability", who.clinician_id);
+        let bearer = bearer.to_string();
+        let addr = server.http_addr;
+        async move { common::http_to(addr, "PUT", &path, &[("Authorization", &bearer)], Some(&body.to_string())).await }
+    };
+    // Mondays 09:00-11:00 in Paris; Mondays 20:00-22:00 in New York.
+    let r = put(&onco, &ob, json!({"slot_minutes": 20, "time_zone": "Europe/Paris", "weekly": [{"weekday": 0, "start": "09:00", "end": "11:00"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["availability"]["time_zone"], "Europe/Paris");
+    let r = put(&ny, &nb, json!({"slot_minutes": 20, "time_zone": "America/New_York", "weekly": [{"weekday": 0, "start": "20:00", "end": "22:00"}]})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = put(&ny, &nb, json!({"slot_minutes": 20, "time_zone": "Mars/Olympus", "weekly": []})).await;
+    assert_eq!((r.status, r.code().as_deref()), (422, Some("validation_failed")), "{}", r.body);
+
+    let (visit, _) = create_visit(&server, &onco, 3600).await;
+    // Due today and due next Monday (after the change), tolerance 0: both at 09:00 Paris.
+    let mut starts = Vec::new();
+    for due in ["2027-03-22", "2027-03-29"] {
+        let body = json!({"due_date": due, "duration_minutes": 20, "reason": "check", "tolerance_days": 0});
+        let r = book(&server, &ob, &visit, &body.to_string()).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        assert_eq!(r.json()["follow_up"]["status"], "placed", "{}", r.body);
+        starts.push(r.json()["visit"]["scheduled_start"].as_str().unwrap().to_string());
+    }
+    // 09:00+01:00 (winter) then 09:00+02:00 (summer): 08:00 and 07:00 UTC.
+    assert_eq!(starts, ["2027-03-22T08:00:00Z", "2027-03-29T07:00:00Z"]);
+
+    // Tolerance 0 is the clinician's local day: Monday 20:00 in New York is
+    // already Tuesday in UTC, and is found.
+    let body = json!({"due_date": "2027-03-29", "clinician_id": ny.clinician_id, "duration_minutes": 20, "reason": "check", "tolerance_days": 0});
+    let r = book(&server, &ob, &visit, &body.to_string()).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["visit"]["scheduled_start"], "2027-03-30T00:00:00Z", "20:00-04:00 on Monday the 29th");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn availability_saved_with_a_fixed_offset_still_works() {
+    let (server, _clock) = server_at(MONDAY_BEFORE_DST).await;
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    let onco = login(&server, "onco@h.fr").await;
+    let ob = onco.bearer();
+    // An older client still sends minutes east of UTC: Paris's offset becomes Paris.
+    let body = json!({"slot_minutes": 20, "tz_offset_minutes": 60, "weekly": [{"weekday": 0, "start": "09:00", "end": "10:00"}]});
+    let path = format!("/api/clinicians/{}/availability", onco.clinician_id);
+    let r = http(&server, "PUT", &path, &[("Authorization", &ob)], Some(&body.to_string())).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["availability"]["time_zone"], "Europe/Paris");
+    let r = http(&server, "GET", &path, &[("Authorization", &ob)], None).await;
+    assert_eq!(r.json()["availability"]["time_zone"], "Europe/Paris");
     server.shutdown().await;
 }

@@ -190,47 +190,45 @@ const STRINGS = {
   },
 };
 
-let lang = pick();
-
-function pick() {
-  const saved = localStorage.getItem('teleconsult.lang');
-  if (saved && STRINGS[saved]) return saved;
-  return (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
-}
-
-/** The current language code. */
-export function language() {
-  return lang;
-}
-
-/** A string, with `{name}` placeholders filled from `values`. */
-export function t(key, values = {}) {
-  return stringsIn(lang)(key, values);
-}
-
-/** The `t` of one fixed language (the console is in English). */
-export function stringsIn(code) {
-  return (key, values = {}) => {
-    const text = STRINGS[code]?.[key] ?? STRINGS.en[key] ?? key;
+/**
+ * A translation catalogue over `strings` ({ en: {...}, fr: {...} }): the
+ * language follows the browser, with a visible switch; the choice is
+ * remembered across the patient's and staff's pages.
+ */
+export function catalogue(strings) {
+  const pick = () => {
+    const saved = localStorage.getItem('teleconsult.lang');
+    if (saved && strings[saved]) return saved;
+    return (navigator.language || 'en').toLowerCase().startsWith('fr') ? 'fr' : 'en';
+  };
+  let lang = pick();
+  const inLanguage = (code) => (key, values = {}) => {
+    const text = strings[code]?.[key] ?? strings.en[key] ?? key;
     return text.replace(/\{(\w+)\}/g, (_, name) => values[name] ?? '');
+  };
+  const t = (key, values = {}) => inLanguage(lang)(key, values);
+  const translate = (root = document) => {
+    document.documentElement.lang = lang;
+    for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
+    for (const el of root.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
+  };
+  return {
+    /** The current language code. */
+    language: () => lang,
+    /** A string, with `{name}` placeholders filled from `values`. */
+    t,
+    /** The `t` of one fixed language (the console is in English). */
+    inLanguage,
+    /** Fills every `[data-i18n]` text and `[data-i18n-label]` label under `root`. */
+    translate,
+    /** Switches between French and English, and fires `teleconsult-language` on window. */
+    toggle: () => {
+      lang = lang === 'fr' ? 'en' : 'fr';
+      localStorage.setItem('teleconsult.lang', lang);
+      translate();
+      window.dispatchEvent(new Event('teleconsult-language'));
+    },
   };
 }
 
-/** Fills every `[data-i18n]` element under `root`. */
-export function translate(root = document) {
-  document.documentElement.lang = lang;
-  for (const el of root.querySelectorAll('[data-i18n]')) {
-    el.textContent = t(el.dataset.i18n);
-  }
-  for (const el of root.querySelectorAll('[data-i18n-label]')) {
-    el.setAttribute('aria-label', t(el.dataset.i18nLabel));
-  }
-}
-
-/** Switches between French and English, and fires `teleconsult-language` on window. */
-export function toggle() {
-  lang = lang === 'fr' ? 'en' : 'fr';
-  localStorage.setItem('teleconsult.lang', lang);
-  translate();
-  window.dispatchEvent(new Event('teleconsult-language'));
-}
+export const { language, t, inLanguage, translate, toggle } = catalogue(STRINGS);

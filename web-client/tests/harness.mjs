@@ -186,3 +186,12 @@ export async function api(base, token, method, path, body) {
   if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(json)}`);
   return json;
 }
+
+/** Serious and critical axe-core violations on the page, by rule id (the page's context must bypass CSP). */
+export async function axeViolations(page) {
+  const { createRequire } = await import('node:module');
+  const axe = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+  await page.addScriptTag({ path: axe });
+  const violations = await page.evaluate(async () => (await window.axe.run(document)).violations);
+  return violations.filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}

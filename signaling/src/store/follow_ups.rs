@@ -88,10 +88,10 @@ const FOLLOW_UP_COLUMNS: &str = "f.id, f.patient_id, f.from_visit_id, f.clinicia
      f.status, f.visit_id";
 
 /// Open follow-ups: not cancelled, and either waiting or placed on a visit
-/// that has not happened yet. Ordered by due date, then urgent first.
+/// that has not happened yet. Ordered urgent first, then by due date.
 const OPEN_QUEUE: &str = "FROM follow_ups f LEFT JOIN visits v ON v.id = f.visit_id \
      WHERE f.status <> 'cancelled' AND (f.visit_id IS NULL OR v.status IN ('scheduled', 'in_progress'))";
-const QUEUE_ORDER: &str = "ORDER BY f.due_at, CASE f.priority WHEN 'urgent' THEN 0 WHEN 'soon' THEN 1 ELSE 2 END, f.id";
+const QUEUE_ORDER: &str = "ORDER BY CASE f.priority WHEN 'urgent' THEN 0 WHEN 'soon' THEN 1 ELSE 2 END, f.due_at, f.id";
 
 impl Store {
     /// A clinician's availability, if set.
@@ -217,19 +217,12 @@ impl Store {
         .await
     }
 
-    /// Raises every open follow-up of a patient to `urgent`; returns how many.
-    pub async fn prioritise_follow_ups(&self, patient_id: &str) -> StoreResult<u64> {
-        let done = self
-            .retrying_query(|| {
-                sqlx::query(
-                    "UPDATE follow_ups SET priority = 'urgent' WHERE patient_id = $1 AND status <> 'cancelled' \
-                     AND priority <> 'urgent'",
-                )
-                .bind(patient_id)
-                .execute(self.pool())
-            })
-            .await?;
-        Ok(done.rows_affected())
+    /// A patient's open follow-ups, urgent first.
+    pub async fn open_follow_ups_of_patient(&self, patient_id: &str) -> StoreResult<Vec<FollowUp>> {
+        let sql = format!("SELECT {FOLLOW_UP_COLUMNS} {OPEN_QUEUE} AND f.patient_id = $1 {QUEUE_ORDER}");
+        let sql = sql.as_str();
+        let rows = self.retrying_query(|| sqlx::query(sql).bind(patient_id).fetch_all(self.pool())).await?;
+        rows.iter().map(follow_up_from).collect()
     }
 }
 
@@ -261,6 +254,16 @@ impl WriteTx {
         let sql = format!("SELECT {FOLLOW_UP_COLUMNS} FROM follow_ups f WHERE f.id = $1");
         let row = sqlx::query(&sql).bind(id).fetch_optional(self.conn()).await?;
         row.as_ref().map(follow_up_from).transpose()
+    }
+
+    /// Sets a follow-up's priority.
+    pub async fn set_follow_up_priority(&mut self, id: &str, priority: Priority) -> StoreResult<()> {
+        sqlx::query("UPDATE follow_ups SET priority = $1 WHERE id = $2")
+            .bind(priority.as_str())
+            .bind(id)
+            .execute(self.conn())
+            .await?;
+        Ok(())
     }
 
     /// Points a follow-up at a clinician and (if placed) a visit.

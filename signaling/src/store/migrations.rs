@@ -25,15 +25,23 @@ const SQLITE: &[Migration] = &[
     Migration { version: 4, sql: include_str!("migrations/sqlite/0004_scheduler_outbox.sql") },
     Migration { version: 5, sql: include_str!("migrations/sqlite/0005_booking_rules.sql") },
     Migration { version: 6, sql: include_str!("migrations/sqlite/0006_link_denials.sql") },
+    Migration { version: 10, sql: include_str!("migrations/sqlite/0010_reminders_stay_true.sql") },
+    Migration { version: 11, sql: include_str!("migrations/sqlite/0011_notifications.sql") },
+    Migration { version: 12, sql: include_str!("migrations/sqlite/0012_symptom_monitoring.sql") },
+    Migration { version: 13, sql: include_str!("migrations/sqlite/0013_retention.sql") },
 ];
 
 const POSTGRES: &[Migration] = &[
     Migration { version: 5, sql: include_str!("migrations/postgres/0005_initial.sql") },
     Migration { version: 6, sql: include_str!("migrations/postgres/0006_link_denials.sql") },
+    Migration { version: 10, sql: include_str!("migrations/postgres/0010_reminders_stay_true.sql") },
+    Migration { version: 11, sql: include_str!("migrations/postgres/0011_notifications.sql") },
+    Migration { version: 12, sql: include_str!("migrations/postgres/0012_symptom_monitoring.sql") },
+    Migration { version: 13, sql: include_str!("migrations/postgres/0013_retention.sql") },
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i64 = 6;
+pub const LATEST_VERSION: i64 = 13;
 
 /// A fixed advisory-lock key, so that nodes starting together migrate one
 /// at a time.

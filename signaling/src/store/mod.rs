@@ -41,8 +41,11 @@ mod audit;
 mod follow_ups;
 mod idempotency;
 mod migrations;
+mod monitoring;
+mod notifications;
 mod outbox;
 mod reports;
+mod retention;
 pub mod test_databases;
 mod visits;
 
@@ -51,7 +54,10 @@ pub use audit::AuditEvent;
 pub use follow_ups::{FollowUp, FollowUpStatus, Priority};
 pub use idempotency::{IdempotencyClaim, IdempotencyKey};
 pub use migrations::LATEST_VERSION;
-pub use outbox::OutboxEntry;
+pub use monitoring::{CheckIn, Enrolment};
+pub use notifications::Notification;
+pub use outbox::{NewOutboxEntry, OutboxEntry};
+pub use retention::{PurgeCounts, RetentionPolicy};
 pub use visits::{Link, LinkRole, NewVisit, Patient, Visit, VisitKind, VisitStatus};
 
 /// Why a store operation failed.
@@ -312,8 +318,24 @@ impl Store {
                 other => other,
             })?;
         let store = Store { pool, backend };
+        if backend == Backend::Sqlite {
+            store.use_incremental_vacuum().await?;
+        }
         store.retrying(|| migrations::migrate(&store)).await?;
         Ok(store)
+    }
+
+    /// Puts a SQLite file in incremental auto-vacuum mode (once: a file
+    /// made before needs one full `VACUUM` to switch), so the retention
+    /// purge can give freed pages back with `PRAGMA incremental_vacuum`.
+    async fn use_incremental_vacuum(&self) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        let mode: i64 = sqlx::query("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?.try_get(0).unwrap_or(0);
+        if mode != 2 {
+            sqlx::Executor::execute(&mut *conn, "PRAGMA auto_vacuum = INCREMENTAL").await?;
+            sqlx::Executor::execute(&mut *conn, "VACUUM").await?;
+        }
+        Ok(())
     }
 
     /// The backend in use.
@@ -397,15 +419,30 @@ impl WriteTx {
     /// that two transactions never wait on each other. The exclusion
     /// constraint stays the guarantee; the lock only spares losers a retry.
     pub async fn lock_calendars(&mut self, clinician_ids: &[&str]) -> StoreResult<()> {
+        self.advisory_locks(clinician_ids, 7).await
+    }
+
+    /// Serialises the creation of patients with these hospital numbers
+    /// until commit (one patient per number), as
+    /// [`lock_calendars`](WriteTx::lock_calendars) does for calendars.
+    /// Taken after any calendar locks.
+    pub async fn lock_hospital_numbers(&mut self, numbers: &[&str]) -> StoreResult<()> {
+        self.advisory_locks(numbers, 11).await
+    }
+
+    /// PostgreSQL transaction-scoped advisory locks on `keys` hashed with
+    /// `seed` (one seed per kind of key), in sorted order; nothing on SQLite.
+    async fn advisory_locks(&mut self, keys: &[&str], seed: i64) -> StoreResult<()> {
         if self.backend != Backend::Postgres {
             return Ok(());
         }
-        let mut ids: Vec<&str> = clinician_ids.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        for id in ids {
-            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, 7))")
-                .bind(id)
+        let mut keys: Vec<&str> = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT 1 AS locked FROM pg_advisory_xact_lock(hashtextextended($1, $2))")
+                .bind(key)
+                .bind(seed)
                 .fetch_one(&mut *self.tx)
                 .await?;
         }

@@ -61,6 +61,7 @@ fn link(id: &str, visit: &str, hash: &str) -> Link {
         revoked_at: None,
         denied_at: None,
         created_at: 1,
+        sealed_token: None,
     }
 }
 
@@ -307,10 +308,17 @@ async fn reminders_queue_once_and_upserts_replace() {
     for store in stores().await {
         seed(&store).await;
         book(&store, "v-1", 1000, 20).await.unwrap();
-        assert!(store.enqueue_reminder("reminder:v-1:24h", "v-1", "24h", 5).await.unwrap());
-        assert!(!store.enqueue_reminder("reminder:v-1:24h", "v-1", "24h", 6).await.unwrap());
+        let reminder = NewOutboxEntry {
+            key: "reminder:v-1:24h:1000",
+            visit_id: "v-1",
+            kind: "24h",
+            scheduled_start: Some(1000),
+            payload: None,
+        };
+        assert!(store.enqueue(&reminder, 5).await.unwrap());
+        assert!(!store.enqueue(&reminder, 6).await.unwrap());
         assert_eq!(store.due_outbox(10, 10).await.unwrap().len(), 1);
-        store.outbox_attempted("reminder:v-1:24h", 10, Ok(())).await.unwrap();
+        store.outbox_attempted("reminder:v-1:24h:1000", 10, Ok(None)).await.unwrap();
         assert!(store.outbox_entries().await.unwrap()[0].delivered);
         store.set_consultation_total("2027-01-18", 10).await.unwrap();
         store.set_consultation_total("2027-01-18", 12).await.unwrap();
@@ -341,4 +349,47 @@ fn locations_pick_the_backend_and_hide_passwords() {
     assert_eq!(backend_of("postgres://u:secret@db/tc"), Backend::Postgres);
     assert_eq!(redacted("postgres://u:secret@db/tc"), "postgres://u@db/tc");
     assert_eq!(sqlite_url("/tmp/a b?.db"), "sqlite:///tmp/a%20b%3F.db?mode=rwc");
+}
+
+#[tokio::test]
+async fn outbox_claims_are_exclusive_and_changes_are_told_only_after_a_reminder() {
+    for store in stores().await {
+        seed(&store).await;
+        book(&store, "v-1", 10_000, 20).await.unwrap();
+        book(&store, "v-2", 20_000, 20).await.unwrap();
+        for (key, visit) in [("reminder:v-1:24h:10000", "v-1"), ("reminder:v-2:24h:20000", "v-2")] {
+            let e = NewOutboxEntry { key, visit_id: visit, kind: "24h", scheduled_start: None, payload: None };
+            assert!(store.enqueue(&e, 5).await.unwrap());
+        }
+        // Two claims at once: each entry goes to exactly one.
+        let (a, b) = tokio::join!(store.claim_outbox(10, 500, 10), store.claim_outbox(10, 500, 10));
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.len() + b.len(), 2, "{:?}", store.backend());
+        assert!(store.claim_outbox(100, 600, 10).await.unwrap().is_empty(), "leased until 500");
+        assert_eq!(store.claim_outbox(500, 900, 10).await.unwrap().len(), 2, "the lease ended: retried");
+        // v-1's reminder was delivered; v-2's failed.
+        store.outbox_attempted("reminder:v-1:24h:10000", 20, Ok(None)).await.unwrap();
+        store.outbox_attempted("reminder:v-2:24h:20000", 20, Err(("HTTP 503".into(), 80))).await.unwrap();
+        // Moving v-1 tells the patient; moving v-2 (never told) does not.
+        let audit =
+            AuditEvent { at: 30, actor: "system".into(), action: "rescheduled".into(), visit_id: None, detail: None };
+        store.reschedule_visit("v-1", 12_000, 20, (0, 99_999), &audit).await.unwrap();
+        store.reschedule_visit("v-2", 22_000, 20, (0, 99_999), &audit).await.unwrap();
+        // Cancelling v-1 tells the patient too.
+        store.transition_visit("v-1", &[VisitStatus::Scheduled], VisitStatus::Cancelled, 40, &audit).await.unwrap();
+        let mut keys: Vec<(String, String)> =
+            store.outbox_entries().await.unwrap().into_iter().map(|e| (e.kind, e.key)).collect();
+        keys.sort_by(|a, b| a.1.cmp(&b.1));
+        assert_eq!(
+            keys,
+            vec![
+                ("24h".to_string(), "reminder:v-1:24h:10000".to_string()),
+                ("cancelled".into(), "reminder:v-1:cancelled".into()),
+                ("moved".into(), "reminder:v-1:moved:12000:30".into()),
+                ("24h".into(), "reminder:v-2:24h:20000".into()),
+            ],
+            "{:?}",
+            store.backend()
+        );
+    }
 }

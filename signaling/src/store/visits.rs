@@ -143,6 +143,10 @@ pub struct Link {
     pub denied_at: Option<i64>,
     /// Creation time.
     pub created_at: i64,
+    /// A patient link's token sealed (AES-256-GCM) under the server's key,
+    /// so reminders can send the same link again; never serialised.
+    #[serde(skip)]
+    pub sealed_token: Option<String>,
 }
 
 /// What a new visit needs.
@@ -208,6 +212,7 @@ fn link_from(row: &AnyRow) -> StoreResult<Link> {
         revoked_at: opt_int(row, "revoked_at")?,
         denied_at: opt_int(row, "denied_at")?,
         created_at: int(row, "created_at")?,
+        sealed_token: opt_text(row, "sealed_token")?,
     })
 }
 
@@ -342,6 +347,7 @@ impl Store {
             };
             if to == VisitStatus::Cancelled {
                 tx.revoke_links_of(id, now).await?;
+                tx.tell_visit_cancelled(id, int(&row, "scheduled_start")?, now).await?;
             }
             tx.insert_audit(audit).await?;
             tx.commit().await?;
@@ -351,7 +357,8 @@ impl Store {
     }
 
     /// Moves a scheduled visit and every unrevoked link's window with it,
-    /// atomically. `Overlap` if the new time collides with another live
+    /// atomically; a patient already reminded of the old time is sent a
+    /// `moved` message (queued in the same transaction). `Overlap` if the new time collides with another live
     /// visit of the clinician; `Conflict` if the visit is not scheduled.
     pub async fn reschedule_visit(
         &self,
@@ -368,6 +375,13 @@ impl Store {
         let sql = sql.as_str();
         self.retrying(|| async move {
             let mut tx = self.begin_write().await?;
+            let moved = sqlx::query("SELECT scheduled_start FROM visits WHERE id = $1")
+                .bind(id)
+                .fetch_optional(tx.conn())
+                .await?
+                .map(|r| int(&r, "scheduled_start"))
+                .transpose()?
+                .is_some_and(|before| before != scheduled_start);
             let row = sqlx::query(sql)
                 .bind(scheduled_start)
                 .bind(duration_minutes)
@@ -383,6 +397,9 @@ impl Store {
             .bind(id)
             .execute(tx.conn())
             .await?;
+            if moved {
+                tx.tell_visit_moved(id, scheduled_start, audit.at).await?;
+            }
             tx.insert_audit(audit).await?;
             tx.commit().await?;
             visit_from(&row)
@@ -576,8 +593,8 @@ impl WriteTx {
     /// Inserts a link.
     pub async fn insert_link(&mut self, link: &Link) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO links (id, visit_id, role, label, token_hash, valid_from, valid_until, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO links (id, visit_id, role, label, token_hash, valid_from, valid_until, created_at, sealed_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&link.id)
         .bind(&link.visit_id)
@@ -587,9 +604,20 @@ impl WriteTx {
         .bind(link.valid_from)
         .bind(link.valid_until)
         .bind(link.created_at)
+        .bind(&link.sealed_token)
         .execute(self.conn())
         .await?;
         Ok(())
+    }
+
+    /// The patient with this hospital number, read inside the transaction
+    /// (the oldest, should a database from before the one-patient rule hold two).
+    pub async fn patient_by_hospital_id(&mut self, number: &str) -> StoreResult<Option<Patient>> {
+        let row = sqlx::query("SELECT * FROM patients WHERE hospital_id = $1 ORDER BY created_at, id LIMIT 1")
+            .bind(number)
+            .fetch_optional(self.conn())
+            .await?;
+        row.as_ref().map(patient_from).transpose()
     }
 
     /// A patient by id, read inside the transaction.
@@ -611,13 +639,20 @@ impl WriteTx {
         intervals_from(&rows)
     }
 
-    /// Cancels a scheduled visit (if it still is) and revokes its links.
+    /// Cancels a scheduled visit (if it still is) and revokes its links; a
+    /// patient already reminded of it is sent a `cancelled` message.
     pub async fn cancel_scheduled_visit(&mut self, visit_id: &str, now: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE visits SET status = 'cancelled', cancelled_at = $1 WHERE id = $2 AND status = 'scheduled'")
-            .bind(now)
-            .bind(visit_id)
-            .execute(self.conn())
-            .await?;
+        let cancelled = sqlx::query(
+            "UPDATE visits SET status = 'cancelled', cancelled_at = $1 WHERE id = $2 AND status = 'scheduled' \
+             RETURNING scheduled_start",
+        )
+        .bind(now)
+        .bind(visit_id)
+        .fetch_optional(self.conn())
+        .await?;
+        if let Some(row) = cancelled {
+            self.tell_visit_cancelled(visit_id, int(&row, "scheduled_start")?, now).await?;
+        }
         self.revoke_links_of(visit_id, now).await
     }
 

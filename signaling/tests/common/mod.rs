@@ -251,6 +251,8 @@ pub async fn server_at_with(
 pub struct WebhookReceiver {
     pub url: String,
     pub received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The bodies of the deliveries in `received`, in the same order.
+    pub bodies: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
     pub attempts: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -260,12 +262,13 @@ pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/reminders", listener.local_addr().unwrap());
     let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = Arc::new(std::sync::Mutex::new(Vec::new()));
     let attempts = Arc::new(AtomicUsize::new(0));
-    let (r, a) = (received.clone(), attempts.clone());
+    let (r, b, a) = (received.clone(), bodies.clone(), attempts.clone());
     let app = axum::Router::new().route(
         "/reminders",
-        axum::routing::post(move |headers: axum::http::HeaderMap, _body: String| {
-            let (r, a) = (r.clone(), a.clone());
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (r, b, a) = (r.clone(), b.clone(), a.clone());
             async move {
                 let n = a.fetch_add(1, Ordering::SeqCst);
                 if n < fail_first {
@@ -273,6 +276,7 @@ pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
                 }
                 let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
                 r.lock().unwrap().push(key);
+                b.lock().unwrap().push(serde_json::from_str(&body).unwrap_or_default());
                 axum::http::StatusCode::OK
             }
         }),
@@ -280,7 +284,7 @@ pub async fn webhook_receiver(fail_first: usize) -> WebhookReceiver {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    WebhookReceiver { url, received, attempts }
+    WebhookReceiver { url, received, bodies, attempts }
 }
 
 /// A webrtc-rs participant with a minted token for `room`, joined and
@@ -308,4 +312,17 @@ pub async fn join_ws(
         panic!("expected joined: {joined:?}")
     };
     (c, e, participant_id, resume_token, admitted)
+}
+
+/// A gateway that accepts connections and never answers (held open).
+pub async fn hung_gateway() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/reminders", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
 }
