@@ -519,6 +519,17 @@ pub struct DecodeError {
 /// Longest request id echoed back, in characters.
 pub const MAX_ID_CHARS: usize = 64;
 
+/// The `id` of a frame that is not decoded in full (it came too fast, or
+/// it is too large), so that the error still answers its request. Other
+/// fields are skipped without being kept.
+pub fn request_id_of(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct OnlyId {
+        id: Option<String>,
+    }
+    serde_json::from_str::<OnlyId>(text).ok()?.id.filter(|i| i.chars().count() <= MAX_ID_CHARS)
+}
+
 /// Parses one client text frame, telling apart broken JSON, an unknown
 /// `type` and a known type with bad fields, so each gets its own code.
 pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
@@ -603,6 +614,13 @@ mod tests {
         assert_eq!(decode_client_message(r#"{"id":"9"}"#).unwrap_err().id.as_deref(), Some("9"));
         let long = format!(r#"{{"type":"ping","id":"{}"}}"#, "x".repeat(MAX_ID_CHARS + 1));
         assert_eq!(decode_client_message(&long).unwrap_err().id, None);
+        assert_eq!(request_id_of(&long), None);
+        assert_eq!(
+            request_id_of(r#"{"type":"chat","id":"c7","text":"hi","extra":[1,{"a":2}]}"#).as_deref(),
+            Some("c7")
+        );
+        assert_eq!(request_id_of(r#"{"type":"chat","id":7}"#), None);
+        assert_eq!(request_id_of("not json"), None);
         assert_eq!(
             decode_client_message(r#"{"type":"mute","kind":"smell","muted":true}"#).unwrap_err().code,
             ErrorCode::BadMessage

@@ -206,12 +206,14 @@ impl Session {
     /// Handles one text frame. Returns false when the session must end.
     async fn handle_text(&mut self, text: &str) -> bool {
         if text.len() > MAX_MESSAGE_BYTES {
-            self.error(None, ErrorCode::MessageTooLarge, "message larger than 65536 bytes; closing");
+            let id = teleconsult_protocol::request_id_of(text);
+            self.error(id, ErrorCode::MessageTooLarge, "message larger than 65536 bytes; closing");
             self.outbox.close(1009, "message too large");
             return false;
         }
         if !self.rate_ok() {
-            self.error(None, ErrorCode::RateLimited, "too many messages; slow down");
+            let id = teleconsult_protocol::request_id_of(text);
+            self.error(id, ErrorCode::RateLimited, "too many messages; slow down");
             return true;
         }
         let message = match decode_client_message(text) {
@@ -412,6 +414,19 @@ impl Session {
 
     /// Messages that need a seat. Returns false when the session must end.
     async fn seated(&mut self, seat: SeatRef, message: ClientMessage) -> bool {
+        // A seat taken over by another connection (a resume, the same link
+        // joining again) is no longer this socket's to act on, even before
+        // its close frame goes out.
+        if !self.app.rooms.holds(&seat) {
+            self.seat = None;
+            self.error(
+                message.id().map(str::to_owned),
+                ErrorCode::SeatReplaced,
+                "this seat is now held by another connection",
+            );
+            self.outbox.close(close_code::SEAT_REPLACED, "seat held by another connection");
+            return false;
+        }
         let room = RoomId(seat.room.clone());
         let participant = ParticipantId(seat.participant.clone());
         let admitted = self.app.rooms.info(&seat.room, &seat.participant).is_some_and(|i| i.admitted);

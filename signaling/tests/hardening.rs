@@ -330,6 +330,27 @@ async fn errors_answer_the_request_they_are_about() {
             "{raw}: {reply:?}"
         );
     }
+    // Too fast, or too large: the error still names its request.
+    let mut limited = None;
+    for n in 0..80 {
+        let id = format!("flood{n}");
+        let reply = c.raw_request(&format!(r#"{{"type":"ping","id":"{id}"}}"#), &id).await;
+        if let Some(ServerMessage::Error { code: ErrorCode::RateLimited, id: Some(i), .. }) = reply {
+            limited = Some(i);
+            break;
+        }
+    }
+    assert!(limited.is_some_and(|i| i.starts_with("flood")), "rate_limited echoes the id");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let big = format!(r#"{{"type":"chat","id":"big1","text":"{}"}}"#, "x".repeat(70_000));
+    let reply = c.raw_request(&big, "big1").await;
+    assert!(
+        matches!(&reply, Some(ServerMessage::Error { code: ErrorCode::MessageTooLarge, id: Some(i), .. }) if i == "big1"),
+        "{reply:?}"
+    );
+    let (c, _e) = SignalingClient::connect(&ws_url(&server)).await.unwrap();
+    c.hello().await.unwrap();
+
     // Before anyone published, a subscribe restart is `media_not_started`.
     let token = common::token(&server, "room-early", Role::Guest, "Early");
     c.request(ClientMessage::Join { id: None, token }).await.unwrap();
