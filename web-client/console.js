@@ -218,6 +218,10 @@ async function connect(joinToken) {
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   signaling.addEventListener('room_closed', () => finish());
+  // The media server lost our media (a fault, a restarted worker): publish again.
+  signaling.addEventListener('media_removed', () => {
+    if (state.callStarted && signaling === state.signaling) republish(signaling).catch(() => {});
+  });
   signaling.addEventListener('close', ({ detail }) => {
     if (signaling !== state.signaling || !state.callStarted) return;
     if (detail.code === 4000 || detail.code === 4005) {
@@ -230,6 +234,11 @@ async function connect(joinToken) {
   view.setSelf({ display_name: session.me.display_name, role: 'clinician' });
   view.reset(joined.participants);
   for (const p of joined.participants) removeWaiting(p.participant_id);
+  await republish(signaling);
+}
+
+/** New media connections on `signaling`: publish, and receive everyone. */
+async function republish(signaling) {
   state.media?.close();
   const media = new MediaSession(signaling);
   state.media = media;
@@ -242,6 +251,9 @@ async function connect(joinToken) {
     }, 4000);
   });
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
+  // A media session the server still holds (a takeover after a dropped
+  // socket) gets every track offered to this new connection.
+  await signaling.request({ type: 'subscribe_restart', new_connection: true }).catch(() => {});
   await media.publish(state.stream);
 }
 

@@ -246,6 +246,10 @@ async function connectSignaling() {
   });
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
+  // The media server lost our media (a fault, a restarted worker): publish again.
+  signaling.addEventListener('media_removed', () => {
+    if (state.phase === 'call' && !state.leaving) startCall(false).catch(onCallError);
+  });
   signaling.addEventListener('close', ({ detail }) => {
     if (!current() || state.leaving) return;
     // Another tab or device took this seat; the link was withdrawn.
@@ -260,7 +264,14 @@ async function connectSignaling() {
 async function joinWaitingRoom(joinToken) {
   state.leaving = false;
   const signaling = await connectSignaling();
-  const joined = await signaling.request({ type: 'join', token: joinToken });
+  let joined;
+  try {
+    joined = await signaling.request({ type: 'join', token: joinToken });
+  } catch (error) {
+    const pages = { waiting_room_full: 'waiting_room_full', room_full: 'waiting_room_full', visit_closed: 'visit_ended', link_revoked: 'link_revoked', link_denied: 'link_denied' };
+    if (pages[error.code]) return endHere(pages[error.code]);
+    throw error;
+  }
   saveSeat(joined.resume_token);
   view.setSelf({ display_name: state.link?.display_name ?? t('you'), role: joined.role });
   view.reset(joined.participants);
@@ -329,6 +340,8 @@ async function onSignalingLost() {
         saveSeat(resumed.resume_token);
         view.reset(resumed.participants);
         state.media?.attach(signaling);
+        // Media removed while the socket was down: publish again.
+        if (state.phase === 'call' && resumed.admitted && !resumed.media) await startCall(false);
         if (!state.media?.stalled) $('reconnecting').hidden = true;
         return;
       } catch (error) {

@@ -305,6 +305,12 @@ pub enum ServerMessage {
         /// media started).
         #[serde(default)]
         tracks: Vec<TrackInfo>,
+        /// Whether the media server still holds this seat's media. False
+        /// after `publish_offer` was never sent, or when the media was
+        /// removed while the socket was down (a `media_removed` the client
+        /// missed): a client in the call then publishes again.
+        #[serde(default)]
+        media: bool,
     },
     /// To clinicians: someone is in the waiting room (sent on arrival, when
     /// a clinician joins, and when the questionnaire changes).

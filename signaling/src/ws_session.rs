@@ -400,6 +400,7 @@ impl Session {
             admitted: resumed.me.admitted,
             participants: resumed.others,
             tracks,
+            media: resumed.in_sfu,
         });
         if let Some(sdp) = resumed.pending_offer {
             self.send(ServerMessage::SubscribeOffer { sdp });

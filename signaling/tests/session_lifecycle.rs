@@ -35,8 +35,12 @@ async fn resume_within_grace_keeps_the_seat_and_the_media() {
     let (c, _e) = SignalingClient::connect(&url).await.unwrap();
     c.hello().await.unwrap();
     let reply = c.request(ClientMessage::Resume { id: None, resume_token: a.resume_token.clone() }).await.unwrap();
-    let ServerMessage::Resumed { participant_id, resume_token, participants, .. } = reply else { panic!("{reply:?}") };
+    let ServerMessage::Resumed { participant_id, resume_token, participants, tracks, media, .. } = reply else {
+        panic!("{reply:?}")
+    };
     assert_eq!(participant_id, a.participant_id);
+    assert!(media, "the media server still holds A's media");
+    assert_eq!(tracks.len(), 2, "B's audio and video are restated: {tracks:?}");
     assert_ne!(resume_token, a.resume_token, "the token rotates");
     assert!(participants.iter().any(|p| p.participant_id == b.participant_id));
     // Nobody was told A left.
