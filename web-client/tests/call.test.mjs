@@ -154,3 +154,58 @@ test('three-way visit: two tiles each, reloads, cameras released at the end', as
     assert.ok(states, `${who}: every track the page opened has ended`);
   }
 });
+
+test('leaving asks first; joining again keeps the admission and the answers', async (t) => {
+  const { server, chromium } = await serverAndChromium(t);
+  const desk = await newPage(chromium, { width: 1280, height: 900 }, 'clinician');
+  await signInAndStart(desk, server);
+  const patient = await newPage(chromium, { width: 360, height: 740 }, 'patient');
+  await patient.goto(server.links.patientLink);
+  await walkToWaitingRoom(patient, { answer: (p) => p.check('input[name=fever]') });
+  await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('.flag').waitFor();
+  await admit(desk, 'Demo Patient');
+  const sees = () => eventually(async () => {
+    const mine = await desk.evaluate(() => window.teleconsultConsole.view.participantIds);
+    return mine.length === 1 && hearsAndSees(() => consoleStats(desk), mine);
+  }, 20000, 300);
+  assert.ok(await sees(), 'the clinician sees the patient');
+
+  // One tap on Leave asks first; "No, stay" keeps the call.
+  await patient.click('#leave');
+  assert.ok(await patient.isVisible('#leave-dialog'), 'a confirmation opens');
+  assert.deepEqual(await axeViolations(patient), [], 'the confirmation has no serious accessibility violations');
+  await patient.click('#leave-stay');
+  assert.ok(await patient.isVisible('#screen-call'), 'still in the call');
+  await patient.click('#leave');
+  await patient.click('#leave-confirm');
+  await patient.waitForSelector('#screen-error', { state: 'visible' });
+  assert.match(await patient.textContent('#error-title'), /You have left/);
+  assert.ok(await patient.isVisible('#rejoin'), 'a way back is offered');
+  const ended = await patient.evaluate(() => window.__openedTracks.every((t) => t.readyState === 'ended'));
+  assert.ok(ended, 'leaving released the camera and microphone');
+  await desk.locator('.tiles .tile').waitFor({ state: 'detached' });
+  assert.match(await desk.textContent('.notices'), /Demo Patient left/, 'the clinician is told');
+
+  // Join again: straight back into the call (the admission holds), no questionnaire.
+  await patient.click('#rejoin');
+  await patient.waitForSelector('#screen-call', { state: 'visible', timeout: 15000 });
+  assert.ok(await sees(), 'the clinician sees the patient again');
+
+  // The same link opened again in a new tab: the checks are not repeated
+  // in full, and the answers are not asked for again (nor erased).
+  await patient.click('#leave');
+  await patient.click('#leave-confirm');
+  const again = await patient.context().newPage();
+  await again.goto(server.links.patientLink);
+  await again.waitForSelector('#screen-camera', { state: 'visible' });
+  await again.click('#camera-next');
+  await again.waitForSelector('#screen-call', { state: 'visible', timeout: 15000 });
+  assert.equal(await again.evaluate(() => window.teleconsultJoin.state.phase), 'call', 'no questionnaire, no waiting room');
+  assert.ok(await sees(), 'the clinician sees the patient from the new tab');
+  await desk.click('#end');
+  await desk.click('#end-confirm');
+  await desk.click('#back');
+  const row = desk.locator(`#visits tr[data-visit="${server.links.visit}"]`);
+  await row.waitFor();
+  assert.match(await row.textContent(), /fever/, 'the red flag from the first answers is still on the visit');
+});
