@@ -50,6 +50,9 @@ use timers::{Timer, Timers};
 
 /// How often silent participants are looked for.
 const SILENCE_CHECK: Duration = Duration::from_millis(500);
+/// Silence from a peer this long, then a datagram: a network that came back
+/// (subscribers send RTCP every second and STUN checks every few).
+const HEARD_AGAIN_AFTER: Duration = Duration::from_secs(2);
 
 /// Settings the core needs.
 #[derive(Debug, Clone)]
@@ -648,6 +651,7 @@ impl MediaCore {
             return;
         };
         let peer = &mut self.peers[key];
+        let heard_again = now.saturating_duration_since(peer.last_received) >= HEARD_AGAIN_AFTER;
         peer.last_received = now;
         match guarded(|| peer.rtc.handle_input(input)) {
             // A datagram str0m refuses is dropped; only a fault takes the peer down.
@@ -659,6 +663,34 @@ impl MediaCore {
             }
         }
         self.drain(now, key);
+        if heard_again {
+            self.keyframes_after_silence(now, key);
+        }
+    }
+
+    /// A peer heard from again after a silence (a network cut that ended):
+    /// whatever video crossed the gap cannot be decoded without a keyframe.
+    /// Ask at once rather than wait for the receiving browser, which may
+    /// take seconds to give up on the frames it lost. A publisher that
+    /// comes back needs a keyframe from itself; a subscriber that comes
+    /// back needs one from everyone it receives.
+    fn keyframes_after_silence(&mut self, now: Instant, key: PeerIx) {
+        let Some(peer) = self.peers.get(key) else { return };
+        let wanted: Vec<(PartIx, Mid)> = match &peer.side {
+            Side::Publish => match self.participants.get(peer.participant) {
+                Some(p) => p.tracks.iter().map(|t| (peer.participant, t.mid)).collect(),
+                None => Vec::new(),
+            },
+            Side::Subscribe(sub) => sub
+                .tracks
+                .iter()
+                .filter(|(_, t)| matches!(t.state, OutState::Open(_)) && self.is(t.source, t.source_serial))
+                .map(|(_, t)| (t.source, t.source_mid))
+                .collect(),
+        };
+        for (publisher, mid) in wanted {
+            self.keyframe_from(now, publisher, mid);
+        }
     }
 
     /// Which peer a datagram is for: the one its source address is known

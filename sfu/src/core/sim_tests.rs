@@ -368,6 +368,45 @@ fn a_silent_participant_is_removed_after_the_peer_timeout() {
 }
 
 #[test]
+fn a_subscriber_heard_again_after_a_cut_gets_keyframes_at_once() {
+    let mut sim = Sim::new();
+    let a = sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let b = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..100 {
+        sim.step(n);
+    }
+    let bob = &sim.people[b];
+    let (bob_publish, bob_video) = (bob.publish, bob.video);
+    // Alice's network is cut for 3 s: nothing of hers moves either way.
+    let alice_clients: Vec<usize> =
+        [Some(sim.people[a].publish), sim.people[a].subscribe].into_iter().flatten().collect();
+    for &c in &alice_clients {
+        sim.clients[c].alive = false;
+    }
+    for n in 100..250 {
+        sim.step(n);
+    }
+    let before = sim.clients[bob_publish].keyframe_requests.get(&bob_video).copied().unwrap_or(0);
+    // The network returns. Within 100 ms Bob is asked for a keyframe for
+    // Alice, whose decoder lost its reference frames in the gap (her
+    // browser would ask by itself only seconds later).
+    for &c in &alice_clients {
+        sim.clients[c].alive = true;
+    }
+    for n in 250..255 {
+        sim.step(n);
+    }
+    let after = sim.clients[bob_publish].keyframe_requests.get(&bob_video).copied().unwrap_or(0);
+    assert!(after > before, "bob was asked for a keyframe once alice was heard again ({before} -> {after})");
+    // And not over and over: a steady call asks for none.
+    for n in 255..400 {
+        sim.step(n);
+    }
+    let steady = sim.clients[bob_publish].keyframe_requests.get(&bob_video).copied().unwrap_or(0);
+    assert!(steady <= after + 1, "no keyframe requests in a steady call ({after} -> {steady})");
+}
+
+#[test]
 fn the_packet_path_allocates_nothing_of_its_own() {
     let mut sim = Sim::new();
     sim.join("alice", "127.0.0.2:1000", "127.0.0.2:2000");
