@@ -244,12 +244,7 @@ async function republish(signaling) {
   state.media = media;
   media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
-  media.addEventListener('stall', () => {
-    $('reconnecting').hidden = false;
-    setTimeout(() => {
-      if (media === state.media && media.stalled && signaling.isOpen) media.restartIce().catch(() => {});
-    }, 4000);
-  });
+  media.addEventListener('stall', () => { $('reconnecting').hidden = false; });
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
   // A media session the server still holds (a takeover after a dropped
   // socket) gets every track offered to this new connection.

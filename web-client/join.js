@@ -21,8 +21,6 @@ import { t, toggle, translate } from '/js/i18n.js';
 const linkToken = decodeURIComponent(location.pathname.split('/').pop() ?? '');
 const seatKey = `teleconsult.seat.${linkToken.slice(0, 16)}`;
 const checkedKey = `teleconsult.checked.${linkToken.slice(0, 16)}`;
-/** A stall this long is met with an ICE restart (before that, the network may simply come back). */
-const RESTART_AFTER_MS = 4000;
 
 const state = {
   phase: 'loading',
@@ -136,6 +134,8 @@ function releaseDevices() {
 
 async function cameraStep() {
   show('camera');
+  // Continue waits for the camera: a tap before it opens would be lost.
+  $('camera-next').disabled = true;
   try {
     await openDevices();
   } catch (error) {
@@ -148,7 +148,9 @@ async function cameraStep() {
     return true;
   }
   $('preview').srcObject = state.stream;
-  await new Promise((resolve) => $('camera-next').addEventListener('click', resolve, { once: true }));
+  const next = new Promise((resolve) => $('camera-next').addEventListener('click', resolve, { once: true }));
+  $('camera-next').disabled = false;
+  await next;
   return true;
 }
 
@@ -309,21 +311,15 @@ function onCallError(error) {
 }
 
 /**
- * Media stopped arriving: say so at once. If it has not come back after a
- * few seconds, restart ICE (the WebSocket may be down too: its own
- * reconnection then takes over).
+ * Media stopped arriving: say so at once. The media session restarts ICE
+ * if the stall lasts; the WebSocket's own loss is handled below.
  */
 function onStall() {
   if (state.leaving) return;
   $('reconnecting').hidden = false;
-  const media = state.media;
-  setTimeout(() => {
-    if (media !== state.media || !media.stalled || state.leaving || !state.signaling?.isOpen) return;
-    media.restartIce().catch(() => {});
-  }, RESTART_AFTER_MS);
 }
 
-/** Second remedy: resume the seat on a new WebSocket; last, a full rejoin. */
+/** The WebSocket dropped: resume the seat on a new one; last, a full rejoin. */
 let resuming = false;
 async function onSignalingLost() {
   if (state.leaving || resuming) return;

@@ -8,7 +8,9 @@
 // - `trackgone` {participantId, track}: it ended (renegotiated away);
 // - `connectionstate` {connection, state};
 // - `stall` / `flowing`: remote media stopped arriving (ICE down, or no
-//   packets for STALL_MS while someone publishes) / arrives again;
+//   packets for STALL_MS while someone publishes) / arrives again. A stall
+//   that lasts gets an ICE restart, once the server answers over the
+//   WebSocket (see #restartIfReachable);
 // - `error` {connection, error}: something we could not recover from.
 //
 // A subscribe offer the browser refuses is never swallowed: the
@@ -16,10 +18,17 @@
 // `new_connection: true`), which tells the server and gets every current
 // track offered again.
 
-/** Remote media silent this long (while someone publishes) is a stall. */
-const STALL_MS = 1200;
+/**
+ * Remote media silent this long (while someone publishes) is a stall.
+ * Audio alone brings 50 packets a second, muted or not.
+ */
+const STALL_MS = 800;
 /** How often arrival is checked. */
-const WATCH_MS = 400;
+const WATCH_MS = 200;
+/** A stall this long is met with an ICE restart (before that, the network may simply come back). */
+const RESTART_AFTER_MS = 4000;
+/** A ping over the WebSocket answered within this shows the server is reachable. */
+const PING_TIMEOUT_MS = 1500;
 /** Fresh subscribe connections allowed per minute before giving up. */
 const MAX_SUBSCRIBE_RESETS = 3;
 
@@ -48,6 +57,7 @@ export class MediaSession extends EventTarget {
   #offers = Promise.resolve();
   #resets = [];
   #watch;
+  #restartTimer;
   #lastPackets = 0;
   #lastArrival = performance.now();
 
@@ -191,7 +201,26 @@ export class MediaSession extends EventTarget {
   #setStalled(stalled) {
     if (this.stalled === stalled || this.closed) return;
     this.stalled = stalled;
+    clearTimeout(this.#restartTimer);
+    if (stalled) this.#restartTimer = setTimeout(() => this.#restartIfReachable(), RESTART_AFTER_MS);
     this.#emit(stalled ? 'stall' : 'flowing', {});
+  }
+
+  /**
+   * The second remedy for a stall (the first is to wait: ICE consent
+   * checks pick the path up again by themselves when a cut network
+   * returns). A restart needs the server: while a ping over the WebSocket
+   * goes unanswered our own network is down, and a restart offer would
+   * only queue behind it in TCP's retransmissions, delaying recovery, so
+   * it waits. A WebSocket that drops is the caller's to resume.
+   */
+  async #restartIfReachable() {
+    if (!this.stalled || this.closed) return;
+    const reachable = this.signaling.isOpen
+      && await this.signaling.request({ type: 'ping' }, PING_TIMEOUT_MS).then(() => true, () => false);
+    if (!this.stalled || this.closed) return;
+    if (reachable) await this.restartIce().catch(() => {});
+    if (this.stalled && !this.closed) this.#restartTimer = setTimeout(() => this.#restartIfReachable(), RESTART_AFTER_MS);
   }
 
   /**
@@ -258,6 +287,7 @@ export class MediaSession extends EventTarget {
   close() {
     this.closed = true;
     clearInterval(this.#watch);
+    clearTimeout(this.#restartTimer);
     this.signaling.removeEventListener('subscribe_offer', this.#onOffer);
     this.publishPc?.close();
     this.subscribePc?.close();

@@ -1,0 +1,90 @@
+// A real outage: the patient's Chromium runs in a network namespace of its
+// own (a veth pair to the host), and the test cuts that link for 6 s in
+// the middle of a call. The patient's page must say so within 2 s of the
+// cut, and frames must decode again both ways within 3 s of the restore.
+// The timings are printed (`# network cut: …`) for BENCHMARKS.md.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { eventually, launchChromium, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { createNamespace, namespacesAvailable } from './netns.mjs';
+
+const CUT_MS = 6000;
+
+/** Frames decoded from everyone, summed, from a page's own stats. */
+const framesOn = (page, reader) => page.evaluate(
+  async (r) => Object.values((await window[r].stats()).byParticipant ?? {}).reduce((sum, p) => sum + p.framesDecoded, 0),
+  reader,
+).catch(() => 0);
+
+/** Waits until a page's decoded frames rise twice in a row; returns the time taken in ms. */
+async function framesRise(page, reader, ms) {
+  const started = Date.now();
+  let last = await framesOn(page, reader);
+  let rises = 0;
+  while (Date.now() - started < ms) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await framesOn(page, reader);
+    rises = now > last ? rises + 1 : 0;
+    last = now;
+    if (rises >= 2) return Date.now() - started;
+  }
+  return null;
+}
+
+test('a 6 s network cut: the patient is told at once, and media comes back quickly', { skip: !namespacesAvailable() && 'needs root for network namespaces' }, async (t) => {
+  const ns = createNamespace(7);
+  const server = await startDemoServer([], { httpHost: '0.0.0.0', mediaIps: ['127.0.0.1', ns.hostIp] });
+  const host = await launchChromium();
+  // Camera and microphone need a secure context: vouch for the plain-HTTP test address.
+  const away = await launchChromium({
+    executablePath: ns.chromiumPath,
+    args: [`--unsafely-treat-insecure-origin-as-secure=http://${ns.hostIp}:${server.port}`],
+  });
+  t.after(async () => {
+    await away.close().catch(() => {});
+    await host.close().catch(() => {});
+    await server.stop();
+    ns.destroy();
+  });
+
+  const desk = await (await host.browser.newContext({ locale: 'en-GB' })).newPage();
+  await desk.goto(`${server.base}/`);
+  await desk.fill('#email', 'clinician@demo.teleconsult.test');
+  await desk.fill('#password', 'demo-password');
+  await desk.click('#signin-form button[type=submit]');
+  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
+  await desk.waitForSelector('#visit', { state: 'visible' });
+
+  // The patient reaches the server through the namespace's link only.
+  const patient = await (await away.browser.newContext({ locale: 'en-GB' })).newPage();
+  patient.on('pageerror', (e) => console.error('[patient] page error:', e.message));
+  await patient.goto(server.links.patientLink.replace('127.0.0.1', ns.hostIp));
+  await walkToWaitingRoom(patient);
+  await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('button.admit').click();
+  assert.ok(await framesRise(desk, 'teleconsultConsole', 20000) !== null, 'the clinician decodes the patient before the cut');
+  assert.ok(await framesRise(patient, 'teleconsultJoin', 20000) !== null, 'the patient decodes the clinician before the cut');
+
+  // Cut.
+  ns.cut();
+  const cutAt = Date.now();
+  const bannerMs = await eventually(async () => (await patient.isVisible('#reconnecting')) && Date.now() - cutAt, 8000, 100);
+  const frozen = await framesOn(desk, 'teleconsultConsole');
+  await new Promise((r) => setTimeout(r, Math.max(0, CUT_MS - (Date.now() - cutAt))));
+  const stillFrozen = (await framesOn(desk, 'teleconsultConsole')) - frozen;
+
+  // Restore.
+  ns.restore();
+  const [deskBackMs, patientBackMs] = await Promise.all([
+    framesRise(desk, 'teleconsultConsole', 15000),
+    framesRise(patient, 'teleconsultJoin', 15000),
+  ]);
+  const bannerGone = await eventually(async () => !(await patient.isVisible('#reconnecting')), 10000, 100);
+  console.log(`# network cut: banner ${bannerMs} ms after the cut; after the restore the clinician decodes the patient again in ${deskBackMs} ms, the patient decodes the clinician in ${patientBackMs} ms`);
+
+  assert.ok(bannerMs !== false && bannerMs <= 2000, `the reconnecting banner shows within 2 s of the cut (took ${bannerMs} ms)`);
+  assert.ok(stillFrozen < 5, `no frames crossed the cut link (${stillFrozen} decoded during the cut)`);
+  assert.ok(deskBackMs !== null && deskBackMs <= 3000, `the clinician decodes the patient within 3 s of the restore (took ${deskBackMs} ms)`);
+  assert.ok(patientBackMs !== null && patientBackMs <= 3000, `the patient decodes the clinician within 3 s of the restore (took ${patientBackMs} ms)`);
+  assert.ok(bannerGone, 'the banner goes once media flows again');
+});
