@@ -90,8 +90,17 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   await patient.click('#chat-form button[type=submit]');
   await eventually(async () => /very well/.test(await desk.textContent('#chat-log')));
 
-  // End: both sides see the end.
+  // Invite an interpreter mid-call: the guest link is shown with its label.
+  await desk.fill('#invite-label', 'Interprète');
+  await desk.click('#invite button[type=submit]');
+  await eventually(async () => /Interprète: http/.test(await desk.textContent('#invite-result')));
+  await desk.click('#quality-details-toggle');
+  assert.deepEqual(await axeViolations(desk), [], 'the invitation and the quality details have no serious accessibility violations');
+
+  // End: a confirmation first, then both sides see the end.
   await desk.click('#end');
+  assert.ok(await desk.isVisible('#end-dialog'), 'ending asks first');
+  assert.deepEqual(await axeViolations(desk), [], 'the end confirmation has no serious accessibility violations');
   await desk.click('#end-confirm');
   await desk.waitForSelector('#ended', { state: 'visible' });
   await patient.waitForSelector('#screen-error', { state: 'visible' });
@@ -116,4 +125,33 @@ test('console and patient: admit, video both ways, mute, chat, end; accessibilit
   const rows = await desk.$$eval('#queue tr', (trs) => trs.filter((tr) => /Scan results/.test(tr.textContent)).length);
   assert.equal(rows, 1, 'the double click booked one follow-up');
   assert.deepEqual(await axeViolations(desk), [], 'the booking dialog has no serious accessibility violations');
+});
+
+test('sign-out ends the session; an account with no console gets a plain page', async (t) => {
+  const { server, chromium } = await serverAndChromium(t);
+  const page = await (await chromium.browser.newContext({ bypassCSP: true })).newPage();
+  const signIn = async (email) => {
+    await page.goto(`${server.base}/`);
+    await page.fill('#email', email);
+    await page.fill('#password', 'demo-password');
+    await page.click('#signin-form button[type=submit]');
+  };
+
+  // Ops has a dashboard, not a console: a plain page pointing there, no error.
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  await signIn('ops@demo.teleconsult.test');
+  await page.waitForSelector('#no-console', { state: 'visible' });
+  assert.match(await page.textContent('#no-console'), /operations dashboard/);
+  assert.deepEqual(await axeViolations(page), [], 'the no-console page has no serious accessibility violations');
+  assert.deepEqual(errors, [], 'no uncaught error');
+
+  // Sign-out revokes the refresh cookie: a reload asks to sign in again.
+  await page.click('#sign-out');
+  await page.waitForSelector('#signin-form', { state: 'visible' });
+  await page.reload();
+  await page.waitForSelector('#signin-form', { state: 'visible' });
+  const refresh = await page.evaluate(async () => (await fetch('/api/auth/refresh', { method: 'POST' })).status);
+  assert.equal(refresh, 401, 'the refresh cookie no longer works');
+  assert.deepEqual(await axeViolations(page), [], 'the sign-in page has no serious accessibility violations');
 });
