@@ -48,6 +48,10 @@ pub struct App {
     pub ws_per_address: crate::ws_limits::ConnectionCounter,
     /// Browser origins allowed on `/ws`.
     pub allowed_origins: Vec<String>,
+    /// Whether a browser may also open `/ws` from the origin it reached the
+    /// server at (no public URL and no list configured: a development or
+    /// test server, perhaps on a wildcard address).
+    pub same_host_origin: bool,
     /// Base URL for links (no trailing slash).
     pub public_url: String,
     /// Live snapshots for the ops dashboard.

@@ -113,7 +113,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         .await
         .map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
     let http_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.http_addr, source })?;
-    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{http_addr}"));
+    let public_url = config.public_url.clone().unwrap_or_else(|| default_public_url(http_addr));
     let (snapshots_tx, ops_snapshots) = watch::channel(None);
     // The security log's hashes are keyed by the token secret (or a random
     // key), so its pseudonyms mean nothing outside this deployment.
@@ -144,6 +144,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
             &public_url,
             config.public_url.is_some(),
         ),
+        same_host_origin: config.allowed_origins.is_none() && config.public_url.is_none(),
         public_url,
         ops_snapshots,
         shutdown: shutdown_rx.clone(),
@@ -363,6 +364,20 @@ pub async fn metrics_text(app: &App) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
+/// Links on a server with no public URL: its bound address, with a
+/// wildcard (`0.0.0.0`, `::`) read as loopback, which a browser can open.
+fn default_public_url(http_addr: std::net::SocketAddr) -> String {
+    let mut addr = http_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    format!("http://{addr}")
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -376,7 +391,9 @@ async fn ws(
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    if !crate::ws_limits::origin_allowed(origin, &app.allowed_origins) {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let same_host = app.same_host_origin && crate::ws_limits::origin_is_host(origin, host);
+    if !same_host && !crate::ws_limits::origin_allowed(origin, &app.allowed_origins) {
         app.security.record(
             app.clock.now(),
             SecurityEvent::WebSocketRefused,

@@ -89,6 +89,18 @@ pub fn origin_allowed(origin: Option<&str>, allowed: &[String]) -> bool {
     }
 }
 
+/// Whether `origin` is `http://<host>`: the page came from the very address
+/// the request reached (a same-origin request, whatever that address is).
+pub fn origin_is_host(origin: Option<&str>, host: Option<&str>) -> bool {
+    match (origin, host) {
+        (Some(o), Some(h)) => {
+            let o = o.trim_end_matches('/');
+            o.strip_prefix("http://").is_some_and(|rest| !h.is_empty() && rest.eq_ignore_ascii_case(h))
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +128,14 @@ mod tests {
         assert!(!origin_allowed(Some("http://localhost:9999"), &local));
         let configured = allowed_origins(Some(&["https://a.fr".to_string()]), "https://b.fr", true);
         assert_eq!(configured, vec!["https://a.fr".to_string()]);
+    }
+
+    #[test]
+    fn an_origin_matches_the_host_it_reached() {
+        assert!(origin_is_host(Some("http://10.0.0.5:8080"), Some("10.0.0.5:8080")));
+        assert!(!origin_is_host(Some("http://evil.example:8080"), Some("10.0.0.5:8080")));
+        assert!(!origin_is_host(Some("https://10.0.0.5:8080"), Some("10.0.0.5:8080")));
+        assert!(!origin_is_host(None, Some("10.0.0.5:8080")));
+        assert!(!origin_is_host(Some("http://"), Some("")));
     }
 }
