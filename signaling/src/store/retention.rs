@@ -14,6 +14,12 @@ use sqlx::{Column, Row};
 
 use super::{Backend, Store, StoreResult, WriteTx, int, text};
 
+/// How long an expired link is kept: a patient who opens it a few days
+/// late is told it expired (and to contact the care team), not that it is
+/// unknown. It holds no personal data of its own (ids, the token's hash
+/// and its sealed copy).
+pub const EXPIRED_LINK_KEPT_SECS: i64 = 30 * 86_400;
+
 /// How long each kind of data lives (see docs/privacy.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetentionPolicy {
@@ -140,7 +146,7 @@ impl Store {
         let deletions: [(&str, i64); 5] = [
             (
                 "DELETE FROM links WHERE id IN (SELECT id FROM links WHERE valid_until < $1 ORDER BY valid_until LIMIT $2)",
-                now,
+                now - EXPIRED_LINK_KEPT_SECS,
             ),
             (
                 "DELETE FROM refresh_tokens WHERE id IN \
