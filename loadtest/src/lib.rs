@@ -4,6 +4,7 @@
 
 pub mod baseline;
 pub mod http_client;
+pub mod junk_datagrams;
 pub mod lossy_relay;
 pub mod participant;
 pub mod scenario;

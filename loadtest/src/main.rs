@@ -120,6 +120,22 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// What junk costs: datagrams from unknown sources to the media port
+    /// during a live call, CPU against a quiet window of the same length.
+    Junk {
+        /// Junk datagrams to send.
+        #[arg(long, default_value_t = 10_000)]
+        datagrams: u32,
+        /// Each window (quiet, then junk) in seconds.
+        #[arg(long, default_value_t = 5)]
+        window: u64,
+        /// Runs; the medians are reported.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The `teleconsult` binary to run.
+        #[arg(long)]
+        server_bin: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -137,7 +153,41 @@ async fn main() -> anyhow::Result<()> {
         Command::Forward { subscribers, duration, video_kbps, server_bin, json } => {
             forward(subscribers, Duration::from_secs(duration.clamp(1, 600)), video_kbps, server_bin, json).await
         }
+        Command::Junk { datagrams, window, runs, server_bin } => {
+            junk(datagrams, Duration::from_secs(window.clamp(1, 120)), runs.clamp(1, 20), server_bin).await
+        }
     }
+}
+
+async fn junk(datagrams: u32, window: Duration, runs: usize, server_bin: Option<PathBuf>) -> anyhow::Result<()> {
+    let binary = match server_bin {
+        Some(b) => b,
+        None => default_server_bin()?,
+    };
+    let mut extra_us = Vec::new();
+    for run in 1..=runs {
+        let r = teleconsult_loadtest::junk_datagrams::run(&binary, datagrams, window).await?;
+        println!(
+            "run {run}: {} junk datagrams in {:.0} s: server CPU {:.3} s (quiet window {:.3} s), +{:.2} us per datagram; \
+             {:.0} counted as dropped; call delivery {:.2}% (quiet {:.2}%)",
+            r.datagrams,
+            r.window_secs,
+            r.junk_cpu_secs,
+            r.quiet_cpu_secs,
+            r.extra_us_per_datagram(),
+            r.dropped,
+            r.junk_delivery * 100.0,
+            r.quiet_delivery * 100.0
+        );
+        extra_us.push(r.extra_us_per_datagram());
+    }
+    extra_us.sort_by(f64::total_cmp);
+    let median = extra_us[extra_us.len() / 2];
+    println!(
+        "median over {runs} runs: +{median:.2} us of server CPU per junk datagram ({:.1} ms per {datagrams})",
+        median * f64::from(datagrams) / 1000.0
+    );
+    Ok(())
 }
 
 fn default_server_bin() -> anyhow::Result<PathBuf> {

@@ -29,6 +29,11 @@ impl ServerProcess {
     /// clinician account [`BENCH_EMAIL`] in that database. `extra` are more
     /// `serve` flags.
     pub async fn start(binary: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_media_port(binary, 0, extra).await
+    }
+
+    /// [`ServerProcess::start`] with media on a given UDP port (0: any).
+    pub async fn start_with_media_port(binary: &Path, media_port: u16, extra: &[&str]) -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let secret: String = (0..48).map(|_| char::from(b'a' + rand::random::<u8>() % 26)).collect();
         let db = std::env::temp_dir().join(format!("teleconsult-bench-{}-{port}.db", std::process::id()));
@@ -61,7 +66,7 @@ impl ServerProcess {
                 "--http-addr",
                 &format!("127.0.0.1:{port}"),
                 "--media-port",
-                "0",
+                &media_port.to_string(),
                 "--media-ips",
                 "127.0.0.1",
             ])
