@@ -603,4 +603,60 @@ mod tests {
         assert_eq!(parse_kind("Suivi"), Some(VisitKind::FollowUp));
         assert_eq!(parse_kind("visite"), None);
     }
+
+    /// Whatever bytes a hospital's export holds, reading them never panics,
+    /// every record keeps a line number within the file, in order, and a
+    /// start time that parses is a real instant. `PROPTEST_CASES` raises
+    /// the count for a longer run (BENCHMARKS.md).
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes shaped like a CSV export: separators, quotes, line ends,
+        /// accents in UTF-8 and Windows-1252, BOMs, digits and slashes.
+        fn csv_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let pieces = prop_oneof![
+                Just(b";".to_vec()),
+                Just(b",".to_vec()),
+                Just(b"\t".to_vec()),
+                Just(b"\"".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\xef\xbb\xbf".to_vec()),
+                Just(b"\xff\xfe".to_vec()),
+                Just("é".as_bytes().to_vec()),
+                Just(b"\xe9".to_vec()),
+                Just(b"31/03/2027 09:00".to_vec()),
+                Just(b"2027-03-28T02:30:00+01:00".to_vec()),
+                "[a-z0-9 /:.-]{0,12}".prop_map(String::into_bytes),
+                proptest::collection::vec(any::<u8>(), 0..8),
+            ];
+            proptest::collection::vec(pieces, 0..60).prop_map(|p| p.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_export_reads_without_panic(bytes in csv_bytes()) {
+                let (_, text) = decode(&bytes);
+                let separator = detect_separator(&text);
+                let records = parse_csv(&text, separator);
+                let lines = text.replace("\r\n", "\n").matches('\n').count() + 1;
+                let mut previous = 0;
+                for (line, fields) in &records {
+                    prop_assert!(*line >= 1 && *line <= lines, "line {line} of {lines}");
+                    prop_assert!(*line >= previous, "lines in order");
+                    previous = *line;
+                    for field in fields {
+                        let _ = normalise_header(field);
+                        let _ = parse_kind(field);
+                        if let Some(t) = parse_start(field, &jiff::tz::TimeZone::get("Europe/Paris").unwrap()) {
+                            prop_assert!(jiff::Timestamp::from_second(t).is_ok(), "{field:?} -> {t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
