@@ -143,7 +143,7 @@ impl Metrics {
         }
 
         type Field = fn(&WorkerStats) -> u64;
-        let worker_metrics: [(&str, &str, &str, Field); 11] = [
+        let worker_metrics: [(&str, &str, &str, Field); 12] = [
             ("teleconsult_sfu_rooms", "gauge", "Rooms on the media worker.", |w| w.rooms),
             ("teleconsult_sfu_participants", "gauge", "Participants on the media worker.", |w| w.participants),
             ("teleconsult_sfu_datagrams_received_total", "counter", "UDP datagrams received.", |w| w.datagrams_in),
@@ -177,6 +177,9 @@ impl Metrics {
             ("teleconsult_sfu_udp_send_errors_total", "counter", "UDP sends that failed.", |w| w.send_errors),
             ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| {
                 w.peer_faults
+            }),
+            ("teleconsult_sfu_worker_restarts_total", "counter", "Times the media worker died and was restarted.", |w| {
+                w.restarts
             }),
         ];
         for (name, kind, help, field) in worker_metrics {

@@ -62,6 +62,7 @@ async fn configs_are_valid_and_name_only_real_metrics() {
         "TeleconsultPatientsWaitingLong",
         "TeleconsultSfuUnreachable",
         "TeleconsultErrorRateSpike",
+        "TeleconsultMediaWorkerRestarted",
     ] {
         assert!(alerts.contains(wanted), "{wanted} rule exists");
     }
