@@ -244,7 +244,15 @@ async function republish(signaling) {
   state.media = media;
   media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
-  media.addEventListener('stall', () => { $('reconnecting').hidden = false; });
+  media.addEventListener('stall', async () => {
+    const banner = $('reconnecting');
+    banner.textContent = 'Sound and picture stopped arriving. Reconnecting…';
+    banner.hidden = false;
+    // A server that answers means this workstation's network works.
+    if (await media.serverReachable() && media === state.media && media.stalled) {
+      banner.textContent = 'Your connection works; sound and picture from the others stopped arriving at their end. Waiting for them…';
+    }
+  });
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
   // A media session the server still holds (a takeover after a dropped
   // socket) gets every track offered to this new connection.
@@ -254,6 +262,7 @@ async function republish(signaling) {
 
 /** The WebSocket dropped: take the seat again (same account: same seat). */
 async function reconnect(joinToken) {
+  $('reconnecting').textContent = 'The connection to the visit was lost. Reconnecting…';
   $('reconnecting').hidden = false;
   for (let attempt = 0; attempt < 10 && state.callStarted; attempt++) {
     await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));

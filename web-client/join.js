@@ -311,12 +311,22 @@ function onCallError(error) {
 }
 
 /**
- * Media stopped arriving: say so at once. The media session restarts ICE
- * if the stall lasts; the WebSocket's own loss is handled below.
+ * Media stopped arriving: say so at once, then whose network it is. The
+ * media session restarts ICE if the stall lasts; the WebSocket's own
+ * loss is handled below.
  */
-function onStall() {
+async function onStall() {
   if (state.leaving) return;
-  $('reconnecting').hidden = false;
+  const banner = $('reconnecting');
+  banner.dataset.i18n = 'connection_lost';
+  banner.textContent = t('connection_lost');
+  banner.hidden = false;
+  // A server that answers means our own network works: say whose it is.
+  const media = state.media;
+  if (await media?.serverReachable() && media === state.media && media.stalled) {
+    banner.dataset.i18n = 'others_connection_lost';
+    banner.textContent = t('others_connection_lost');
+  }
 }
 
 /** The WebSocket dropped: resume the seat on a new one; last, a full rejoin. */
@@ -324,6 +334,8 @@ let resuming = false;
 async function onSignalingLost() {
   if (state.leaving || resuming) return;
   resuming = true;
+  $('reconnecting').dataset.i18n = 'connection_lost';
+  $('reconnecting').textContent = t('connection_lost');
   $('reconnecting').hidden = false;
   try {
     for (let attempt = 0; attempt < 10; attempt++) {

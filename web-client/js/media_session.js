@@ -103,6 +103,16 @@ export class MediaSession extends EventTarget {
     await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
   }
 
+  /**
+   * Whether the server answers a ping over the WebSocket within
+   * PING_TIMEOUT_MS. During a stall it tells whose network failed: when it
+   * answers, ours works, and the others' media stopped at their end.
+   */
+  async serverReachable() {
+    return this.signaling.isOpen
+      && this.signaling.request({ type: 'ping' }, PING_TIMEOUT_MS).then(() => true, () => false);
+  }
+
   /** An ICE restart on both connections (the first remedy for a stall). */
   async restartIce() {
     const pc = this.publishPc;
@@ -216,8 +226,7 @@ export class MediaSession extends EventTarget {
    */
   async #restartIfReachable() {
     if (!this.stalled || this.closed) return;
-    const reachable = this.signaling.isOpen
-      && await this.signaling.request({ type: 'ping' }, PING_TIMEOUT_MS).then(() => true, () => false);
+    const reachable = await this.serverReachable();
     if (!this.stalled || this.closed) return;
     if (reachable) await this.restartIce().catch(() => {});
     if (this.stalled && !this.closed) this.#restartTimer = setTimeout(() => this.#restartIfReachable(), RESTART_AFTER_MS);

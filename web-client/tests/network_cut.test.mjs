@@ -70,6 +70,12 @@ test('a 6 s network cut: the patient is told at once, and media comes back quick
   const cutAt = Date.now();
   const bannerMs = await eventually(async () => (await patient.isVisible('#reconnecting')) && Date.now() - cutAt, 8000, 100);
   const frozen = await framesOn(desk, 'teleconsultConsole');
+  // The clinician's workstation still reaches the server: its banner says the
+  // patient's side failed; the patient's says their own connection did.
+  const deskBanner = await eventually(async () => (await desk.isVisible('#reconnecting'))
+    && /Your connection works/.test(await desk.textContent('#reconnecting')), 4000, 100);
+  assert.ok(deskBanner, `the clinician is told the others’ media stopped at their end: ${await desk.textContent('#reconnecting')}`);
+  assert.match(await patient.textContent('#reconnecting'), /Your connection was lost/, 'the patient is told their connection was lost');
   await new Promise((r) => setTimeout(r, Math.max(0, CUT_MS - (Date.now() - cutAt))));
   const stillFrozen = (await framesOn(desk, 'teleconsultConsole')) - frozen;
 
