@@ -488,6 +488,16 @@ async fn load_run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
+/// A capacity step holds with at most this much loss...
+const MAX_LOSS: f64 = 0.01;
+/// ...and at most this end-to-end p99 latency.
+const MAX_P99_MS: f64 = 50.0;
+
+/// Cores of this machine (the server and the generator share them).
+fn machine_cores() -> f64 {
+    std::thread::available_parallelism().map(|n| n.get() as f64).unwrap_or(1.0)
+}
+
 async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) -> anyhow::Result<()> {
     let (base, _) = resolve(&args);
     let mut rooms = start.max(1);
@@ -504,9 +514,7 @@ async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) ->
             server.stop()?;
         }
         eprintln!("{}", report.table());
-        let good =
-            report.joins_succeeded == report.joins_attempted && report.loss <= 0.01 && report.latency_ms.p99 <= 50.0;
-        if !good {
+        if !report.step_failures(MAX_LOSS, MAX_P99_MS).is_empty() {
             first_bad = Some(report);
             break;
         }
@@ -527,28 +535,21 @@ async fn capacity(args: RunArgs, start: usize, step: usize, max_rooms: usize) ->
                 good.loss * 100.0
             );
             if let Some(bad) = bad {
-                let limiter = if bad.loadtest_cpu_pct > bad.server_cpu_pct {
-                    "the load generator's CPU (its webrtc-rs clients share the 2 cores)"
-                } else {
-                    "the server's CPU"
-                };
                 println!(
-                    "  next step ({} rooms) failed: loss {:.3}%, p99 {:.1} ms; server CPU {:.0}%, load generator CPU {:.0}% -> limited by {limiter}",
+                    "  next step ({} rooms) failed: {}",
                     bad.options.rooms,
-                    bad.loss * 100.0,
-                    bad.latency_ms.p99,
-                    bad.server_cpu_pct,
-                    bad.loadtest_cpu_pct
+                    bad.step_failures(MAX_LOSS, MAX_P99_MS).join("; ")
                 );
+                println!("  at that step: {}", bad.cpu_note(machine_cores()));
             } else {
                 println!("  reached --max-rooms without a failure");
             }
         }
         (None, Some(bad)) => println!(
-            "capacity: below {} rooms (loss {:.3}%, p99 {:.1} ms)",
+            "capacity: below {} rooms: {}; {}",
             bad.options.rooms,
-            bad.loss * 100.0,
-            bad.latency_ms.p99
+            bad.step_failures(MAX_LOSS, MAX_P99_MS).join("; "),
+            bad.cpu_note(machine_cores())
         ),
         (None, None) => println!("capacity: no step ran"),
     }

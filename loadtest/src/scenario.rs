@@ -472,6 +472,52 @@ fn latency_marks(rooms: &[Room]) -> HashMap<(usize, usize, String), usize> {
 }
 
 impl Report {
+    /// Why this run fails a capacity step, one stated reason per limit it
+    /// broke (empty: the step holds). Join failures come first, with the
+    /// errors the server gave; CPU is reported beside them as a fact, never
+    /// as a guess at the cause: a load generator near the machine's cores
+    /// makes the latency figures its own.
+    pub fn step_failures(&self, max_loss: f64, max_p99_ms: f64) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.joins_succeeded < self.joins_attempted {
+            let mut errors = self.join_errors.clone();
+            errors.sort();
+            errors.dedup();
+            reasons.push(format!(
+                "{} of {} joins failed ({})",
+                self.joins_attempted - self.joins_succeeded,
+                self.joins_attempted,
+                if errors.is_empty() { "no error recorded".to_string() } else { errors.join("; ") }
+            ));
+        }
+        if self.loss > max_loss {
+            reasons.push(format!("loss {:.3}% above {:.1}%", self.loss * 100.0, max_loss * 100.0));
+        }
+        if self.latency_ms.p99 > max_p99_ms {
+            reasons.push(format!("end-to-end p99 {:.1} ms above {max_p99_ms:.0} ms", self.latency_ms.p99));
+        }
+        reasons
+    }
+
+    /// What the CPU figures say about a run on one machine shared by the
+    /// server and the load generator (`cores` of them).
+    pub fn cpu_note(&self, cores: f64) -> String {
+        let total = self.server_cpu_pct + self.loadtest_cpu_pct;
+        let mut note = format!(
+            "server CPU {:.0}% of one core, load generator {:.0}%, together {:.0}% of {:.0}%",
+            self.server_cpu_pct,
+            self.loadtest_cpu_pct,
+            total,
+            cores * 100.0
+        );
+        if total >= cores * 100.0 * 0.9 {
+            note.push_str(
+                ": the machine was saturated, so latency and loss measure the load generator as much as the server",
+            );
+        }
+        note
+    }
+
     /// A readable table.
     pub fn table(&self) -> String {
         let p = |name: &str, v: &Percentiles, unit: &str| {
@@ -512,6 +558,48 @@ impl Report {
 
 #[cfg(test)]
 mod tests {
+    fn report(attempted: usize, succeeded: usize, errors: &[&str], loss: f64, p99: f64) -> super::Report {
+        super::Report {
+            options: super::LoadOptions {
+                rooms: 10,
+                participants_per_room: 2,
+                video_kbps: 1500,
+                fps: 30,
+                keyframe_interval_secs: 2,
+                ramp_up_secs: 10,
+                duration_secs: 15,
+            },
+            joins_attempted: attempted,
+            joins_succeeded: succeeded,
+            join_errors: errors.iter().map(|e| e.to_string()).collect(),
+            join_time_ms: Default::default(),
+            latency_ms: super::Percentiles { p99, ..Default::default() },
+            sfu_turnaround_ms: Default::default(),
+            jitter_ms: Default::default(),
+            first_keyframe_ms: Default::default(),
+            signaling_rtt_ms: Default::default(),
+            loss,
+            packets_expected: 1000,
+            server_cpu_pct: 60.0,
+            server_rss_mib: 100.0,
+            loadtest_cpu_pct: 130.0,
+            wall_secs: 30.0,
+        }
+    }
+
+    #[test]
+    fn a_failed_step_states_each_broken_limit() {
+        assert!(report(20, 20, &[], 0.0, 10.0).step_failures(0.01, 50.0).is_empty());
+        let bad = report(20, 18, &["visit start: 503 service_busy", "visit start: 503 service_busy"], 0.02, 80.0);
+        let reasons = bad.step_failures(0.01, 50.0);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert_eq!(reasons[0], "2 of 20 joins failed (visit start: 503 service_busy)");
+        assert!(reasons[1].starts_with("loss 2.000%"));
+        assert!(reasons[2].starts_with("end-to-end p99 80.0 ms"));
+        assert!(bad.cpu_note(2.0).contains("saturated"), "190% of 200% is saturated");
+        assert!(!report(20, 20, &[], 0.0, 10.0).cpu_note(4.0).contains("saturated"));
+    }
+
     #[test]
     fn histogram_quantiles_are_bucket_bounds() {
         let before = [(0.001, 10.0), (0.01, 10.0), (f64::INFINITY, 10.0)];
