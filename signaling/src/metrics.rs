@@ -178,9 +178,12 @@ impl Metrics {
             ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| {
                 w.peer_faults
             }),
-            ("teleconsult_sfu_worker_restarts_total", "counter", "Times the media worker died and was restarted.", |w| {
-                w.restarts
-            }),
+            (
+                "teleconsult_sfu_worker_restarts_total",
+                "counter",
+                "Times the media worker died and was restarted.",
+                |w| w.restarts,
+            ),
         ];
         for (name, kind, help, field) in worker_metrics {
             metric(&mut out, name, kind, help);
