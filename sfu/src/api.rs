@@ -47,6 +47,10 @@ pub struct SfuConfig {
     /// Addresses advertised as ICE host candidates; one socket is bound per
     /// address, all on the worker's port.
     pub media_ips: Vec<IpAddr>,
+    /// Addresses announced in SDP candidates instead of `media_ips`, one
+    /// for one in the same order (1:1 NAT: the socket stays bound to the
+    /// local address). Empty: announce `media_ips`.
+    pub public_ips: Vec<IpAddr>,
     /// First UDP port; worker N uses `port + N`. 0 picks an ephemeral port
     /// per worker.
     pub port: u16,
@@ -72,6 +76,7 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             media_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            public_ips: Vec::new(),
             port: 0,
             workers: 1,
             max_participants: 6,

@@ -124,6 +124,9 @@ impl SfuHandle {
         if config.media_ips.is_empty() {
             return Err(SfuError::Config("media_ips must name at least one address"));
         }
+        if !config.public_ips.is_empty() && config.public_ips.len() != config.media_ips.len() {
+            return Err(SfuError::Config("public_ips must name one address per media_ips address"));
+        }
         let (deaths_tx, deaths) = std::sync::mpsc::channel();
         let mut workers = Vec::new();
         for index in 0..config.workers {

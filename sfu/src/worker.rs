@@ -158,6 +158,7 @@ impl Worker {
     pub(crate) fn core_config(local_addrs: &[SocketAddr], config: &crate::api::SfuConfig) -> CoreConfig {
         CoreConfig {
             candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).collect(),
+            announce: config.media_ips.iter().copied().zip(config.public_ips.iter().copied()).collect(),
             max_participants: config.max_participants,
             peer_timeout: config.peer_timeout,
             keyframe_interval: config.keyframe_interval,

@@ -56,6 +56,8 @@ const SILENCE_CHECK: Duration = Duration::from_millis(500);
 pub(crate) struct CoreConfig {
     /// Candidates every peer advertises (their bases are the worker's sockets).
     pub candidates: Vec<Candidate>,
+    /// Bound address → the address announced for it in SDP (1:1 NAT).
+    pub announce: Vec<(std::net::IpAddr, std::net::IpAddr)>,
     pub max_participants: usize,
     pub peer_timeout: Duration,
     pub keyframe_interval: Duration,
@@ -433,7 +435,7 @@ impl MediaCore {
             self.register_ufrag(key);
             self.drain(now, key);
             self.settle(now);
-            return Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()));
+            return Ok(self.outgoing_sdp(&answer.to_sdp_string()));
         }
         // A new connection: its tracks replace the old connection's.
         if let Some(key) = self.participants[pix].publish.take() {
@@ -808,7 +810,7 @@ impl MediaCore {
         self.participants[participant].publish = Some(key);
         self.register_ufrag(key);
         self.drain(now, key);
-        Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()))
+        Ok(self.outgoing_sdp(&answer.to_sdp_string()))
     }
 
     /// Keeps `by_ufrag` true after a peer's ICE credentials change.
@@ -975,6 +977,12 @@ impl MediaCore {
 
     /// A panic at the edge of str0m: the participant loses its media
     /// connections (and is told), nobody else notices.
+    /// An SDP as the client must see it: candidates in every live section,
+    /// on the announced addresses.
+    fn outgoing_sdp(&self, sdp: &str) -> String {
+        sdp::announce_addresses(&sdp::candidates_in_every_section(sdp), &self.config.announce)
+    }
+
     fn fault(&mut self, _now: Instant, pix: PartIx) -> SfuError {
         self.counters.peer_faults += 1;
         if let Some(p) = self.participants.get(pix) {
