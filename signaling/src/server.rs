@@ -102,6 +102,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
     };
     let sfu = SfuHandle::start(SfuConfig {
         media_ips: config.media_ips.clone(),
+        public_ips: config.media_public_ips.clone(),
         port: config.media_port,
         workers: config.media_workers,
         max_participants: config.max_participants,
