@@ -51,6 +51,10 @@ pub struct SfuConfig {
     /// for one in the same order (1:1 NAT: the socket stays bound to the
     /// local address). Empty: announce `media_ips`.
     pub public_ips: Vec<IpAddr>,
+    /// Addresses media arrives from when it is relayed by a TURN server
+    /// (the TURN servers' relay addresses): such participants are counted
+    /// as [`MediaPath::Relay`].
+    pub relay_ips: Vec<IpAddr>,
     /// First UDP port; worker N uses `port + N`. 0 picks an ephemeral port
     /// per worker.
     pub port: u16,
@@ -77,6 +81,7 @@ impl Default for SfuConfig {
         SfuConfig {
             media_ips: vec![IpAddr::from([127, 0, 0, 1])],
             public_ips: Vec::new(),
+            relay_ips: Vec::new(),
             port: 0,
             workers: 1,
             max_participants: 6,
@@ -166,6 +171,32 @@ pub enum ParticipantEvent {
     Removed(RemovedReason),
 }
 
+/// How a participant's media reaches the server, from the ICE candidate
+/// pair its connection selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MediaPath {
+    /// Straight to the server over UDP.
+    Udp,
+    /// Straight to the server over TCP (ICE-TCP).
+    Tcp,
+    /// Through a TURN server: the media comes from one of
+    /// [`SfuConfig::relay_ips`]. How the browser reaches the TURN server
+    /// (UDP, TCP or TLS) is not visible from here.
+    Relay,
+}
+
+impl MediaPath {
+    /// The lowercase name used in metrics and on the ops dashboard.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Udp => "udp",
+            MediaPath::Tcp => "tcp",
+            MediaPath::Relay => "relay",
+        }
+    }
+}
+
 /// Media counters of one participant, summed over its tracks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParticipantStats {
@@ -193,6 +224,9 @@ pub struct ParticipantStats {
     pub nacks_received: u64,
     /// PLIs and FIRs the participant sent us (as a subscriber).
     pub keyframe_requests_received: u64,
+    /// How the media arrives (publish connection first, else subscribe);
+    /// `None` before a candidate pair is selected.
+    pub path: Option<MediaPath>,
 }
 
 /// A cumulative histogram over fixed bucket bounds.

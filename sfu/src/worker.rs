@@ -159,6 +159,7 @@ impl Worker {
         CoreConfig {
             candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).collect(),
             announce: config.media_ips.iter().copied().zip(config.public_ips.iter().copied()).collect(),
+            relay_ips: config.relay_ips.clone(),
             max_participants: config.max_participants,
             peer_timeout: config.peer_timeout,
             keyframe_interval: config.keyframe_interval,

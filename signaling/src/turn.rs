@@ -46,6 +46,45 @@ impl TurnServers {
     }
 }
 
+impl TurnServers {
+    /// The addresses of the TURN servers, resolved once: media relayed by
+    /// them arrives from these addresses (coturn relays from the address it
+    /// listens on unless its `relay-ip` says otherwise), which is how the
+    /// media server tells a relayed participant. A name that does not
+    /// resolve is skipped.
+    pub async fn addresses(&self) -> Vec<std::net::IpAddr> {
+        let mut ips = Vec::new();
+        for url in &self.urls {
+            let Some((host, port)) = host_and_port(url) else { continue };
+            if let Ok(found) = tokio::net::lookup_host((host.as_str(), port)).await {
+                for addr in found {
+                    if !ips.contains(&addr.ip()) {
+                        ips.push(addr.ip());
+                    }
+                }
+            }
+        }
+        ips
+    }
+}
+
+/// The host (without IPv6 brackets) and port of a `turn:`/`turns:` URL.
+fn host_and_port(url: &str) -> Option<(String, u16)> {
+    let secure = url.starts_with("turns:");
+    let rest = url.strip_prefix("turn:").or_else(|| url.strip_prefix("turns:"))?;
+    let authority = rest.split('?').next()?;
+    let default_port = if secure { 5349 } else { 3478 };
+    if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = after.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(default_port))?;
+        return Some((host.to_string(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((authority.to_string(), default_port)),
+    }
+}
+
 /// The TURN REST username and password for `id`, valid until `expires_unix`.
 pub fn credentials(secret: &[u8], id: &str, expires_unix: u64) -> (String, String) {
     let username = format!("{expires_unix}:{id}");
@@ -95,6 +134,13 @@ mod tests {
         assert_eq!(servers[0].urls.len(), 2);
         assert_eq!(servers[0].username.as_deref(), Some("1767225600:p-1"));
         assert!(!format!("{turn:?}").contains("north-wing"), "the secret stays out of Debug");
+    }
+
+    #[test]
+    fn hosts_and_ports_of_urls() {
+        assert_eq!(host_and_port("turn:203.0.113.7:3478?transport=udp"), Some(("203.0.113.7".into(), 3478)));
+        assert_eq!(host_and_port("turns:turn.example.org"), Some(("turn.example.org".into(), 5349)));
+        assert_eq!(host_and_port("turn:[2001:db8::7]:443?transport=tcp"), Some(("2001:db8::7".into(), 443)));
     }
 
     #[test]

@@ -21,6 +21,29 @@ async function newPage(chromium, name) {
   return page;
 }
 
+/** `teleconsult_media_connections` by path, from `/metrics`. */
+async function mediaPaths(base) {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  return Object.fromEntries([...text.matchAll(/^teleconsult_media_connections\{path="(\w+)"\} (\d+)$/gm)].map((m) => [m[1], Number(m[2])]));
+}
+
+/** The ops dashboard's "Media path" cells for `room`, once both participants show one. */
+async function dashboardPaths(chromium, base, room) {
+  const ops = await newPage(chromium, 'ops');
+  await ops.goto(`${base}/ops`);
+  await ops.waitForSelector('#signin-form', { state: 'visible' });
+  await ops.fill('#email', 'ops@demo.teleconsult.test');
+  await ops.fill('#password', 'demo-password');
+  await ops.click('#signin-form button[type=submit]');
+  await ops.waitForSelector('#dashboard', { state: 'visible' });
+  const cells = await eventually(async () => {
+    const found = await ops.$$eval(`#rooms tbody tr[data-room="${room}"] .path`, (tds) => tds.map((td) => td.textContent));
+    return found.length === 2 && found.every((c) => c !== '–') ? found : null;
+  }, 10000, 200);
+  await ops.context().close();
+  return cells;
+}
+
 /** True when `read()`'s `byParticipant[id]` decodes new frames within 600 ms. */
 async function decodes(read, id) {
   const before = (await read()).byParticipant[id]?.framesDecoded ?? 0;
@@ -76,6 +99,9 @@ test('a visit through coturn with relayed candidates only, frames both ways; a d
   const direct = await visit(directServer, chromium, '');
   const directPaths = await direct.patient.evaluate(() => window.teleconsultJoin.state.media.paths());
   assert.equal(directPaths.publish?.type, 'host', `without the switch, media goes direct: ${JSON.stringify(directPaths)}`);
+  assert.ok(await eventually(async () => (await mediaPaths(directServer.base)).udp === 2, 10000, 200),
+    `/metrics counts two direct UDP connections: ${JSON.stringify(await mediaPaths(directServer.base))}`);
+  assert.deepEqual(await dashboardPaths(chromium, directServer.base, directServer.links.visit), ['UDP', 'UDP'], 'the dashboard shows both as UDP');
   await direct.desk.context().close();
   await direct.patient.context().close();
   const logBefore = coturn.log().length;
@@ -92,6 +118,9 @@ test('a visit through coturn with relayed candidates only, frames both ways; a d
       assert.equal(paths[connection]?.type, 'relay', `the ${who}'s ${connection} connection is relayed: ${JSON.stringify(paths)}`);
     }
   }
+  assert.ok(await eventually(async () => (await mediaPaths(server.base)).relay === 2, 10000, 200),
+    `/metrics counts two relayed connections: ${JSON.stringify(await mediaPaths(server.base))}`);
+  assert.deepEqual(await dashboardPaths(chromium, server.base, server.links.visit), ['relay (TURN)', 'relay (TURN)'], 'the dashboard shows both relayed');
   // coturn saw the allocations, authenticated with what the server minted.
   const log = coturn.log().slice(logBefore);
   assert.match(log, /ALLOCATE processed, success/, 'coturn allocated relays');

@@ -58,6 +58,8 @@ pub(crate) struct CoreConfig {
     pub candidates: Vec<Candidate>,
     /// Bound address → the address announced for it in SDP (1:1 NAT).
     pub announce: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    /// TURN relay addresses (see `SfuConfig::relay_ips`).
+    pub relay_ips: Vec<std::net::IpAddr>,
     pub max_participants: usize,
     pub peer_timeout: Duration,
     pub keyframe_interval: Duration,
@@ -617,6 +619,7 @@ impl MediaCore {
                     &p.id,
                     p.publish.map(|k| &self.peers[k]),
                     p.subscribe.map(|k| &self.peers[k]),
+                    &self.config.relay_ips,
                 )
             })
             .collect()
