@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first:
 # Debian's Chromium (browser tests), Debian's coturn (the TURN browser
-# test starts its own on a free loopback port), Debian's prometheus (for promtool, which
+# test starts its own on a free loopback port) and nftables (the ICE-TCP
+# test drops UDP inside a network namespace), Debian's prometheus (for promtool, which
 # checks deploy/observability), Redis and PostgreSQL (installed, started and
 # made reachable on 127.0.0.1 where missing), cargo-nextest, aiortc from PyPI
 # (in a virtualenv), and the npm packages of web-client/. The deployment stage (scripts/deploy-test.sh)
@@ -21,6 +22,7 @@ install_debian_packages() {
   local missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)

@@ -55,6 +55,10 @@ pub struct SfuConfig {
     /// (the TURN servers' relay addresses): such participants are counted
     /// as [`MediaPath::Relay`].
     pub relay_ips: Vec<IpAddr>,
+    /// First TCP port for ICE over TCP (a passive candidate per media
+    /// address; worker N uses `port + N`; 0 picks ephemeral ports). `None`:
+    /// UDP only.
+    pub ice_tcp_port: Option<u16>,
     /// First UDP port; worker N uses `port + N`. 0 picks an ephemeral port
     /// per worker.
     pub port: u16,
@@ -82,6 +86,7 @@ impl Default for SfuConfig {
             media_ips: vec![IpAddr::from([127, 0, 0, 1])],
             public_ips: Vec::new(),
             relay_ips: Vec::new(),
+            ice_tcp_port: None,
             port: 0,
             workers: 1,
             max_participants: 6,

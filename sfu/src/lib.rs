@@ -19,6 +19,7 @@ mod api;
 mod core;
 mod forward;
 mod handle;
+mod tcp;
 mod udp;
 mod worker;
 

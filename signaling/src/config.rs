@@ -37,6 +37,11 @@ pub struct ServeArgs {
     /// hosts). Default: advertise the bound addresses.
     #[arg(long, env = "TELECONSULT_MEDIA_PUBLIC_IPS", value_delimiter = ',')]
     pub media_public_ips: Option<Vec<IpAddr>>,
+    /// First TCP port for ICE over TCP, straight to the media server, for
+    /// browsers that cannot send UDP; worker N uses port + N. Default: none
+    /// (UDP only).
+    #[arg(long, env = "TELECONSULT_ICE_TCP_PORT")]
+    pub ice_tcp_port: Option<u16>,
     /// TURN servers handed to browsers, comma-separated `turn:` and `turns:`
     /// URLs. Default: none (no TURN).
     #[arg(long, env = "TELECONSULT_TURN_URLS", value_delimiter = ',')]
@@ -185,6 +190,7 @@ struct FileConfig {
     media_workers: Option<usize>,
     media_ips: Option<Vec<IpAddr>>,
     media_public_ips: Option<Vec<IpAddr>>,
+    ice_tcp_port: Option<u16>,
     turn_urls: Option<Vec<String>>,
     turn_secret: Option<String>,
     max_participants: Option<usize>,
@@ -239,6 +245,8 @@ pub struct Config {
     pub media_ips_to_choose: bool,
     /// Addresses advertised instead of `media_ips`, pairwise (empty: advertise `media_ips`).
     pub media_public_ips: Vec<IpAddr>,
+    /// First ICE-TCP port, when ICE over TCP is on.
+    pub ice_tcp_port: Option<u16>,
     /// TURN servers and their shared secret, when configured.
     pub turn: Option<crate::turn::TurnServers>,
     /// Room capacity.
@@ -355,6 +363,7 @@ impl ServeArgs {
                 && host_addresses().len() > 1,
             media_ips: self.media_ips.or(file.media_ips).unwrap_or_else(default_media_ips),
             media_public_ips: self.media_public_ips.or(file.media_public_ips).unwrap_or_default(),
+            ice_tcp_port: self.ice_tcp_port.or(file.ice_tcp_port),
             turn: match (self.turn_urls.or(file.turn_urls), self.turn_secret.or(file.turn_secret)) {
                 (None, None) => None,
                 (Some(urls), Some(secret)) => {

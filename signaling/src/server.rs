@@ -108,6 +108,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         media_ips: config.media_ips.clone(),
         public_ips: config.media_public_ips.clone(),
         relay_ips,
+        ice_tcp_port: config.ice_tcp_port,
         port: config.media_port,
         workers: config.media_workers,
         max_participants: config.max_participants,

@@ -17,7 +17,7 @@ export function serverBinary() {
   return process.env.TELECONSULT_BIN ?? join(repoRoot, 'target', 'debug', 'teleconsult');
 }
 
-async function freePort() {
+export async function freePort() {
   return new Promise((resolvePort, reject) => {
     const s = createServer();
     s.once('error', reject);
@@ -45,13 +45,14 @@ function testDatabase(port) {
 
 /**
  * Starts `teleconsult serve --demo` on a free loopback port and returns
- * { base, links: { clinician, patient, guest }, stop() }.
+ * { base, port, links: { clinician, patient, guest }, stop() }. `httpHost`
+ * and `mediaIps` widen it to a test network namespace's host address.
  */
-export async function startDemoServer(extraArgs = []) {
+export async function startDemoServer(extraArgs = [], { httpHost = '127.0.0.1', mediaIps = ['127.0.0.1'] } = {}) {
   const port = await freePort();
   const child = spawn(
     serverBinary(),
-    ['serve', '--demo', '--http-addr', `127.0.0.1:${port}`, '--media-port', '0', '--media-ips', '127.0.0.1',
+    ['serve', '--demo', '--http-addr', `${httpHost}:${port}`, '--media-port', '0', '--media-ips', mediaIps.join(','),
       '--db', testDatabase(port), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TELECONSULT_LOG: process.env.TELECONSULT_LOG ?? 'warn' } },
   );
@@ -81,6 +82,7 @@ export async function startDemoServer(extraArgs = []) {
   });
   return {
     base: `http://127.0.0.1:${port}`,
+    port,
     links,
     stderr: () => stderr,
     async stop() {
@@ -96,9 +98,9 @@ export async function startDemoServer(extraArgs = []) {
  * Launches headless Chromium with fake camera and microphone. Playwright
  * gives every launch a fresh temporary profile.
  */
-export async function launchChromium() {
+export async function launchChromium({ executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium', args = [] } = {}) {
   const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    executablePath,
     headless: true,
     args: [
       '--no-sandbox',
@@ -111,6 +113,7 @@ export async function launchChromium() {
       '--use-fake-device-for-media-stream',
       '--use-fake-ui-for-media-stream',
       '--disable-features=WebRtcHideLocalIpsWithMdns',
+      ...args,
     ],
   });
   return {

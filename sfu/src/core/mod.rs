@@ -71,6 +71,9 @@ pub(crate) struct CoreConfig {
 /// A datagram to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
+    /// UDP, or TCP (ICE-TCP: sent as an RFC 4571 frame on the connection
+    /// from `destination`).
+    pub proto: Protocol,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
@@ -633,6 +636,13 @@ impl MediaCore {
         self.receive(now, Protocol::Udp, source, destination, buf);
     }
 
+    /// One RFC 4571 frame arrived on an ICE-TCP connection from `source`
+    /// accepted on the local address `destination`. Call
+    /// [`settle`](Self::settle) after it.
+    pub(crate) fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
+        self.receive(now, Protocol::Tcp, source, destination, buf);
+    }
+
     /// One datagram (or, for TCP, one RFC 4571 frame) arrived.
     pub(crate) fn receive(
         &mut self,
@@ -876,6 +886,7 @@ impl MediaCore {
                     return;
                 }
                 Output::Transmit(t) => self.transmits.push(Outgoing {
+                    proto: t.proto,
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
