@@ -1,9 +1,10 @@
 // A real coturn (Debian's `coturn` package) for tests: on 127.0.0.1, a
 // free port, `use-auth-secret` with a secret of the test's own, plain
-// TURN over UDP and TCP (no TLS), and loopback peers allowed, since the
-// media server it relays to is on 127.0.0.1 too.
+// TURN over UDP and TCP (and, if asked, TLS with a throw-away self-signed
+// certificate), and loopback peers allowed, since the media server it
+// relays to is on 127.0.0.1 too.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -28,18 +29,27 @@ export function turnCredentials(secret, id, expiresUnix) {
 }
 
 /**
- * Starts `turnserver` and resolves once it listens. Returns
- * { port, secret, urls, log(), stop() }.
+ * Starts `turnserver` on `ip` and resolves once it listens. With `tls`, it
+ * also listens for TURN over TLS (a self-signed certificate made here; the
+ * browser must be told to accept it). Returns { port, tlsPort, secret,
+ * urls, tlsUrl, log(), stop() }.
  */
-export async function startCoturn() {
+export async function startCoturn({ ip = '127.0.0.1', tls = false } = {}) {
   const port = await freePort();
+  const tlsPort = tls ? await freePort() : null;
   const secret = randomBytes(24).toString('hex');
   const dir = mkdtempSync(join(tmpdir(), 'tc-coturn-'));
+  const tlsArgs = ['--no-tls'];
+  if (tls) {
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=turn.teleconsult.test',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+    tlsArgs.splice(0, 1, `--tls-listening-port=${tlsPort}`, `--cert=${join(dir, 'cert.pem')}`, `--pkey=${join(dir, 'key.pem')}`);
+  }
   const child = spawn('turnserver', [
     '-n', // no configuration file: everything is here
-    '--listening-ip=127.0.0.1', `--listening-port=${port}`, '--relay-ip=127.0.0.1',
+    `--listening-ip=${ip}`, `--listening-port=${port}`, `--relay-ip=${ip}`,
     '--use-auth-secret', `--static-auth-secret=${secret}`, '--realm=teleconsult.test',
-    '--no-tls', '--no-dtls', '--allow-loopback-peers', '--no-cli', '--fingerprint',
+    ...tlsArgs, '--no-dtls', '--allow-loopback-peers', '--no-cli', '--fingerprint',
     `--userdb=${join(dir, 'turndb')}`, `--pidfile=${join(dir, 'turnserver.pid')}`,
     '--log-file=stdout', '--simple-log', '--verbose',
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -60,8 +70,10 @@ export async function startCoturn() {
   });
   return {
     port,
+    tlsPort,
     secret,
-    urls: [`turn:127.0.0.1:${port}?transport=udp`, `turn:127.0.0.1:${port}?transport=tcp`],
+    urls: [`turn:${ip}:${port}?transport=udp`, `turn:${ip}:${port}?transport=tcp`],
+    tlsUrl: tls ? `turns:${ip}:${tlsPort}?transport=tcp` : null,
     log: () => log,
     async stop() {
       if (child.exitCode === null) {
