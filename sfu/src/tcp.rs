@@ -16,6 +16,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 /// once), so that idle connections cannot exhaust the worker's descriptors.
 pub(crate) const MAX_CONNECTIONS: usize = 2048;
 
+/// A connection that sends nothing for this long is closed: ICE consent
+/// checks alone arrive every few seconds, so only a dead or idle socket
+/// (one held open to use up [`MAX_CONNECTIONS`]) stays this quiet.
+pub(crate) const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A connection's queued outgoing bytes, past which frames are dropped (as
 /// UDP would lose them) rather than buffered without end.
 const MAX_QUEUED_FRAMES: usize = 4096;
@@ -51,16 +56,18 @@ impl TcpConnection {
 }
 
 /// Starts the task of an accepted connection; returns the worker's handle.
+/// The connection closes after `idle` without a frame from the client.
 pub(crate) fn start(
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
     events: UnboundedSender<TcpEvent>,
+    idle: std::time::Duration,
 ) -> TcpConnection {
     let (frames, outgoing) = tokio::sync::mpsc::unbounded_channel();
     let queued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let _ = stream.set_nodelay(true);
-    tokio::spawn(run(stream, local, remote, events, outgoing, queued.clone()));
+    tokio::spawn(run(stream, local, remote, events, outgoing, queued.clone(), idle));
     TcpConnection { frames, queued }
 }
 
@@ -71,14 +78,17 @@ async fn run(
     events: UnboundedSender<TcpEvent>,
     mut outgoing: UnboundedReceiver<Vec<u8>>,
     queued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    idle: std::time::Duration,
 ) {
     let (mut reader, mut writer) = stream.into_split();
     let read = async {
         let mut buf = vec![0u8; usize::from(u16::MAX)];
         loop {
             let mut len = [0u8; 2];
-            if reader.read_exact(&mut len).await.is_err() {
-                break;
+            match tokio::time::timeout(idle, reader.read_exact(&mut len)).await {
+                Ok(Ok(_)) => {}
+                // Closed, failed, or silent for too long.
+                _ => break,
             }
             let len = usize::from(u16::from_be_bytes(len));
             if reader.read_exact(&mut buf[..len]).await.is_err() {
@@ -116,7 +126,7 @@ mod tests {
         let mut client = TcpStream::connect(local).await.unwrap();
         let (stream, remote) = listener.accept().await.unwrap();
         let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-        let conn = start(stream, local, remote, events_tx);
+        let conn = start(stream, local, remote, events_tx, IDLE_TIMEOUT);
         // Two frames in one write, the second split across writes.
         client.write_all(&[0, 3, b'a', b'b', b'c', 0, 2, b'x']).await.unwrap();
         client.write_all(b"y").await.unwrap();
@@ -130,5 +140,19 @@ mod tests {
         assert_eq!(&got, b"\x00\x05hello");
         drop(client);
         assert!(matches!(events.recv().await, Some(TcpEvent::Closed { .. })));
+    }
+
+    #[tokio::test]
+    async fn a_silent_connection_is_closed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let local = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(local).await.unwrap();
+        let (stream, remote) = listener.accept().await.unwrap();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let _conn = start(stream, local, remote, events_tx, std::time::Duration::from_millis(200));
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv()).await;
+        assert!(matches!(closed, Ok(Some(TcpEvent::Closed { .. }))), "closed after the idle time");
+        let mut buf = [0u8; 1];
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0, "the server hung up");
     }
 }

@@ -287,7 +287,7 @@ impl Worker {
         if self.tcp_connections.len() >= crate::tcp::MAX_CONNECTIONS {
             return;
         }
-        let connection = crate::tcp::start(stream, local, remote, self.tcp_events_tx.clone());
+        let connection = crate::tcp::start(stream, local, remote, self.tcp_events_tx.clone(), crate::tcp::IDLE_TIMEOUT);
         self.tcp_connections.insert(remote, connection);
     }
 
