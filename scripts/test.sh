@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, installing what the tests need first:
-# Debian's Chromium and Firefox ESR (browser tests), iproute2 (the
-# network-cut test's namespace), Debian's prometheus (for promtool, which
+# Debian's Chromium and Firefox ESR (browser tests), Debian's coturn (the
+# TURN browser test starts its own on a free loopback port), nftables and
+# iproute2 (the network-cut and ICE-TCP tests use network namespaces),
+# Debian's prometheus (for promtool, which
 # checks deploy/observability), Redis and PostgreSQL (installed, started and
 # made reachable on 127.0.0.1 where missing), cargo-nextest, aiortc from PyPI
 # (in a virtualenv), and the npm packages of web-client/. The deployment stage (scripts/deploy-test.sh)
@@ -22,6 +24,8 @@ install_debian_packages() {
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)

@@ -100,7 +100,7 @@ function render(snapshot) {
   if (snapshot.rooms.length === 0) {
     const row = body.insertRow();
     const td = cell(row, 'No live rooms.');
-    td.colSpan = 11;
+    td.colSpan = 12;
   }
   for (const room of snapshot.rooms) {
     const people = room.participants.length ? room.participants : [null];
@@ -113,10 +113,12 @@ function render(snapshot) {
       cell(row, i === 0 ? String(room.waiting) : '');
       if (!p) {
         cell(row, 'nobody in the call yet');
-        for (let k = 0; k < 6; k++) cell(row, '');
+        for (let k = 0; k < 7; k++) cell(row, '');
         return;
       }
       cell(row, p.role || '–');
+      // How the media reaches the server: direct UDP, direct TCP, or a TURN relay.
+      cell(row, { udp: 'UDP', tcp: 'TCP', relay: 'relay (TURN)' }[p.path] ?? '–', 'path');
       cell(row, fmt(p.kbps_in), 'kbps-in');
       cell(row, fmt(p.kbps_out), 'kbps-out');
       cell(row, `${fmt(p.loss * 100, 1)}%`);

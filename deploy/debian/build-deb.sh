@@ -43,7 +43,7 @@ root=$stage/root
 
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/usr/sbin" "$root/etc/teleconsult" \
   "$root/usr/lib/systemd/system" "$root/usr/lib/sysctl.d" \
-  "$root/usr/share/doc/teleconsult/examples/nginx"
+  "$root/usr/share/doc/teleconsult/examples/nginx" "$root/usr/share/doc/teleconsult/examples/coturn"
 strip --strip-unneeded -o "$root/usr/bin/teleconsult" "$binary"
 chmod 0755 "$root/usr/bin/teleconsult"
 install -m 0755 "$here/teleconsult-admin" "$root/usr/sbin/teleconsult-admin"
@@ -53,6 +53,7 @@ install -m 0644 "$here/sysctl.conf" "$root/usr/lib/sysctl.d/teleconsult.conf"
 install -m 0644 "$here/copyright" "$here/README.Debian" "$root/usr/share/doc/teleconsult/"
 install -m 0644 "$repo/deploy/nginx/teleconsult-site.conf" "$repo/deploy/nginx/teleconsult-locations.conf" \
   "$root/usr/share/doc/teleconsult/examples/nginx/"
+install -m 0644 "$repo/deploy/coturn/turnserver.conf" "$root/usr/share/doc/teleconsult/examples/coturn/"
 install -m 0755 "$here/postinst" "$here/prerm" "$here/postrm" "$root/DEBIAN/"
 echo /etc/teleconsult/teleconsult.toml >"$root/DEBIAN/conffiles"
 

@@ -35,8 +35,9 @@ async fn sdp_with_candidates(pc: &Arc<dyn PeerConnection>) -> anyhow::Result<Str
 /// other and returns the one-way latency samples (µs).
 pub async fn direct_video_latency(video_kbps: u32, window: Duration) -> anyhow::Result<Vec<u32>> {
     let shared = Arc::new(Shared::default());
-    let sender = build_peer(Arc::new(Quiet), true).await?;
-    let receiver = build_peer(Arc::new(SubscribeHandler { shared: shared.clone() }), false).await?;
+    let sender = build_peer(Arc::new(Quiet), true, &Default::default()).await?;
+    let receiver =
+        build_peer(Arc::new(SubscribeHandler { shared: shared.clone() }), false, &Default::default()).await?;
     let ssrc: u32 = rand::random();
     let track = local_track(RtpCodecKind::Video, ssrc, "baseline");
     let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };

@@ -21,7 +21,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 use crate::signaling_client::{SignalingClient, SignalingError};
 use crate::synthetic_media::{Reception, TrackReception, build_payload, now_micros, parse_payload};
-use crate::webrtc_peer::{build_peer, is_keyframe_request, local_track};
+use crate::webrtc_peer::{IceSettings, build_peer, is_keyframe_request, local_track};
 
 /// Codec prefix of synthetic video: a VP8 payload descriptor (start of
 /// partition) and a byte whose low bit is VP8's inverse keyframe flag.
@@ -49,6 +49,9 @@ pub struct ParticipantOptions {
     /// Reach the server's subscribe connection through a relay: (server media
     /// address, relay address). The server's candidates are rewritten.
     pub subscribe_via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    /// Send media only through the TURN servers the server hands out
+    /// (`iceTransportPolicy: "relay"`).
+    pub relay_only: bool,
 }
 
 impl ParticipantOptions {
@@ -63,6 +66,7 @@ impl ParticipantOptions {
             keyframe_interval: Duration::from_secs(3),
             send_nothing: false,
             subscribe_via: None,
+            relay_only: false,
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct Participant {
     pub resume_token: String,
     /// When `join` was sent (microseconds since the epoch).
     pub join_started_us: u64,
+    /// TURN servers from `joined` (replace them with `admitted`'s, which
+    /// are fresher, before `start_media`).
+    pub ice_servers: Vec<teleconsult_protocol::IceServer>,
     shared: Arc<Shared>,
     publish_pc: Option<Arc<dyn PeerConnection>>,
     subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
@@ -181,7 +188,7 @@ impl Participant {
         client.hello().await?;
         let join_started_us = now_micros();
         let reply = client.request(ClientMessage::Join { id: None, token: options.token.clone() }).await?;
-        let ServerMessage::Joined { room_id, participant_id, role, resume_token, .. } = reply else {
+        let ServerMessage::Joined { room_id, participant_id, role, resume_token, ice_servers, .. } = reply else {
             return Err(SignalingError::Unexpected(format!("{reply:?}")).into());
         };
         let (_, publish_state) = watch::channel(RTCPeerConnectionState::New);
@@ -193,6 +200,7 @@ impl Participant {
                 signaling: Arc::new(client),
                 resume_token,
                 join_started_us,
+                ice_servers,
                 shared: Arc::new(Shared::default()),
                 publish_pc: None,
                 subscribe_pc: Arc::new(tokio::sync::Mutex::new(None)),
@@ -223,13 +231,18 @@ impl Participant {
             self.shared.clone(),
             self.subscribe_pc.clone(),
             options.subscribe_via,
+            self.ice(options),
         )));
         self.publish(options).await
     }
 
+    fn ice(&self, options: &ParticipantOptions) -> IceSettings {
+        IceSettings { servers: self.ice_servers.clone(), relay_only: options.relay_only }
+    }
+
     async fn publish(&mut self, options: &ParticipantOptions) -> Result<(), ParticipantError> {
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-        let pc = build_peer(Arc::new(PublishHandler { state: state_tx }), true).await?;
+        let pc = build_peer(Arc::new(PublishHandler { state: state_tx }), true, &self.ice(options)).await?;
         self.publish_state = state_rx;
         let audio_ssrc: u32 = rand::random();
         let video_ssrc: u32 = rand::random();
@@ -384,6 +397,7 @@ async fn event_loop(
     shared: Arc<Shared>,
     subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
     via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    ice: IceSettings,
 ) {
     while let Some(event) = events.recv().await {
         if let Ok(mut log) = shared.events.lock() {
@@ -397,7 +411,7 @@ async fn event_loop(
                 Some((server, relay)) => crate::lossy_relay::redirect_candidates(&sdp, server, relay),
                 None => sdp,
             };
-            if answer_subscribe(&signaling, &shared, &subscribe_pc, sdp).await.is_err() {
+            if answer_subscribe(&signaling, &shared, &subscribe_pc, sdp, &ice).await.is_err() {
                 shared.subscribe_errors.fetch_add(1, Ordering::SeqCst);
             }
         }
@@ -409,12 +423,13 @@ async fn answer_subscribe(
     shared: &Arc<Shared>,
     subscribe_pc: &tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>,
     sdp: String,
+    ice: &IceSettings,
 ) -> Result<(), ParticipantError> {
     let mut slot = subscribe_pc.lock().await;
     let pc = match slot.as_ref() {
         Some(pc) => pc.clone(),
         None => {
-            let pc = build_peer(Arc::new(SubscribeHandler { shared: shared.clone() }), false).await?;
+            let pc = build_peer(Arc::new(SubscribeHandler { shared: shared.clone() }), false, ice).await?;
             *slot = Some(pc.clone());
             pc
         }

@@ -204,7 +204,13 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ServerMessage::Admitted { .. })) => break,
+                Ok(Some(ServerMessage::Admitted { ice_servers, .. })) => {
+                    // Fresher than the join's: the wait may have been long.
+                    if !ice_servers.is_empty() {
+                        p.ice_servers = ice_servers;
+                    }
+                    break;
+                }
                 Ok(Some(_)) => continue,
                 _ => anyhow::bail!("not admitted within 10 s"),
             }

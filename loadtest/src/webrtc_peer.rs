@@ -8,12 +8,23 @@ use std::sync::Arc;
 use rtc::interceptor::{Attribute, Interceptor, Packet, Slot, StreamInfo, TaggedPacket};
 use rtc::peer_connection::configuration::interceptor_registry::{Registry, register_default_interceptors};
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8, MediaEngine};
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceServer, RTCIceTransportPolicy};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use rtc::sansio;
 use rtc::shared::error::Error;
 use webrtc::peer_connection::{PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler};
+
+/// How a peer connection reaches the server: the TURN servers the server
+/// handed out (`joined`, `admitted`), and whether to use them only.
+#[derive(Debug, Clone, Default)]
+pub struct IceSettings {
+    /// From `ice_servers`; empty without TURN.
+    pub servers: Vec<teleconsult_protocol::IceServer>,
+    /// `iceTransportPolicy: "relay"`: media goes through TURN or not at all.
+    pub relay_only: bool,
+}
 
 /// Opus as browsers offer it.
 pub fn opus() -> RTCRtpCodec {
@@ -54,6 +65,7 @@ fn rtx(apt: u8) -> RTCRtpCodec {
 pub async fn build_peer(
     handler: Arc<dyn PeerConnectionEventHandler>,
     surface_keyframe_requests: bool,
+    ice: &IceSettings,
 ) -> Result<Arc<dyn PeerConnection>, webrtc::error::Error> {
     let mut media = MediaEngine::default();
     media.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)?;
@@ -66,7 +78,20 @@ pub async fn build_peer(
     let settings = webrtc::peer_connection::SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .build();
+    let servers = ice
+        .servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let policy = if ice.relay_only { RTCIceTransportPolicy::Relay } else { RTCIceTransportPolicy::All };
+    let configuration =
+        RTCConfigurationBuilder::new().with_ice_servers(servers).with_ice_transport_policy(policy).build();
     let pc = PeerConnectionBuilder::new()
+        .with_configuration(configuration)
         .with_media_engine(media)
         .with_interceptor_registry(registry)
         .with_setting_engine(settings)
@@ -157,4 +182,26 @@ pub fn local_track(
             }],
         ),
     ))
+}
+
+struct NoEvents;
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for NoEvents {}
+
+/// The SDP offer of a send-only audio and video connection, as a publisher
+/// makes it; for tests that only read what the server answers.
+pub async fn publish_offer_sdp() -> Result<String, webrtc::error::Error> {
+    use webrtc::media_stream::track_local::TrackLocal;
+    use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+    let pc = build_peer(Arc::new(NoEvents), false, &IceSettings::default()).await?;
+    for kind in [RtpCodecKind::Audio, RtpCodecKind::Video] {
+        let track = local_track(kind, rand::random(), "offer-only");
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+        pc.add_transceiver_from_track(track as Arc<dyn TrackLocal>, Some(init)).await?;
+    }
+    let offer = pc.create_offer(None).await?;
+    pc.set_local_description(offer).await?;
+    let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+    let _ = pc.close().await;
+    Ok(sdp)
 }

@@ -76,6 +76,20 @@ pub struct IceCandidate {
     pub sdp_m_line_index: Option<u16>,
 }
 
+/// A STUN or TURN server, shaped as a browser's `RTCIceServer`: hand it to
+/// `RTCPeerConnection`'s `iceServers` as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `turn:` and `turns:` URLs (RFC 7065), e.g. `turns:turn.example.org:443?transport=tcp`.
+    pub urls: Vec<String>,
+    /// TURN REST username, `<expiry unix seconds>:<participant id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// base64(HMAC-SHA1(shared secret, username)), good until the expiry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// A participant as other participants see it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParticipantInfo {
@@ -286,6 +300,10 @@ pub enum ServerMessage {
         admitted: bool,
         /// Everyone else already in the room.
         participants: Vec<ParticipantInfo>,
+        /// TURN servers with credentials that expire with the join token;
+        /// absent when the server has no TURN configured.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// Reply to `resume`. It restates everything a client may have missed
     /// while it was away: who is in the room and which remote tracks its
@@ -311,6 +329,9 @@ pub enum ServerMessage {
         /// missed): a client in the call then publishes again.
         #[serde(default)]
         media: bool,
+        /// Fresh TURN credentials (absent without TURN).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
     },
     /// To clinicians: someone is in the waiting room (sent on arrival, when
     /// a clinician joins, and when the questionnaire changes).
@@ -326,7 +347,13 @@ pub enum ServerMessage {
         red_flags: Vec<String>,
     },
     /// To a waiting participant: you are in the call; send `publish_offer`.
-    Admitted { participants: Vec<ParticipantInfo> },
+    Admitted {
+        participants: Vec<ParticipantInfo>,
+        /// Fresh TURN credentials for the media connections about to be
+        /// made (absent without TURN): a wait may outlast the join token's.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ice_servers: Vec<IceServer>,
+    },
     /// To a waiting participant: the clinician turned you away. The socket closes.
     Denied {
         #[serde(default, skip_serializing_if = "Option::is_none")]

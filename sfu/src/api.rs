@@ -47,6 +47,18 @@ pub struct SfuConfig {
     /// Addresses advertised as ICE host candidates; one socket is bound per
     /// address, all on the worker's port.
     pub media_ips: Vec<IpAddr>,
+    /// Addresses announced in SDP candidates instead of `media_ips`, one
+    /// for one in the same order (1:1 NAT: the socket stays bound to the
+    /// local address). Empty: announce `media_ips`.
+    pub public_ips: Vec<IpAddr>,
+    /// Addresses media arrives from when it is relayed by a TURN server
+    /// (the TURN servers' relay addresses): such participants are counted
+    /// as [`MediaPath::Relay`].
+    pub relay_ips: Vec<IpAddr>,
+    /// First TCP port for ICE over TCP (a passive candidate per media
+    /// address; worker N uses `port + N`; 0 picks ephemeral ports). `None`:
+    /// UDP only.
+    pub ice_tcp_port: Option<u16>,
     /// First UDP port; worker N uses `port + N`. 0 picks an ephemeral port
     /// per worker.
     pub port: u16,
@@ -72,6 +84,9 @@ impl Default for SfuConfig {
     fn default() -> Self {
         SfuConfig {
             media_ips: vec![IpAddr::from([127, 0, 0, 1])],
+            public_ips: Vec::new(),
+            relay_ips: Vec::new(),
+            ice_tcp_port: None,
             port: 0,
             workers: 1,
             max_participants: 6,
@@ -161,6 +176,32 @@ pub enum ParticipantEvent {
     Removed(RemovedReason),
 }
 
+/// How a participant's media reaches the server, from the ICE candidate
+/// pair its connection selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MediaPath {
+    /// Straight to the server over UDP.
+    Udp,
+    /// Straight to the server over TCP (ICE-TCP).
+    Tcp,
+    /// Through a TURN server: the media comes from one of
+    /// [`SfuConfig::relay_ips`]. How the browser reaches the TURN server
+    /// (UDP, TCP or TLS) is not visible from here.
+    Relay,
+}
+
+impl MediaPath {
+    /// The lowercase name used in metrics and on the ops dashboard.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaPath::Udp => "udp",
+            MediaPath::Tcp => "tcp",
+            MediaPath::Relay => "relay",
+        }
+    }
+}
+
 /// Media counters of one participant, summed over its tracks.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParticipantStats {
@@ -188,6 +229,9 @@ pub struct ParticipantStats {
     pub nacks_received: u64,
     /// PLIs and FIRs the participant sent us (as a subscriber).
     pub keyframe_requests_received: u64,
+    /// How the media arrives (publish connection first, else subscribe);
+    /// `None` before a candidate pair is selected.
+    pub path: Option<MediaPath>,
 }
 
 /// A cumulative histogram over fixed bucket bounds.

@@ -23,7 +23,7 @@ use crate::api::{
 };
 use crate::core::MediaCore;
 use crate::udp::SendBatch;
-use crate::worker::{Command, MediaSocket, Worker, bind_sockets};
+use crate::worker::{Command, MediaSocket, Worker, bind_sockets, bind_tcp_listeners};
 
 /// Handle to the media plane. Cheap to clone; all clones drive the same workers.
 ///
@@ -72,8 +72,14 @@ fn spawn_worker(
 ) -> Result<(UnboundedSender<Command>, u16, JoinHandle<()>), SfuError> {
     let (port, std_sockets) = bind_sockets(&config.media_ips, port)?;
     let local_addrs: Vec<_> = std_sockets.iter().map(|(a, _)| *a).collect();
+    let tcp_port = config.ice_tcp_port.map(|p| if p == 0 { 0 } else { p.saturating_add(index as u16) });
+    let std_listeners = match tcp_port {
+        Some(p) => bind_tcp_listeners(&config.media_ips, p)?,
+        None => Vec::new(),
+    };
+    let tcp_addrs: Vec<_> = std_listeners.iter().map(|(a, _)| *a).collect();
     let (tx, rx) = mpsc::unbounded_channel();
-    let core_config = Worker::core_config(&local_addrs, config);
+    let core_config = Worker::core_config(&local_addrs, &tcp_addrs, config);
     let seed = u64::from(port) ^ (Instant::now().elapsed().as_nanos() as u64) ^ (std::process::id() as u64) << 20;
     let thread = std::thread::Builder::new()
         .name(format!("media-{index}"))
@@ -94,9 +100,21 @@ fn spawn_worker(
                             Err(e) => error!(error = %e, "cannot register media socket"),
                         }
                     }
+                    let mut tcp_listeners = Vec::new();
+                    for (addr, l) in std_listeners {
+                        match tokio::net::TcpListener::from_std(l) {
+                            Ok(l) => tcp_listeners.push((addr, l)),
+                            Err(e) => error!(error = %e, "cannot register ICE-TCP listener"),
+                        }
+                    }
+                    let (tcp_events_tx, tcp_events) = mpsc::unbounded_channel();
                     let worker = Worker {
                         core: MediaCore::new(core_config, Instant::now(), seed),
                         sockets,
+                        tcp_listeners,
+                        tcp_events,
+                        tcp_events_tx,
+                        tcp_connections: HashMap::new(),
                         commands: rx,
                         shared: stats,
                         event_sinks: HashMap::new(),
@@ -123,6 +141,9 @@ impl SfuHandle {
         }
         if config.media_ips.is_empty() {
             return Err(SfuError::Config("media_ips must name at least one address"));
+        }
+        if !config.public_ips.is_empty() && config.public_ips.len() != config.media_ips.len() {
+            return Err(SfuError::Config("public_ips must name one address per media_ips address"));
         }
         let (deaths_tx, deaths) = std::sync::mpsc::channel();
         let mut workers = Vec::new();

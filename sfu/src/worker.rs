@@ -23,6 +23,7 @@ use tracing::{debug, warn};
 
 use crate::api::{Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, SfuError, WorkerStats};
 use crate::core::{CoreConfig, CoreEvent, MediaCore, Outgoing};
+use crate::tcp::{TcpConnection, TcpEvent};
 use crate::udp::{BATCH, RecvBatch, SendBatch, recv_batch, send_batch};
 
 /// A request from the handle to a worker. Each carries its reply channel.
@@ -116,11 +117,48 @@ impl MediaSocket {
 pub(crate) struct Worker {
     pub core: MediaCore,
     pub sockets: Vec<MediaSocket>,
+    /// ICE-TCP listeners, one per media address (empty without ICE-TCP).
+    pub tcp_listeners: Vec<(SocketAddr, tokio::net::TcpListener)>,
+    /// Frames and closes from the connection tasks.
+    pub tcp_events: UnboundedReceiver<TcpEvent>,
+    pub tcp_events_tx: UnboundedSender<TcpEvent>,
+    /// Open ICE-TCP connections, by the client's address.
+    pub tcp_connections: HashMap<SocketAddr, TcpConnection>,
     pub commands: UnboundedReceiver<Command>,
     pub shared: Arc<Mutex<WorkerStats>>,
     /// Each participant's event stream, by the key the core gave it.
     pub event_sinks: HashMap<u64, UnboundedSender<ParticipantEvent>>,
     pub send_scratch: SendBatch,
+}
+
+/// Binds one passive ICE-TCP listener per address on `port` (0 = the first
+/// bind picks it).
+pub(crate) fn bind_tcp_listeners(
+    ips: &[std::net::IpAddr],
+    port: u16,
+) -> Result<Vec<(SocketAddr, std::net::TcpListener)>, SfuError> {
+    let mut port = port;
+    let mut listeners = Vec::new();
+    for ip in ips {
+        let addr = SocketAddr::new(*ip, port);
+        let bind_error = |e: std::io::Error| SfuError::Bind { addr: format!("tcp {addr}"), reason: e.to_string() };
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )
+        .map_err(bind_error)?;
+        // A restarted worker binds its port again at once.
+        let _ = socket.set_reuse_address(true);
+        socket.bind(&addr.into()).map_err(bind_error)?;
+        socket.listen(128).map_err(bind_error)?;
+        let listener: std::net::TcpListener = socket.into();
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        port = local.port();
+        listeners.push((local, listener));
+    }
+    Ok(listeners)
 }
 
 /// Binds one std socket per address on `port` (0 = the first bind picks it).
@@ -155,9 +193,19 @@ pub(crate) fn bind_sockets(
 }
 
 impl Worker {
-    pub(crate) fn core_config(local_addrs: &[SocketAddr], config: &crate::api::SfuConfig) -> CoreConfig {
+    pub(crate) fn core_config(
+        local_addrs: &[SocketAddr],
+        tcp_addrs: &[SocketAddr],
+        config: &crate::api::SfuConfig,
+    ) -> CoreConfig {
+        let tcp = tcp_addrs.iter().filter_map(|a| {
+            // Passive: clients connect to us (RFC 6544); an ICE-lite server never connects out.
+            str0m::Candidate::builder().tcp().host(*a).tcptype(str0m::net::TcpType::Passive).build().ok()
+        });
         CoreConfig {
-            candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).collect(),
+            candidates: local_addrs.iter().filter_map(|a| str0m::Candidate::host(*a, "udp").ok()).chain(tcp).collect(),
+            announce: config.media_ips.iter().copied().zip(config.public_ips.iter().copied()).collect(),
+            relay_ips: config.relay_ips.clone(),
             max_participants: config.max_participants,
             peer_timeout: config.peer_timeout,
             keyframe_interval: config.keyframe_interval,
@@ -190,6 +238,12 @@ impl Worker {
                 index = poll_fn(|cx| poll_recv(&mut self.sockets, cx)) => {
                     batch_started = Some(Instant::now());
                     self.read(index);
+                }
+                accepted = poll_fn(|cx| poll_accept(&self.tcp_listeners, cx)) => {
+                    self.accept(accepted);
+                }
+                Some(event) = self.tcp_events.recv() => {
+                    self.tcp_event(event);
                 }
                 _ = &mut sleep => {}
             }
@@ -225,6 +279,29 @@ impl Worker {
             }
         }
         self.core.settle(Instant::now());
+    }
+
+    /// Takes an ICE-TCP connection (or refuses it, past the cap).
+    fn accept(&mut self, accepted: (SocketAddr, tokio::net::TcpStream, SocketAddr)) {
+        let (local, stream, remote) = accepted;
+        if self.tcp_connections.len() >= crate::tcp::MAX_CONNECTIONS {
+            return;
+        }
+        let connection = crate::tcp::start(stream, local, remote, self.tcp_events_tx.clone(), crate::tcp::IDLE_TIMEOUT);
+        self.tcp_connections.insert(remote, connection);
+    }
+
+    fn tcp_event(&mut self, event: TcpEvent) {
+        match event {
+            TcpEvent::Frame { local, remote, contents } => {
+                let now = Instant::now();
+                self.core.handle_tcp_frame(now, remote, local, &contents);
+                self.core.settle(now);
+            }
+            TcpEvent::Closed { remote } => {
+                self.tcp_connections.remove(&remote);
+            }
+        }
     }
 
     fn apply(&mut self, command: Command) {
@@ -293,6 +370,19 @@ impl Worker {
     async fn flush(&mut self) {
         self.pass_events();
         let mut transmits = std::mem::take(&mut self.core.transmits);
+        if !self.tcp_connections.is_empty() {
+            // ICE-TCP packets go on their connection, framed; the rest is UDP.
+            transmits.retain(|t| {
+                if t.proto == str0m::net::Protocol::Udp {
+                    return true;
+                }
+                let sent = self.tcp_connections.get(&t.destination).is_some_and(|c| c.send(&t.contents));
+                if !sent {
+                    self.core.counters.send_errors += 1;
+                }
+                false
+            });
+        }
         let mut start = 0;
         while start < transmits.len() {
             // A run of datagrams leaving from the same local address.
@@ -357,6 +447,26 @@ impl Worker {
             Err(_) => warn!("worker counters lock poisoned"),
         }
     }
+}
+
+/// Waits until one of the ICE-TCP listeners has a connection; returns
+/// (local address, stream, client address). Pending forever without listeners.
+fn poll_accept(
+    listeners: &[(SocketAddr, tokio::net::TcpListener)],
+    cx: &mut std::task::Context<'_>,
+) -> Poll<(SocketAddr, tokio::net::TcpStream, SocketAddr)> {
+    for (local, listener) in listeners {
+        // An accept error (out of descriptors, a reset before accept) is
+        // skipped; a few in a row ask for another wake instead of spinning.
+        for _ in 0..16 {
+            match listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, remote))) => return Poll::Ready((*local, stream, remote)),
+                Poll::Ready(Err(_)) => continue,
+                Poll::Pending => break,
+            }
+        }
+    }
+    Poll::Pending
 }
 
 /// Waits until a batch could be read from one of the sockets; returns the

@@ -61,6 +61,12 @@ pub struct App {
 }
 
 impl App {
+    /// TURN servers with credentials for `participant` until `expires_unix`,
+    /// or nothing when no TURN server is configured.
+    pub fn ice_servers(&self, participant: &str, expires_unix: u64) -> Vec<teleconsult_protocol::IceServer> {
+        self.config.turn.as_ref().map(|t| t.ice_servers(participant, expires_unix)).unwrap_or_default()
+    }
+
     /// A patient or guest link's URL.
     pub fn link_url(&self, token: &str) -> String {
         format!("{}/join/{token}", self.public_url)

@@ -32,6 +32,24 @@ pub struct ServeArgs {
     /// Default: 127.0.0.1 plus the host's non-loopback addresses.
     #[arg(long, env = "TELECONSULT_MEDIA_IPS", value_delimiter = ',')]
     pub media_ips: Option<Vec<IpAddr>>,
+    /// Addresses advertised in ICE candidates instead of the bound
+    /// `media_ips`, one for one in the same order (1:1 NAT, as on cloud
+    /// hosts). Default: advertise the bound addresses.
+    #[arg(long, env = "TELECONSULT_MEDIA_PUBLIC_IPS", value_delimiter = ',')]
+    pub media_public_ips: Option<Vec<IpAddr>>,
+    /// First TCP port for ICE over TCP, straight to the media server, for
+    /// browsers that cannot send UDP; worker N uses port + N. Default: none
+    /// (UDP only).
+    #[arg(long, env = "TELECONSULT_ICE_TCP_PORT")]
+    pub ice_tcp_port: Option<u16>,
+    /// TURN servers handed to browsers, comma-separated `turn:` and `turns:`
+    /// URLs. Default: none (no TURN).
+    #[arg(long, env = "TELECONSULT_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Option<Vec<String>>,
+    /// The secret shared with the TURN servers (coturn's `static-auth-secret`
+    /// with `use-auth-secret`), at least 16 bytes.
+    #[arg(long, env = "TELECONSULT_TURN_SECRET", hide_env_values = true)]
+    pub turn_secret: Option<String>,
     /// Most participants in one room. Default 6.
     #[arg(long, env = "TELECONSULT_MAX_PARTICIPANTS")]
     pub max_participants: Option<usize>,
@@ -171,6 +189,10 @@ struct FileConfig {
     media_port: Option<u16>,
     media_workers: Option<usize>,
     media_ips: Option<Vec<IpAddr>>,
+    media_public_ips: Option<Vec<IpAddr>>,
+    ice_tcp_port: Option<u16>,
+    turn_urls: Option<Vec<String>>,
+    turn_secret: Option<String>,
     max_participants: Option<usize>,
     resume_grace_secs: Option<u64>,
     peer_timeout_secs: Option<u64>,
@@ -221,6 +243,12 @@ pub struct Config {
     /// can reach (advertising every internal address leaks the network's
     /// layout and slows ICE).
     pub media_ips_to_choose: bool,
+    /// Addresses advertised instead of `media_ips`, pairwise (empty: advertise `media_ips`).
+    pub media_public_ips: Vec<IpAddr>,
+    /// First ICE-TCP port, when ICE over TCP is on.
+    pub ice_tcp_port: Option<u16>,
+    /// TURN servers and their shared secret, when configured.
+    pub turn: Option<crate::turn::TurnServers>,
     /// Room capacity.
     pub max_participants: usize,
     /// Resume grace period.
@@ -334,6 +362,28 @@ impl ServeArgs {
                 && !self.demo
                 && host_addresses().len() > 1,
             media_ips: self.media_ips.or(file.media_ips).unwrap_or_else(default_media_ips),
+            media_public_ips: self.media_public_ips.or(file.media_public_ips).unwrap_or_default(),
+            ice_tcp_port: self.ice_tcp_port.or(file.ice_tcp_port),
+            turn: match (self.turn_urls.or(file.turn_urls), self.turn_secret.or(file.turn_secret)) {
+                (None, None) => None,
+                (Some(urls), Some(secret)) => {
+                    let urls: Vec<String> =
+                        urls.iter().map(|u| u.trim().to_string()).filter(|u| !u.is_empty()).collect();
+                    if urls.is_empty() || !urls.iter().all(|u| crate::turn::valid_url(u)) {
+                        return Err(ConfigError::Invalid {
+                            name: "turn_urls",
+                            why: "must be turn: or turns: URLs (host[:port][?transport=udp|tcp]), comma-separated",
+                        });
+                    }
+                    if secret.len() < 16 {
+                        return Err(ConfigError::Invalid { name: "turn_secret", why: "must be at least 16 bytes" });
+                    }
+                    Some(crate::turn::TurnServers::new(urls, &secret))
+                }
+                _ => {
+                    return Err(ConfigError::Invalid { name: "turn_urls/turn_secret", why: "set both, or neither" });
+                }
+            },
             max_participants: self.max_participants.or(file.max_participants).unwrap_or(6),
             resume_grace: Duration::from_secs(self.resume_grace_secs.or(file.resume_grace_secs).unwrap_or(30)),
             peer_timeout: Duration::from_secs(self.peer_timeout_secs.or(file.peer_timeout_secs).unwrap_or(20)),
@@ -466,6 +516,12 @@ impl ServeArgs {
         if config.media_ips.is_empty() {
             return Err(ConfigError::Invalid { name: "media_ips", why: "must name at least one address" });
         }
+        if !config.media_public_ips.is_empty() && config.media_public_ips.len() != config.media_ips.len() {
+            return Err(ConfigError::Invalid {
+                name: "media_public_ips",
+                why: "must name one address per media_ips address, in the same order",
+            });
+        }
         if config.reminder_webhook.as_ref().is_some_and(|u| crate::webhook::parse_url(u).is_none()) {
             return Err(ConfigError::Invalid { name: "reminder_webhook", why: "must be http://host:port/path" });
         }
@@ -544,6 +600,35 @@ mod tests {
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid { name: "token_secret", .. })));
         let args = ServeArgs { clinic_time_zone: Some("+01:00".into()), ..Default::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Invalid { name: "clinic_time_zone", .. })));
+    }
+
+    #[test]
+    fn turn_and_public_ips_are_checked() {
+        let turn = |urls: &[&str], secret: &str| ServeArgs {
+            turn_urls: Some(urls.iter().map(|u| u.to_string()).collect()),
+            turn_secret: Some(secret.into()),
+            ..Default::default()
+        };
+        assert!(
+            turn(&["turn:127.0.0.1:3478", "turns:turn.example.org:443?transport=tcp"], "0123456789abcdef")
+                .resolve()
+                .unwrap()
+                .turn
+                .is_some()
+        );
+        assert!(matches!(
+            turn(&["http://x"], "0123456789abcdef").resolve(),
+            Err(ConfigError::Invalid { name: "turn_urls", .. })
+        ));
+        assert!(matches!(turn(&["turn:x"], "short").resolve(), Err(ConfigError::Invalid { name: "turn_secret", .. })));
+        let half = ServeArgs { turn_urls: Some(vec!["turn:x".into()]), ..Default::default() };
+        assert!(matches!(half.resolve(), Err(ConfigError::Invalid { name: "turn_urls/turn_secret", .. })));
+        let ips = ServeArgs {
+            media_ips: Some(vec![IpAddr::from([10, 0, 0, 5])]),
+            media_public_ips: Some(vec![IpAddr::from([203, 0, 113, 7]), IpAddr::from([203, 0, 113, 8])]),
+            ..Default::default()
+        };
+        assert!(matches!(ips.resolve(), Err(ConfigError::Invalid { name: "media_public_ips", .. })));
     }
 
     #[test]

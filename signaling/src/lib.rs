@@ -38,6 +38,7 @@ pub mod server;
 pub mod staff_auth;
 pub mod store;
 pub mod timefmt;
+pub mod turn;
 pub mod urgent;
 pub mod visit_import;
 pub mod visit_rooms;

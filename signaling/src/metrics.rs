@@ -94,6 +94,7 @@ impl Metrics {
         rooms: &RoomFigures,
         visits_finished: &[(crate::store::VisitStatus, i64)],
         workers: &[WorkerStats],
+        paths: &std::collections::BTreeMap<&'static str, u64>,
     ) -> String {
         let mut out = String::new();
         metric(&mut out, "teleconsult_ws_connections", "gauge", "Open WebSocket connections.");
@@ -113,6 +114,16 @@ impl Metrics {
         for role in [Role::Clinician, Role::Patient, Role::Guest] {
             let n = rooms.in_call.get(role.as_str()).copied().unwrap_or(0);
             let _ = writeln!(out, "teleconsult_participants{{role=\"{}\"}} {n}", role.as_str());
+        }
+        metric(
+            &mut out,
+            "teleconsult_media_connections",
+            "gauge",
+            "Participants whose media is connected, by path: udp (direct), tcp (direct, ICE-TCP), relay (TURN).",
+        );
+        for path in ["udp", "tcp", "relay"] {
+            let n = paths.get(path).copied().unwrap_or(0);
+            let _ = writeln!(out, "teleconsult_media_connections{{path=\"{path}\"}} {n}");
         }
         metric(
             &mut out,
@@ -287,12 +298,15 @@ mod tests {
         figures.in_call.insert("clinician", 1);
         let mut w = WorkerStats { packets_forwarded: 7, ..Default::default() };
         w.turnaround.observe(&TURNAROUND_BUCKETS_SECS, 0.0003);
-        let text = m.render(&figures, &[(crate::store::VisitStatus::Completed, 4)], &[w]);
+        let paths = std::collections::BTreeMap::from([("relay", 1)]);
+        let text = m.render(&figures, &[(crate::store::VisitStatus::Completed, 4)], &[w], &paths);
         assert!(text.contains("teleconsult_ws_connections 2"));
         assert!(text.contains("teleconsult_ws_errors_total{code=\"room_full\"} 1"));
         assert!(text.contains("teleconsult_sfu_packets_forwarded_total{worker=\"0\"} 7"));
         assert!(text.contains("teleconsult_participants{role=\"clinician\"} 1"));
         assert!(text.contains("teleconsult_waiting_room_participants 1"));
+        assert!(text.contains("teleconsult_media_connections{path=\"relay\"} 1"));
+        assert!(text.contains("teleconsult_media_connections{path=\"udp\"} 0"));
         assert!(text.contains("teleconsult_wait_seconds_bucket{le=\"30\"} 0"));
         assert!(text.contains("teleconsult_wait_seconds_bucket{le=\"60\"} 1"));
         assert!(text.contains("teleconsult_wait_seconds_count 1"));

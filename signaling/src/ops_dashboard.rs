@@ -53,6 +53,9 @@ pub struct ParticipantHealth {
     pub jitter_ms: Option<f64>,
     /// `good`, `fair` or `poor`.
     pub health: &'static str,
+    /// How their media reaches the server: `udp`, `tcp` or `relay`
+    /// (absent before it connects).
+    pub path: Option<&'static str>,
 }
 
 /// One live room.
@@ -163,6 +166,7 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
                     rtt_ms,
                     jitter_ms: s.jitter.map(|j| f64::from(j) / 90.0),
                     health: health(loss, rtt_ms),
+                    path: s.path.map(|p| p.as_str()),
                 });
             }
             previous.retain(|k, _| seen.contains(k));

@@ -100,8 +100,15 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         ),
         None => (TokenKeys::random(), Sealer::random(), Sealer::random()),
     };
+    let relay_ips = match &config.turn {
+        Some(turn) => turn.addresses().await,
+        None => Vec::new(),
+    };
     let sfu = SfuHandle::start(SfuConfig {
         media_ips: config.media_ips.clone(),
+        public_ips: config.media_public_ips.clone(),
+        relay_ips,
+        ice_tcp_port: config.ice_tcp_port,
         port: config.media_port,
         workers: config.media_workers,
         max_participants: config.max_participants,
@@ -360,7 +367,13 @@ async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) ->
 /// The metrics page itself (also served, without a token, on `--metrics-addr`).
 pub async fn metrics_text(app: &App) -> Response {
     let finished = app.store.finished_visit_counts().await.unwrap_or_default();
-    let text = app.metrics.render(&app.rooms.figures(), &finished, &app.sfu.worker_stats());
+    let mut paths = std::collections::BTreeMap::new();
+    for s in app.sfu.participant_stats().await {
+        if let Some(path) = s.path {
+            *paths.entry(path.as_str()).or_insert(0u64) += 1;
+        }
+    }
+    let text = app.metrics.render(&app.rooms.figures(), &finished, &app.sfu.worker_stats(), &paths);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 

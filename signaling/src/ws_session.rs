@@ -341,6 +341,8 @@ impl Session {
             resume_token: taken.resume_token,
             admitted: taken.admitted,
             participants: taken.others,
+            // The credentials expire with the join token that earned them.
+            ice_servers: self.app.ice_servers(&seat.participant, claims.exp),
         });
         if let Some(me) = self.app.rooms.info(&seat.room, &seat.participant) {
             if taken.admitted {
@@ -401,6 +403,9 @@ impl Session {
             participants: resumed.others,
             tracks,
             media: resumed.in_sfu,
+            ice_servers: self
+                .app
+                .ice_servers(&seat.participant, crate::join_token::unix_now() + crate::turn::FRESH_CREDENTIAL_TTL),
         });
         if let Some(sdp) = resumed.pending_offer {
             self.send(ServerMessage::SubscribeOffer { sdp });
@@ -565,7 +570,13 @@ impl Session {
                         self.app.rooms.send_to(
                             &seat.room,
                             &participant_id,
-                            ServerMessage::Admitted { participants: others },
+                            ServerMessage::Admitted {
+                                participants: others,
+                                ice_servers: self.app.ice_servers(
+                                    &participant_id,
+                                    crate::join_token::unix_now() + crate::turn::FRESH_CREDENTIAL_TTL,
+                                ),
+                            },
                         );
                         self.app.rooms.broadcast(
                             &seat.room,

@@ -78,7 +78,7 @@ async fn admit_deny_and_reconnect() {
         .unwrap();
     let admitted =
         wait_event(&mut patient_events, Duration::from_secs(5), |m| matches!(m, ServerMessage::Admitted { .. })).await;
-    let Some(ServerMessage::Admitted { participants }) = admitted else { panic!("no admitted") };
+    let Some(ServerMessage::Admitted { participants, .. }) = admitted else { panic!("no admitted") };
     assert!(participants.iter().any(|p| p.participant_id == clinician.participant_id));
 
     // After admission: media both ways.

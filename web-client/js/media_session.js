@@ -32,11 +32,35 @@ const PING_TIMEOUT_MS = 1500;
 /** Fresh subscribe connections allowed per minute before giving up. */
 const MAX_SUBSCRIBE_RESETS = 3;
 
+/**
+ * `relay` when this tab was opened with `?ice_transport=relay` (kept for
+ * the tab's reloads): media then goes through the TURN server only. Support
+ * staff use it to check a TURN set-up from a given network, and the tests to
+ * prove the relay path; patients never need it. Otherwise `all`, and the
+ * browser picks the best path itself (direct UDP, then TCP, then TURN).
+ */
+export function iceTransportPolicy() {
+  const key = 'teleconsult.ice_transport';
+  try {
+    const asked = new URLSearchParams(location.search).get('ice_transport');
+    if (asked === 'relay' || asked === 'all') sessionStorage.setItem(key, asked);
+    return sessionStorage.getItem(key) === 'relay' ? 'relay' : 'all';
+  } catch {
+    return 'all';
+  }
+}
+
 export class MediaSession extends EventTarget {
-  constructor(signaling, { iceServers = [] } = {}) {
+  /**
+   * `iceServers`: STUN/TURN servers; by default the ones the server handed
+   * out on `signaling` (`joined`, `admitted`, `resumed`), read afresh for
+   * every new connection so that credentials stay current.
+   */
+  constructor(signaling, { iceServers = null, iceTransportPolicy: policy = iceTransportPolicy() } = {}) {
     super();
     this.signaling = signaling;
     this.iceServers = iceServers;
+    this.iceTransportPolicy = policy;
     this.publishPc = null;
     this.subscribePc = null;
     /** participant id -> MediaStream of their live remote tracks */
@@ -73,7 +97,11 @@ export class MediaSession extends EventTarget {
   }
 
   #newPeer(connection) {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection({
+      iceServers: this.iceServers ?? this.signaling.iceServers ?? [],
+      iceTransportPolicy: this.iceTransportPolicy,
+      bundlePolicy: 'max-bundle',
+    });
     pc.addEventListener('icecandidate', (event) => {
       if (event.candidate) {
         this.signaling.send({ type: 'trickle', connection, candidate: event.candidate.toJSON() });
@@ -290,6 +318,27 @@ export class MediaSession extends EventTarget {
       }
     });
     return totals;
+  }
+
+  /**
+   * How each connection reaches the server, from its selected candidate
+   * pair: `{publish, subscribe}`, each `{type, protocol, relayProtocol}`
+   * of the local candidate (`host`/`srflx`/`prflx`/`relay`; `udp`/`tcp`;
+   * for `relay`, how the browser reaches the TURN server: `udp`, `tcp` or
+   * `tls`), or null before a pair is selected.
+   */
+  async paths() {
+    const path = async (pc) => {
+      if (!pc) return null;
+      const report = await pc.getStats();
+      let pairId = null;
+      report.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+      const pair = pairId && report.get(pairId);
+      const local = pair && report.get(pair.localCandidateId);
+      if (!local) return null;
+      return { type: local.candidateType, protocol: local.protocol, relayProtocol: local.relayProtocol ?? null };
+    };
+    return { publish: await path(this.publishPc), subscribe: await path(this.subscribePc) };
   }
 
   /** Closes both connections. The caller stops its own camera and microphone. */

@@ -16,6 +16,11 @@ export class SignalingClient extends EventTarget {
   #ws = null;
   #pending = new Map();
   #nextId = 1;
+  /**
+   * The TURN servers (with short-lived credentials) from the latest
+   * `joined`, `admitted` or `resumed`; empty when the server has none.
+   */
+  iceServers = [];
 
   /** Opens the socket and says hello. Resolves with the welcome message. */
   static async connect(url = defaultUrl()) {
@@ -50,6 +55,7 @@ export class SignalingClient extends EventTarget {
     } catch {
       return;
     }
+    if (Array.isArray(message.ice_servers)) this.iceServers = message.ice_servers;
     const waiter = message.id != null ? this.#pending.get(message.id) : undefined;
     if (waiter) {
       this.#pending.delete(message.id);

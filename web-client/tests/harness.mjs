@@ -17,7 +17,7 @@ export function serverBinary() {
   return process.env.TELECONSULT_BIN ?? join(repoRoot, 'target', 'debug', 'teleconsult');
 }
 
-async function freePort() {
+export async function freePort() {
   return new Promise((resolvePort, reject) => {
     const s = createServer();
     s.once('error', reject);

@@ -59,6 +59,10 @@ const HEARD_AGAIN_AFTER: Duration = Duration::from_secs(2);
 pub(crate) struct CoreConfig {
     /// Candidates every peer advertises (their bases are the worker's sockets).
     pub candidates: Vec<Candidate>,
+    /// Bound address → the address announced for it in SDP (1:1 NAT).
+    pub announce: Vec<(std::net::IpAddr, std::net::IpAddr)>,
+    /// TURN relay addresses (see `SfuConfig::relay_ips`).
+    pub relay_ips: Vec<std::net::IpAddr>,
     pub max_participants: usize,
     pub peer_timeout: Duration,
     pub keyframe_interval: Duration,
@@ -70,6 +74,9 @@ pub(crate) struct CoreConfig {
 /// A datagram to send.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
+    /// UDP, or TCP (ICE-TCP: sent as an RFC 4571 frame on the connection
+    /// from `destination`).
+    pub proto: Protocol,
     pub source: SocketAddr,
     pub destination: SocketAddr,
     pub contents: Vec<u8>,
@@ -436,7 +443,7 @@ impl MediaCore {
             self.register_ufrag(key);
             self.drain(now, key);
             self.settle(now);
-            return Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()));
+            return Ok(self.outgoing_sdp(&answer.to_sdp_string()));
         }
         // A new connection: its tracks replace the old connection's.
         if let Some(key) = self.participants[pix].publish.take() {
@@ -618,6 +625,7 @@ impl MediaCore {
                     &p.id,
                     p.publish.map(|k| &self.peers[k]),
                     p.subscribe.map(|k| &self.peers[k]),
+                    &self.config.relay_ips,
                 )
             })
             .collect()
@@ -629,6 +637,13 @@ impl MediaCore {
     /// [`settle`](Self::settle) after a batch of them.
     pub(crate) fn handle_datagram(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
         self.receive(now, Protocol::Udp, source, destination, buf);
+    }
+
+    /// One RFC 4571 frame arrived on an ICE-TCP connection from `source`
+    /// accepted on the local address `destination`. Call
+    /// [`settle`](Self::settle) after it.
+    pub(crate) fn handle_tcp_frame(&mut self, now: Instant, source: SocketAddr, destination: SocketAddr, buf: &[u8]) {
+        self.receive(now, Protocol::Tcp, source, destination, buf);
     }
 
     /// One datagram (or, for TCP, one RFC 4571 frame) arrived.
@@ -840,7 +855,7 @@ impl MediaCore {
         self.participants[participant].publish = Some(key);
         self.register_ufrag(key);
         self.drain(now, key);
-        Ok(sdp::candidates_in_every_section(&answer.to_sdp_string()))
+        Ok(self.outgoing_sdp(&answer.to_sdp_string()))
     }
 
     /// Keeps `by_ufrag` true after a peer's ICE credentials change.
@@ -903,6 +918,7 @@ impl MediaCore {
                     return;
                 }
                 Output::Transmit(t) => self.transmits.push(Outgoing {
+                    proto: t.proto,
                     source: t.source,
                     destination: t.destination,
                     contents: t.contents.into(),
@@ -1007,6 +1023,12 @@ impl MediaCore {
 
     /// A panic at the edge of str0m: the participant loses its media
     /// connections (and is told), nobody else notices.
+    /// An SDP as the client must see it: candidates in every live section,
+    /// on the announced addresses.
+    fn outgoing_sdp(&self, sdp: &str) -> String {
+        sdp::announce_addresses(&sdp::candidates_in_every_section(sdp), &self.config.announce)
+    }
+
     fn fault(&mut self, _now: Instant, pix: PartIx) -> SfuError {
         self.counters.peer_faults += 1;
         if let Some(p) = self.participants.get(pix) {

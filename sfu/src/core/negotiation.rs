@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use str0m::media::{Direction, MediaKind, Mid};
 
-use super::{Action, CoreEvent, Fan, MediaCore, OutState, PartIx, Peer, Side, Subscription, TrackIn, TrackOut, sdp};
+use super::{Action, CoreEvent, Fan, MediaCore, OutState, PartIx, Peer, Side, Subscription, TrackIn, TrackOut};
 use crate::api::{ParticipantEvent, ParticipantId, SubscribedTrack, TrackKind};
 use crate::forward::{KeyframeThrottle, SeqRewriter};
 
@@ -203,7 +203,7 @@ impl MediaCore {
                 for t in added {
                     self.events.push(CoreEvent::To(serial, ParticipantEvent::TrackAdded(t)));
                 }
-                let sdp = sdp::candidates_in_every_section(&offer.to_sdp_string());
+                let sdp = self.outgoing_sdp(&offer.to_sdp_string());
                 self.events.push(CoreEvent::To(serial, ParticipantEvent::SubscribeOffer { sdp }));
             }
             None => {

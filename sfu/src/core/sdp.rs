@@ -74,9 +74,56 @@ pub(super) fn candidates_in_every_section(sdp: &str) -> String {
     out
 }
 
+/// The SDP with every candidate on a bound address rewritten to the
+/// address announced for it (`announce`: bound → public, for 1:1 NAT).
+///
+/// str0m matches an incoming datagram's destination against its host
+/// candidates, and behind 1:1 NAT datagrams arrive on the bound address; so
+/// str0m keeps the bound address and only what the client reads changes.
+pub(super) fn announce_addresses(sdp: &str, announce: &[(std::net::IpAddr, std::net::IpAddr)]) -> String {
+    if announce.is_empty() {
+        return sdp.to_string();
+    }
+    let newline = if sdp.contains("\r\n") { "\r\n" } else { "\n" };
+    let mut out = String::with_capacity(sdp.len() + 64);
+    for line in sdp.lines() {
+        if line.starts_with("a=candidate:") {
+            // foundation component transport priority address port typ …
+            let mut fields: Vec<&str> = line.split(' ').collect();
+            let public = fields
+                .get(4)
+                .and_then(|a| a.parse::<std::net::IpAddr>().ok())
+                .and_then(|ip| announce.iter().find(|(bound, _)| *bound == ip))
+                .map(|(_, public)| public.to_string());
+            if let Some(public) = &public {
+                fields[4] = public;
+                out.push_str(&fields.join(" "));
+                out.push_str(newline);
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push_str(newline);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn announced_addresses_replace_bound_ones() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n\
+a=candidate:1 1 udp 2130706431 10.0.0.5 50000 typ host\r\n\
+a=candidate:2 1 udp 2130706175 127.0.0.1 50000 typ host\r\n";
+        let map = [("10.0.0.5".parse().unwrap(), "203.0.113.7".parse().unwrap())];
+        let out = announce_addresses(sdp, &map);
+        assert!(out.contains("a=candidate:1 1 udp 2130706431 203.0.113.7 50000 typ host\r\n"), "{out}");
+        assert!(out.contains("127.0.0.1 50000"), "an address without a public one stays: {out}");
+        assert!(!out.contains("10.0.0.5"));
+        assert_eq!(announce_addresses(sdp, &[]), sdp);
+    }
 
     const BUNDLED: &str = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2\r\n\
 m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n\

@@ -77,6 +77,8 @@ struct Sim {
 
 fn config() -> CoreConfig {
     CoreConfig {
+        announce: Vec::new(),
+        relay_ips: Vec::new(),
         candidates: vec![Candidate::host(SERVER.parse().unwrap(), "udp").unwrap()],
         max_participants: 6,
         peer_timeout: Duration::from_secs(20),

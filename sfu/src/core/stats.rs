@@ -8,7 +8,7 @@ use str0m::media::{MediaKind, Mid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::Peer;
-use crate::api::{LOSS_BUCKETS, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS, RoomId, WorkerStats};
+use crate::api::{LOSS_BUCKETS, MediaPath, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS, RoomId, WorkerStats};
 
 /// The latest reports of one peer.
 #[derive(Default)]
@@ -16,6 +16,8 @@ pub(super) struct PeerMediaStats {
     ingress: HashMap<Mid, IngressSample>,
     egress: HashMap<Mid, EgressSample>,
     rtt: Option<Duration>,
+    /// The selected candidate pair: its protocol and the remote address.
+    selected: Option<(str0m::net::Protocol, std::net::SocketAddr)>,
 }
 
 #[derive(Clone, Copy)]
@@ -38,6 +40,9 @@ struct EgressSample {
 }
 
 pub(super) fn on_peer_stats(peer: &mut Peer, counters: &mut WorkerStats, s: PeerStats) {
+    if let Some(pair) = &s.selected_candidate_pair {
+        peer.stats.selected = Some((pair.protocol, pair.remote.addr));
+    }
     if let Some(rtt) = s.rtt {
         peer.stats.rtt = Some(rtt);
         counters.rtt.observe(&RTT_BUCKETS_SECS, rtt.as_secs_f64());
@@ -82,6 +87,7 @@ pub(super) fn of_participant(
     participant: &ParticipantId,
     publish: Option<&Peer>,
     subscribe: Option<&Peer>,
+    relay_ips: &[std::net::IpAddr],
 ) -> ParticipantStats {
     let mut s =
         ParticipantStats { room: Some(room.clone()), participant: Some(participant.clone()), ..Default::default() };
@@ -110,5 +116,33 @@ pub(super) fn of_participant(
             s.rtt = s.rtt.or(e.rtt).or(peer.stats.rtt);
         }
     }
+    let selected = publish.and_then(|p| p.stats.selected).or_else(|| subscribe.and_then(|p| p.stats.selected));
+    s.path = selected.map(|(protocol, remote)| path_of(protocol, remote, relay_ips));
     s
+}
+
+/// A relay is told by where the media comes from: the TURN server's
+/// address. Anything else is direct, over the pair's protocol.
+fn path_of(protocol: str0m::net::Protocol, remote: std::net::SocketAddr, relay_ips: &[std::net::IpAddr]) -> MediaPath {
+    if relay_ips.contains(&remote.ip()) {
+        MediaPath::Relay
+    } else if protocol == str0m::net::Protocol::Udp {
+        MediaPath::Udp
+    } else {
+        MediaPath::Tcp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_by_protocol_and_source() {
+        let turn: std::net::IpAddr = "198.51.100.9".parse().unwrap();
+        let from = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(path_of(str0m::net::Protocol::Udp, from("192.0.2.1:5000"), &[turn]), MediaPath::Udp);
+        assert_eq!(path_of(str0m::net::Protocol::Tcp, from("192.0.2.1:5000"), &[turn]), MediaPath::Tcp);
+        assert_eq!(path_of(str0m::net::Protocol::Udp, from("198.51.100.9:49200"), &[turn]), MediaPath::Relay);
+    }
 }
