@@ -105,6 +105,26 @@ pub struct SubscribedTrack {
     pub track_id: String,
 }
 
+/// How one subscriber wants a publisher's video, for publishers that send
+/// simulcast (several layers of one camera); a single-layer track is
+/// forwarded as it comes whatever this says.
+///
+/// Given with `SfuHandle::set_video_preference`. The sfu then forwards,
+/// per subscriber and track, the highest layer no taller than `max_height`
+/// that the subscriber's bandwidth estimate covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoPreference {
+    /// The tallest picture wanted, in pixels (the tile's height on screen,
+    /// times the device pixel ratio). `None`: no limit. The lowest layer is
+    /// forwarded even when it is taller.
+    pub max_height: Option<u16>,
+    /// Keep this video when the link is too poor for everyone's: it gets its
+    /// lowest layer while other videos are paused (audio always flows). The
+    /// caller decides what deserves it (for example the person leading a
+    /// group session, or a pinned tile).
+    pub keep: bool,
+}
+
 /// Why the sfu removed a participant on its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -157,6 +177,16 @@ pub enum ParticipantEvent {
     TrackRemoved(SubscribedTrack),
     /// One of the participant's connections completed ICE and DTLS.
     Connected(Connection),
+    /// A simulcast video in the subscribe connection was paused because the
+    /// participant's bandwidth estimate does not cover even its lowest layer
+    /// (`paused: true`), or flows again (`paused: false`). Audio is never
+    /// paused. A client may say so on the tile.
+    VideoPaused {
+        /// The track.
+        track: SubscribedTrack,
+        /// Whether it is paused now.
+        paused: bool,
+    },
     /// The sfu removed the participant; no more events follow.
     Removed(RemovedReason),
 }
@@ -325,4 +355,7 @@ pub enum SfuError {
     /// nobody else was affected).
     #[error("the media server could not handle this")]
     Fault,
+    /// A video preference names a height of 0.
+    #[error("a preferred height must be at least 1 pixel")]
+    InvalidPreference,
 }

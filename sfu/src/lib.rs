@@ -19,13 +19,14 @@ mod api;
 mod core;
 mod forward;
 mod handle;
+mod simulcast;
 mod udp;
 mod worker;
 
 pub use api::{
     Connection, Histogram, LOSS_BUCKETS, ParticipantEvent, ParticipantId, ParticipantStats, RTT_BUCKETS_SECS,
     RemovedReason, RoomId, RoomOptions, SfuConfig, SfuError, SubscribedTrack, TURNAROUND_BUCKETS_SECS, TrackKind,
-    WorkerHealth, WorkerStats,
+    VideoPreference, WorkerHealth, WorkerStats,
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};
 pub use handle::SfuHandle;
