@@ -66,6 +66,12 @@ pub struct SfuConfig {
     pub max_tracks_per_participant: usize,
     /// Largest SDP accepted from a client, in bytes.
     pub max_sdp_bytes: usize,
+    /// Bandwidth estimation (with str0m's pacer) on subscribe connections,
+    /// starting from this estimate in bits per second. The estimate chooses
+    /// each subscriber's simulcast layers and pauses video on a poor link.
+    /// `None` turns it off: packets leave unpaced, as before simulcast, and
+    /// layers follow only the sizes subscribers ask for.
+    pub initial_estimate_bps: Option<u64>,
 }
 
 impl Default for SfuConfig {
@@ -80,6 +86,7 @@ impl Default for SfuConfig {
             stats_interval: Duration::from_secs(1),
             max_tracks_per_participant: 4,
             max_sdp_bytes: 32 * 1024,
+            initial_estimate_bps: Some(1_000_000),
         }
     }
 }

@@ -27,11 +27,6 @@ use crate::api::{
 use crate::core::{CoreConfig, CoreEvent, MediaCore, Outgoing};
 use crate::udp::{BATCH, RecvBatch, SendBatch, recv_batch, send_batch};
 
-/// Where a subscribe connection's bandwidth estimate starts (bits per
-/// second): enough for a middle simulcast layer of a few people, so a
-/// class starts sharp enough and climbs as the estimator probes.
-pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
-
 /// A request from the handle to a worker. Each carries its reply channel.
 pub(crate) enum Command {
     CreateRoom {
@@ -178,7 +173,7 @@ impl Worker {
             stats_interval: config.stats_interval,
             max_tracks: config.max_tracks_per_participant,
             max_sdp_bytes: config.max_sdp_bytes,
-            initial_estimate_bps: Some(INITIAL_ESTIMATE_BPS),
+            initial_estimate_bps: config.initial_estimate_bps,
         }
     }
 

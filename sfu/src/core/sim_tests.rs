@@ -17,8 +17,6 @@ use super::{CoreConfig, CoreEvent, MediaCore};
 use crate::api::{ParticipantEvent, ParticipantId, RemovedReason, RoomId};
 
 const SERVER: &str = "127.0.0.1:5000";
-/// The estimate subscribe connections start from, as the worker's.
-const INITIAL_ESTIMATE_BPS: u64 = crate::worker::INITIAL_ESTIMATE_BPS;
 
 /// One simulated client connection (publish or subscribe).
 /// One packet a subscriber received: where it sits in its stream, and what
@@ -103,7 +101,7 @@ fn config() -> CoreConfig {
         stats_interval: Duration::from_secs(1),
         max_tracks: 4,
         max_sdp_bytes: 32 * 1024,
-        initial_estimate_bps: Some(INITIAL_ESTIMATE_BPS),
+        initial_estimate_bps: crate::api::SfuConfig::default().initial_estimate_bps,
     }
 }
 
