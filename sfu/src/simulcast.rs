@@ -124,9 +124,12 @@ impl RateMeter {
 pub(crate) const NOMINAL_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
 
 /// Upgrading to a higher layer than the one forwarded now needs this much
-/// headroom (percent of the layer's rate), so that an estimate hovering
-/// around a layer's rate does not switch layers back and forth.
-const UPGRADE_HEADROOM_PERCENT: u64 = 15;
+/// headroom (percent of the layer's rate), and the layer forwarded now is
+/// kept until the budget falls this much short of it: an estimate hovering
+/// around a layer's rate (it moves by tens of percent from one report to
+/// the next) does not switch layers back and forth, each switch costing a
+/// keyframe.
+const HYSTERESIS_PERCENT: u64 = 15;
 
 /// One layer of a published track, as the allocator sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,12 +223,16 @@ pub(crate) fn allocate(budget_bps: Option<u64>, demands: &[TrackDemand<'_>]) -> 
             if !l.active {
                 continue;
             }
-            let headroom =
-                if d.current.is_none_or(|c| layer > c) { l.bitrate_bps * UPGRADE_HEADROOM_PERCENT / 100 } else { 0 };
+            let band = l.bitrate_bps * HYSTERESIS_PERCENT / 100;
             let extra = l.bitrate_bps.saturating_sub(base);
-            if extra + headroom <= remaining {
+            let cost = match d.current {
+                Some(c) if layer == c => extra.saturating_sub(band),
+                Some(c) if layer < c => extra,
+                _ => extra + band,
+            };
+            if cost <= remaining {
                 picks[i] = Pick::Layer(layer);
-                remaining -= extra;
+                remaining = remaining.saturating_sub(extra);
                 break;
             }
         }
@@ -325,6 +332,9 @@ mod tests {
         assert_eq!(one(1_050_000, Some(2)), Pick::Layer(2), "keeps the top layer at its rate");
         assert_eq!(one(1_050_000, Some(1)), Pick::Layer(1), "does not climb without 15% to spare");
         assert_eq!(one(1_200_000, Some(1)), Pick::Layer(2));
+        // The top layer stays while the shortfall is under 15%, and goes beyond.
+        assert_eq!(one(900_000, Some(2)), Pick::Layer(2));
+        assert_eq!(one(800_000, Some(2)), Pick::Layer(1));
     }
 
     #[test]
