@@ -216,6 +216,7 @@ async function connect(joinToken) {
     state.media?.dropParticipant(detail.participant_id);
   });
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
+  signaling.addEventListener('video_paused', ({ detail }) => view.videoPaused(detail.track.participant_id, detail.paused));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   signaling.addEventListener('room_closed', () => finish());
   // The media server lost our media (a fault, a restarted worker): publish again.
@@ -242,7 +243,11 @@ async function republish(signaling) {
   state.media?.close();
   const media = new MediaSession(signaling);
   state.media = media;
-  media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
+  media.addEventListener('track', ({ detail }) => {
+    view.addTrack(detail.participantId, detail.track);
+    if (detail.track.kind === 'video') media.preferSize(detail.participantId, view.tileHeight(detail.participantId));
+  });
+  view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
   media.addEventListener('stall', async () => {
     const banner = $('reconnecting');

@@ -247,6 +247,7 @@ async function connectSignaling() {
     state.media?.dropParticipant(detail.participant_id);
   });
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
+  signaling.addEventListener('video_paused', ({ detail }) => view.videoPaused(detail.track.participant_id, detail.paused));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   // The media server lost our media (a fault, a restarted worker): publish again.
   signaling.addEventListener('media_removed', () => {
@@ -289,7 +290,11 @@ async function startCall(newConnections) {
   state.media?.close();
   const media = new MediaSession(state.signaling);
   state.media = media;
-  media.addEventListener('track', ({ detail }) => view.addTrack(detail.participantId, detail.track));
+  media.addEventListener('track', ({ detail }) => {
+    view.addTrack(detail.participantId, detail.track);
+    if (detail.track.kind === 'video') media.preferSize(detail.participantId, view.tileHeight(detail.participantId));
+  });
+  view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
   media.addEventListener('stall', () => onStall());
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });

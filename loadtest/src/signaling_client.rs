@@ -219,6 +219,9 @@ fn with_id(message: ClientMessage, new_id: String) -> ClientMessage {
         }
         ClientMessage::Trickle { connection, candidate, .. } => ClientMessage::Trickle { id, connection, candidate },
         ClientMessage::Mute { kind, muted, .. } => ClientMessage::Mute { id, kind, muted },
+        ClientMessage::PreferredSize { participant_id, height, pinned, .. } => {
+            ClientMessage::PreferredSize { id, participant_id, height, pinned }
+        }
         ClientMessage::Chat { text, .. } => ClientMessage::Chat { id, text },
         ClientMessage::Admit { participant_id, .. } => ClientMessage::Admit { id, participant_id },
         ClientMessage::Deny { participant_id, message, .. } => ClientMessage::Deny { id, participant_id, message },

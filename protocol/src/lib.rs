@@ -187,6 +187,22 @@ pub enum ClientMessage {
         kind: TrackKind,
         muted: bool,
     },
+    /// How large the client shows a remote participant's video: the
+    /// server then sends a simulcast layer no taller than `height` (a
+    /// single-layer video is sent as it comes).
+    PreferredSize {
+        #[serde(default)]
+        id: Option<String>,
+        /// Whose video.
+        participant_id: String,
+        /// The tile's height in device pixels (CSS height times
+        /// `devicePixelRatio`); at least 1.
+        height: u32,
+        /// The tile is pinned: keep its video (lowest layer) when the link
+        /// is too poor for every video; others pause first.
+        #[serde(default)]
+        pinned: bool,
+    },
     /// A text chat line to everyone in the call (not stored, not logged).
     Chat {
         #[serde(default)]
@@ -243,6 +259,7 @@ impl ClientMessage {
             | ClientMessage::SubscribeRestart { id, .. }
             | ClientMessage::Trickle { id, .. }
             | ClientMessage::Mute { id, .. }
+            | ClientMessage::PreferredSize { id, .. }
             | ClientMessage::Chat { id, .. }
             | ClientMessage::Admit { id, .. }
             | ClientMessage::Deny { id, .. }
@@ -264,6 +281,7 @@ impl ClientMessage {
             ClientMessage::SubscribeRestart { .. } => "subscribe_restart",
             ClientMessage::Trickle { .. } => "trickle",
             ClientMessage::Mute { .. } => "mute",
+            ClientMessage::PreferredSize { .. } => "preferred_size",
             ClientMessage::Chat { .. } => "chat",
             ClientMessage::Admit { .. } => "admit",
             ClientMessage::Deny { .. } => "deny",
@@ -388,6 +406,10 @@ pub enum ServerMessage {
     TrackAdded { track: TrackInfo },
     /// A remote track was removed from the subscribe connection.
     TrackRemoved { track: TrackInfo },
+    /// A remote video was paused because your link is too poor for it
+    /// (`paused: true`; its audio goes on), or flows again. Sent only for
+    /// simulcast videos.
+    VideoPaused { track: TrackInfo, paused: bool },
     /// Someone muted or unmuted.
     MuteChanged { participant_id: String, kind: TrackKind, muted: bool },
     /// The server dropped this participant's media connections (`timeout`:
@@ -488,6 +510,8 @@ pub enum ErrorCode {
     SeatReplaced,
     /// A publish offer carries more tracks than a participant may publish.
     TooManyTracks,
+    /// A `preferred_size` with a height of 0.
+    InvalidSize,
     /// Something failed on the server; the request may be retried.
     Internal,
 }
@@ -526,6 +550,7 @@ impl ErrorCode {
             ErrorCode::AccountDisabled => "account_disabled",
             ErrorCode::SeatReplaced => "seat_replaced",
             ErrorCode::TooManyTracks => "too_many_tracks",
+            ErrorCode::InvalidSize => "invalid_size",
             ErrorCode::Internal => "internal",
         }
     }
@@ -579,7 +604,7 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             id,
         });
     };
-    const KNOWN: [&str; 15] = [
+    const KNOWN: [&str; 16] = [
         "chat",
         "admit",
         "deny",
@@ -593,6 +618,7 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
         "subscribe_restart",
         "trickle",
         "mute",
+        "preferred_size",
         "leave",
         "ping",
     ];
@@ -706,6 +732,9 @@ mod properties {
                 muted
             }),
             (any_id(), ".{0,100}").prop_map(|(id, text)| ClientMessage::Chat { id, text }),
+            (any_id(), ".{0,40}", any::<u32>(), any::<bool>()).prop_map(|(id, participant_id, height, pinned)| {
+                ClientMessage::PreferredSize { id, participant_id, height, pinned }
+            }),
             (any_id(), ".{0,40}", proptest::option::of(".{0,60}"))
                 .prop_map(|(id, participant_id, message)| ClientMessage::Deny { id, participant_id, message }),
             any_id().prop_map(|id| ClientMessage::Leave { id }),
@@ -728,6 +757,7 @@ mod properties {
                 Just("join".to_string()),
                 Just("trickle".to_string()),
                 Just("mute".to_string()),
+                Just("preferred_size".to_string()),
                 Just("admit".to_string()),
                 ".{0,12}"
             ],

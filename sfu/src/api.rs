@@ -78,6 +78,12 @@ pub struct SfuConfig {
     pub max_tracks_per_participant: usize,
     /// Largest SDP accepted from a client, in bytes.
     pub max_sdp_bytes: usize,
+    /// Bandwidth estimation (with str0m's pacer) on subscribe connections,
+    /// starting from this estimate in bits per second. The estimate chooses
+    /// each subscriber's simulcast layers and pauses video on a poor link.
+    /// `None` turns it off: packets leave unpaced, as before simulcast, and
+    /// layers follow only the sizes subscribers ask for.
+    pub initial_estimate_bps: Option<u64>,
 }
 
 impl Default for SfuConfig {
@@ -95,6 +101,7 @@ impl Default for SfuConfig {
             stats_interval: Duration::from_secs(1),
             max_tracks_per_participant: 4,
             max_sdp_bytes: 32 * 1024,
+            initial_estimate_bps: Some(1_000_000),
         }
     }
 }
@@ -118,6 +125,26 @@ pub struct SubscribedTrack {
     /// The msid track id in the subscribe SDP (the msid stream id is the
     /// publisher's participant id).
     pub track_id: String,
+}
+
+/// How one subscriber wants a publisher's video, for publishers that send
+/// simulcast (several layers of one camera); a single-layer track is
+/// forwarded as it comes whatever this says.
+///
+/// Given with `SfuHandle::set_video_preference`. The sfu then forwards,
+/// per subscriber and track, the highest layer no taller than `max_height`
+/// that the subscriber's bandwidth estimate covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoPreference {
+    /// The tallest picture wanted, in pixels (the tile's height on screen,
+    /// times the device pixel ratio). `None`: no limit. The lowest layer is
+    /// forwarded even when it is taller.
+    pub max_height: Option<u16>,
+    /// Keep this video when the link is too poor for everyone's: it gets its
+    /// lowest layer while other videos are paused (audio always flows). The
+    /// caller decides what deserves it (for example the person leading a
+    /// group session, or a pinned tile).
+    pub keep: bool,
 }
 
 /// Why the sfu removed a participant on its own.
@@ -172,6 +199,16 @@ pub enum ParticipantEvent {
     TrackRemoved(SubscribedTrack),
     /// One of the participant's connections completed ICE and DTLS.
     Connected(Connection),
+    /// A simulcast video in the subscribe connection was paused because the
+    /// participant's bandwidth estimate does not cover even its lowest layer
+    /// (`paused: true`), or flows again (`paused: false`). Audio is never
+    /// paused. A client may say so on the tile.
+    VideoPaused {
+        /// The track.
+        track: SubscribedTrack,
+        /// Whether it is paused now.
+        paused: bool,
+    },
     /// The sfu removed the participant; no more events follow.
     Removed(RemovedReason),
 }
@@ -275,6 +312,9 @@ pub struct WorkerStats {
     pub worker: usize,
     /// The worker's UDP port.
     pub port: u16,
+    /// Times this worker died and the supervisor restarted it. Kept by
+    /// the supervisor: the other counters start again from zero.
+    pub restarts: u64,
     /// Rooms on this worker.
     pub rooms: u64,
     /// Participants on this worker.
@@ -369,4 +409,7 @@ pub enum SfuError {
     /// nobody else was affected).
     #[error("the media server could not handle this")]
     Fault,
+    /// A video preference names a height of 0.
+    #[error("a preferred height must be at least 1 pixel")]
+    InvalidPreference,
 }

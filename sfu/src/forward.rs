@@ -22,6 +22,8 @@ pub struct SeqRewriter {
     last_out_seq: u64,
     /// Timestamp written with `last_out_seq`.
     last_out_ts: u32,
+    /// How far timestamps move on when a new source takes over.
+    switch_advance: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +43,10 @@ pub struct Rewritten {
     pub timestamp: u32,
 }
 
+/// A nominal frame (3000 ticks at 90 kHz = 33 ms): how far timestamps move
+/// on at a source change whose real gap is unknown.
+const NOMINAL_FRAME_TICKS: u32 = 3000;
+
 /// How far back a late (reordered or retransmitted) packet may be before it
 /// is dropped rather than forwarded.
 const MAX_REORDER: u64 = 1000;
@@ -49,7 +55,20 @@ impl SeqRewriter {
     /// A rewriter whose first packet gets sequence number `initial_seq`
     /// (callers pass a random value below 2^15).
     pub fn new(initial_seq: u16) -> Self {
-        SeqRewriter { anchor: None, last_out_seq: u64::from(initial_seq).saturating_sub(1), last_out_ts: 0 }
+        SeqRewriter {
+            anchor: None,
+            last_out_seq: u64::from(initial_seq).saturating_sub(1),
+            last_out_ts: 0,
+            switch_advance: NOMINAL_FRAME_TICKS,
+        }
+    }
+
+    /// Sets how far (in RTP clock ticks) the timestamps move on from the
+    /// last one written when the next packet comes from another source
+    /// (SSRC): a simulcast layer switch knows the time that passed. Without
+    /// it, a nominal frame is assumed.
+    pub fn set_switch_advance(&mut self, ticks: u32) {
+        self.switch_advance = ticks;
     }
 
     /// Maps one incoming packet (source SSRC, extended sequence number, RTP
@@ -58,12 +77,16 @@ impl SeqRewriter {
         let anchor = match self.anchor {
             Some(a) if a.source_ssrc == source_ssrc => a,
             previous => {
-                // First packet, or the publisher's stream restarted: continue
-                // after the last number we wrote, and keep timestamps moving
-                // forward by a nominal frame (3000 ticks at 90 kHz = 33 ms).
+                // First packet, or another source (the publisher's stream
+                // restarted, or a simulcast layer switch): continue after the
+                // last number we wrote, and keep timestamps moving forward.
                 let first_out_seq = self.last_out_seq + 1;
-                let ts_offset =
-                    if previous.is_some() { self.last_out_ts.wrapping_add(3000).wrapping_sub(in_ts) } else { 0 };
+                let ts_offset = if previous.is_some() {
+                    self.last_out_ts.wrapping_add(self.switch_advance).wrapping_sub(in_ts)
+                } else {
+                    0
+                };
+                self.switch_advance = NOMINAL_FRAME_TICKS;
                 let a = Anchor { source_ssrc, first_in_seq: in_seq, first_out_seq, ts_offset };
                 self.anchor = Some(a);
                 a
@@ -182,6 +205,19 @@ mod tests {
         assert_eq!(after.seq, before.seq + 1);
         assert_eq!(after.timestamp, before.timestamp.wrapping_add(3000));
         assert_eq!(r.rewrite(2, 8, 3012).unwrap().timestamp, after.timestamp.wrapping_add(3000));
+    }
+
+    #[test]
+    fn a_layer_switch_advances_timestamps_by_the_time_given() {
+        let mut r = SeqRewriter::new(10);
+        let last = r.rewrite(1, 100, 90_000).unwrap();
+        r.set_switch_advance(1800);
+        let switched = r.rewrite(2, 5000, 7).unwrap();
+        assert_eq!(switched.seq, last.seq + 1);
+        assert_eq!(switched.timestamp, last.timestamp.wrapping_add(1800));
+        // The advance is used once; a later restart falls back to a nominal frame.
+        let restarted = r.rewrite(3, 1, 0).unwrap();
+        assert_eq!(restarted.timestamp, switched.timestamp.wrapping_add(3000));
     }
 
     #[test]

@@ -278,6 +278,33 @@ impl SfuHandle {
         .await?
     }
 
+    /// How `subscriber` wants `publisher`'s video from now on: the tallest
+    /// picture worth sending (a tile's size) and whether to keep it when
+    /// the subscriber's link is too poor for every video. It applies to
+    /// each of the publisher's simulcast video tracks, and outlasts the
+    /// publisher's reconnects; single-layer tracks are not affected.
+    ///
+    /// Errors: [`SfuError::RoomNotFound`]; [`SfuError::ParticipantNotFound`]
+    /// when either participant is not in the room;
+    /// [`SfuError::InvalidPreference`] for a height of 0.
+    pub async fn set_video_preference(
+        &self,
+        room: &RoomId,
+        subscriber: &ParticipantId,
+        publisher: &ParticipantId,
+        preference: crate::api::VideoPreference,
+    ) -> Result<(), SfuError> {
+        let worker = self.worker_of(room)?;
+        self.call(worker, |reply| Command::SetVideoPreference {
+            room: room.clone(),
+            subscriber: subscriber.clone(),
+            publisher: publisher.clone(),
+            preference,
+            reply,
+        })
+        .await?
+    }
+
     /// Asks for a new subscribe offer: an ICE restart, or (with
     /// `new_connection`) a fresh connection carrying every current track.
     pub async fn restart_subscribe(
@@ -358,7 +385,15 @@ impl SfuHandle {
 
     /// Counters of each worker (refreshed every 250 ms).
     pub fn worker_stats(&self) -> Vec<WorkerStats> {
-        self.inner.workers.iter().filter_map(|w| w.stats.lock().ok().map(|s| s.clone())).collect()
+        self.inner
+            .workers
+            .iter()
+            .filter_map(|w| {
+                let mut stats = w.stats.lock().ok()?.clone();
+                stats.restarts = w.restarts.load(Ordering::SeqCst);
+                Some(stats)
+            })
+            .collect()
     }
 
     /// Removes everyone (each told `Shutdown`), stops the workers and joins

@@ -19,6 +19,7 @@ mod api;
 mod core;
 mod forward;
 mod handle;
+mod simulcast;
 mod tcp;
 mod udp;
 mod worker;
@@ -26,7 +27,7 @@ mod worker;
 pub use api::{
     Connection, Histogram, LOSS_BUCKETS, MediaPath, ParticipantEvent, ParticipantId, ParticipantStats,
     RTT_BUCKETS_SECS, RemovedReason, RoomId, RoomOptions, SfuConfig, SfuError, SubscribedTrack,
-    TURNAROUND_BUCKETS_SECS, TrackKind, WorkerHealth, WorkerStats,
+    TURNAROUND_BUCKETS_SECS, TrackKind, VideoPreference, WorkerHealth, WorkerStats,
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};
 pub use handle::SfuHandle;

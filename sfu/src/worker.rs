@@ -21,7 +21,9 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::api::{Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, SfuError, WorkerStats};
+use crate::api::{
+    Connection, ParticipantEvent, ParticipantId, ParticipantStats, RoomId, SfuError, VideoPreference, WorkerStats,
+};
 use crate::core::{CoreConfig, CoreEvent, MediaCore, Outgoing};
 use crate::tcp::{TcpConnection, TcpEvent};
 use crate::udp::{BATCH, RecvBatch, SendBatch, recv_batch, send_batch};
@@ -49,6 +51,13 @@ pub(crate) enum Command {
         participant: ParticipantId,
         offer: String,
         reply: oneshot::Sender<Result<String, SfuError>>,
+    },
+    SetVideoPreference {
+        room: RoomId,
+        subscriber: ParticipantId,
+        publisher: ParticipantId,
+        preference: VideoPreference,
+        reply: oneshot::Sender<Result<(), SfuError>>,
     },
     AnswerSubscribe {
         room: RoomId,
@@ -212,6 +221,7 @@ impl Worker {
             stats_interval: config.stats_interval,
             max_tracks: config.max_tracks_per_participant,
             max_sdp_bytes: config.max_sdp_bytes,
+            initial_estimate_bps: config.initial_estimate_bps,
         }
     }
 
@@ -324,6 +334,9 @@ impl Worker {
             }
             Command::PublishOffer { room, participant, offer, reply } => {
                 let _ = reply.send(core.publish_offer(now, &room, &participant, &offer));
+            }
+            Command::SetVideoPreference { room, subscriber, publisher, preference, reply } => {
+                let _ = reply.send(core.set_video_preference(now, &room, &subscriber, &publisher, preference));
             }
             Command::AnswerSubscribe { room, participant, answer, reply } => {
                 let _ = reply.send(core.answer_subscribe(now, &room, &participant, &answer));

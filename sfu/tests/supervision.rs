@@ -38,6 +38,9 @@ async fn a_dead_worker_is_restarted_and_avoided_meanwhile() {
     let health = sfu.worker_health();
     assert_eq!((health[0].restarts, health[0].port), (1, ports[0]));
     assert_eq!(health[1].restarts, 0);
+    // The restart count reaches the stats (and so /metrics), across the restart.
+    let counted: Vec<u64> = sfu.worker_stats().iter().map(|w| w.restarts).collect();
+    assert_eq!(counted, vec![1, 0]);
     // And takes rooms again: the rooms it held are gone, so "a" is new.
     sfu.create_room(RoomId("a".into()), RoomOptions::default()).await.expect("placed again");
     let stats = sfu.participant_stats().await;

@@ -445,6 +445,7 @@ impl Session {
                 | ClientMessage::SubscribeRestart { .. }
                 | ClientMessage::Trickle { .. }
                 | ClientMessage::Mute { .. }
+                | ClientMessage::PreferredSize { .. }
         );
         if needs_media && !admitted {
             self.error(message.id().map(str::to_owned), ErrorCode::NotAdmitted, "wait until the clinician admits you");
@@ -548,6 +549,32 @@ impl Session {
                     );
                 }
                 self.send(ServerMessage::Ack { id });
+            }
+            ClientMessage::PreferredSize { id, participant_id, height, pinned } => {
+                if height == 0 {
+                    self.error(id, ErrorCode::InvalidSize, "a preferred height must be at least 1 pixel");
+                    return true;
+                }
+                if !in_sfu {
+                    self.error(id, ErrorCode::MediaNotStarted, "send a publish_offer first");
+                    return true;
+                }
+                let preference = teleconsult_sfu::VideoPreference {
+                    max_height: Some(u16::try_from(height).unwrap_or(u16::MAX)),
+                    keep: pinned,
+                };
+                let publisher = ParticipantId(participant_id);
+                match sfu.set_video_preference(&room, &participant, &publisher, preference).await {
+                    Ok(()) => self.send(ServerMessage::Ack { id }),
+                    // We are in the media room (checked above): the other one is not.
+                    Err(SfuError::ParticipantNotFound) => {
+                        self.error(id, ErrorCode::ParticipantNotFound, "no such participant in the call")
+                    }
+                    Err(SfuError::InvalidPreference) => {
+                        self.error(id, ErrorCode::InvalidSize, "a preferred height must be at least 1 pixel")
+                    }
+                    Err(e) => self.sfu_error(id, e),
+                }
             }
             ClientMessage::Chat { id, text } => {
                 if text.trim().is_empty() || text.chars().count() > MAX_CHAT_CHARS {
@@ -824,6 +851,9 @@ async fn pump_media_events(
             }
             ParticipantEvent::TrackAdded(t) => ServerMessage::TrackAdded { track: track_info(t) },
             ParticipantEvent::TrackRemoved(t) => ServerMessage::TrackRemoved { track: track_info(t) },
+            ParticipantEvent::VideoPaused { track, paused } => {
+                ServerMessage::VideoPaused { track: track_info(track), paused }
+            }
             ParticipantEvent::Connected(Connection::Subscribe) => {
                 // Remote media now reaches the seat: its join time ends here.
                 let subject =

@@ -360,6 +360,41 @@ async fn errors_answer_the_request_they_are_about() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_size_is_checked_and_reaches_the_media_server() {
+    let server = server().await;
+    let room = "room-sizes";
+    let a = common::media_participant(&server, room, Role::Clinician, "A").await;
+    let b = common::media_participant(&server, room, Role::Patient, "B").await;
+    assert!(eventually(Duration::from_secs(15), || async { b.packets_from(&a.participant_id) > 20 }).await);
+    let size = |participant_id: &str, height: u32| ClientMessage::PreferredSize {
+        id: None,
+        participant_id: participant_id.to_string(),
+        height,
+        pinned: true,
+    };
+    let reply = b.signaling.request(size(&a.participant_id, 360)).await.unwrap();
+    assert!(matches!(reply, ServerMessage::Ack { .. }), "{reply:?}");
+    let err = b.signaling.request(size(&a.participant_id, 0)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidSize));
+    let err = b.signaling.request(size("p-nobody", 360)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::ParticipantNotFound));
+    // A single-layer video is sent as it comes, whatever size is asked.
+    let before = b.packets_from(&a.participant_id);
+    let reply = b.signaling.request(size(&a.participant_id, 1)).await.unwrap();
+    assert!(matches!(reply, ServerMessage::Ack { .. }), "{reply:?}");
+    assert!(eventually(Duration::from_secs(5), || async { b.packets_from(&a.participant_id) > before + 50 }).await);
+
+    // Someone joined but without media yet is told so.
+    let (c, _e) = SignalingClient::connect(&ws_url(&server)).await.unwrap();
+    c.hello().await.unwrap();
+    let token = common::token(&server, "room-sizes-early", Role::Guest, "Early");
+    c.request(ClientMessage::Join { id: None, token }).await.unwrap();
+    let err = c.request(size(&a.participant_id, 360)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::MediaNotStarted));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sign_in_flood_never_starves_a_running_call() {
     let mut config = common::config();
     // Behind a proxy, so each guess can come from its own address and only

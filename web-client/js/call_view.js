@@ -25,6 +25,33 @@ export class CallView {
     /** participant id -> { info, tile, video, stream } */
     this.remote = new Map();
     this.self = null;
+    /** Called with (participant id, tile height in device pixels) when a tile appears or changes size. */
+    this.onTileSize = null;
+    this.#resize = typeof ResizeObserver === 'function'
+      ? new ResizeObserver((entries) => {
+        for (const e of entries) {
+          const id = e.target.closest('.tile')?.dataset.participant;
+          if (id) this.onTileSize?.(id, this.tileHeight(id));
+        }
+      })
+      : null;
+  }
+
+  #resize;
+
+  /** The height of a participant's picture on screen, in device pixels (0: hidden). */
+  tileHeight(participantId) {
+    const video = this.remote.get(participantId)?.video;
+    if (!video) return 0;
+    return Math.round(video.getBoundingClientRect().height * (window.devicePixelRatio || 1));
+  }
+
+  /** The server paused (or resumed) someone's video because our link is too poor for it. */
+  videoPaused(participantId, paused) {
+    const entry = this.remote.get(participantId);
+    if (!entry) return;
+    entry.paused.hidden = !paused;
+    entry.tile.classList.toggle('video-paused', paused);
   }
 
   /** Who we are (listed first, as "You"). */
@@ -133,10 +160,15 @@ export class CallView {
     mic.className = 'state mic-off';
     const cam = document.createElement('span');
     cam.className = 'state camera-off';
-    caption.append(name, ' ', role, ' ', mic, ' ', cam);
+    const paused = document.createElement('span');
+    paused.className = 'state video-paused';
+    paused.textContent = this.t('video_paused');
+    paused.hidden = true;
+    caption.append(name, ' ', role, ' ', mic, ' ', cam, ' ', paused);
     tile.append(video, placeholder, caption);
     this.tiles.append(tile);
-    entry = { info: null, tile, video, placeholder, name, role, mic, cam, stream: new MediaStream() };
+    this.#resize?.observe(video);
+    entry = { info: null, tile, video, placeholder, name, role, mic, cam, paused, stream: new MediaStream() };
     this.remote.set(participantId, entry);
     this.#layout();
     return entry;
@@ -152,6 +184,7 @@ export class CallView {
     const entry = this.remote.get(participantId);
     if (!entry) return;
     entry.video.srcObject = null;
+    this.#resize?.unobserve(entry.video);
     entry.tile.remove();
     this.remote.delete(participantId);
     this.#layout();

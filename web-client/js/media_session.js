@@ -31,6 +31,16 @@ const RESTART_AFTER_MS = 4000;
 const PING_TIMEOUT_MS = 1500;
 /** Fresh subscribe connections allowed per minute before giving up. */
 const MAX_SUBSCRIBE_RESETS = 3;
+/**
+ * Simulcast layers of the camera, low to high as the server expects
+ * (docs/media.md): a quarter, a half and the full size. The server sends
+ * each viewer one of them, by its link and its tile's size.
+ */
+export const SIMULCAST_ENCODINGS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 },
+  { rid: 'f', maxBitrate: 1500000 },
+];
 
 /**
  * `relay` when this tab was opened with `?ice_transport=relay` (kept for
@@ -79,6 +89,8 @@ export class MediaSession extends EventTarget {
 
   #onOffer;
   #offers = Promise.resolve();
+  /** participant id -> the last `preferred_size` sent ("height:pinned") */
+  #sizes = new Map();
   #resets = [];
   #watch;
   #restartTimer;
@@ -115,12 +127,17 @@ export class MediaSession extends EventTarget {
     return pc;
   }
 
-  /** Publishes the tracks of `stream` (send-only). */
-  async publish(stream) {
+  /**
+   * Publishes the tracks of `stream` (send-only); with `simulcast`, the
+   * camera in three layers (group sessions, where viewers differ).
+   */
+  async publish(stream, { simulcast = false } = {}) {
     const pc = this.#newPeer('publish');
     this.publishPc = pc;
     for (const track of stream.getTracks()) {
-      pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+      const init = { direction: 'sendonly', streams: [stream] };
+      if (simulcast && track.kind === 'video') init.sendEncodings = SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+      pc.addTransceiver(track, init);
     }
     if (stream.getTracks().length === 0) {
       // Neither camera nor microphone: publish nothing, still receive.
@@ -230,7 +247,26 @@ export class MediaSession extends EventTarget {
   }
 
   /** Forgets a participant's media (after participant_left). */
+  /**
+   * Tells the server how tall (device pixels) `participantId`'s tile is, so
+   * that a simulcast publisher is sent in the layer that fits; `pinned`
+   * keeps that video when the link is too poor for all. A size already
+   * sent is not sent again.
+   */
+  preferSize(participantId, height, pinned = false) {
+    if (this.closed) return;
+    const h = Math.max(1, Math.round(height));
+    const key = `${h}:${pinned}`;
+    if (this.#sizes.get(participantId) === key) return;
+    this.#sizes.set(participantId, key);
+    this.signaling
+      .request({ type: 'preferred_size', participant_id: participantId, height: h, pinned })
+      // Not publishing yet (participant_not_found): sent again with their track.
+      .catch(() => this.#sizes.delete(participantId));
+  }
+
   dropParticipant(participantId) {
+    this.#sizes.delete(participantId);
     const stream = this.remoteStreams.get(participantId);
     if (!stream) return;
     for (const track of stream.getTracks()) this.#trackGone(participantId, stream, track);

@@ -14,7 +14,8 @@ function setStatus(text) {
 }
 
 async function main() {
-  const token = new URLSearchParams(location.hash.slice(1)).get('token');
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get('token');
   if (!token) {
     throw Object.assign(new Error('This page needs a join token in its address.'), { code: 'no_token' });
   }
@@ -43,9 +44,12 @@ async function main() {
     document.getElementById(`remote-${detail.participant_id}`)?.remove();
   });
 
-  const local = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+  // `hd=1`: a 1280×720 camera, so that a browser sends all three simulcast layers.
+  const video = params.get('hd') === '1' ? { width: 1280, height: 720 } : true;
+  const local = await navigator.mediaDevices.getUserMedia({ audio: true, video });
   document.getElementById('local').srcObject = local;
-  await media.publish(local);
+  // `simulcast=1` in the fragment: the camera in three layers (tests of layer choice).
+  await media.publish(local, { simulcast: params.get('simulcast') === '1' });
   state.phase = 'in_call';
   setStatus('In the call.');
 }
@@ -55,6 +59,14 @@ window.teleconsultTest = {
   media: null,
   async stats() {
     return this.media ? this.media.inboundStats() : { framesDecoded: 0, packetsReceived: 0 };
+  },
+  /** Asks for a participant's video at most `height` pixels tall (`preferred_size`). */
+  size(participantId, height) {
+    this.media?.preferSize(participantId, height);
+  },
+  /** The decoded width of a participant's video (0 before the first frame). */
+  videoWidth(participantId) {
+    return document.getElementById(`remote-${participantId}`)?.videoWidth ?? 0;
   },
 };
 

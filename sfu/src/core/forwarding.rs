@@ -11,11 +11,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use str0m::format::PayloadParams;
-use str0m::media::{KeyframeRequestKind, Mid, Pt};
+use str0m::media::{KeyframeRequestKind, Mid, Pt, Rid};
 use str0m::rtp::{ExtensionValues, RtpWrite, SeqNo};
 
 use super::{Action, MediaCore, OutState, PartIx, PeerIx, Side, Timer};
 use crate::api::TrackKind;
+use crate::simulcast::Pick;
 
 /// One packet from a publisher, as the subscribers' writers need it.
 pub(super) struct Packet {
@@ -29,7 +30,15 @@ pub(super) struct Packet {
     pub payload: Arc<[u8]>,
     pub wallclock: Instant,
     pub video: bool,
+    /// Simulcast: the packet's layer (its index in the track's layers), and
+    /// whether it starts a keyframe, where a subscriber may switch to it.
+    pub simulcast: bool,
+    pub layer: usize,
+    pub keyframe: bool,
 }
+
+/// Video RTP clock ticks per millisecond (90 kHz).
+const VIDEO_TICKS_PER_MS: u128 = 90;
 
 impl MediaCore {
     /// Writes `packet` of `publisher`'s track number `track` to every
@@ -42,6 +51,22 @@ impl MediaCore {
             let Side::Subscribe(sub) = &mut peer.side else { continue };
             let Some(out) = sub.tracks.get_mut(fan.out) else { continue };
             let OutState::Open(out_mid) = out.state else { continue };
+            if packet.simulcast && out.current != Some(packet.layer) {
+                // Another layer than the one forwarded: only the chosen
+                // layer, and only from a keyframe, can take over (the
+                // subscriber's decoder has no reference frame of it).
+                if out.target != Pick::Layer(packet.layer) || !packet.keyframe {
+                    continue;
+                }
+                // The new layer's numbers continue the subscriber's: the
+                // rewriter re-anchors on its SSRC, its timestamps moved on
+                // by the time that really passed since the last packet.
+                let ticks = out
+                    .last_wallclock
+                    .map_or(1, |at| packet.wallclock.saturating_duration_since(at).as_millis() * VIDEO_TICKS_PER_MS);
+                out.seq.set_switch_advance(u32::try_from(ticks).unwrap_or(u32::MAX).max(1));
+                out.current = Some(packet.layer);
+            }
             let out_pt = match out.pt_map {
                 Some((in_pt, out_pt)) if in_pt == packet.in_pt => out_pt,
                 _ => {
@@ -53,6 +78,7 @@ impl MediaCore {
                 }
             };
             let Some(rw) = out.seq.rewrite(packet.source_ssrc, *packet.seq_no, packet.timestamp) else { continue };
+            out.last_wallclock = Some(packet.wallclock);
             let written = super::guarded(|| {
                 let mut api = peer.rtc.direct_api();
                 let Some(tx) = api.stream_tx_by_mid(out_mid, None) else { return false };
@@ -99,8 +125,13 @@ impl MediaCore {
         if !self.is(t.source, t.source_serial) {
             return;
         }
+        // The layer the subscriber decodes now, or the one it waits for.
+        let layer = match (t.current, t.target) {
+            (Some(layer), _) | (None, Pick::Layer(layer)) => layer,
+            (None, Pick::Paused) => return,
+        };
         let (source, mid) = (t.source, t.source_mid);
-        self.keyframe_from(now, source, mid);
+        self.keyframe_from(now, source, mid, layer);
     }
 
     /// Throttled keyframe request to one publisher track: at once, or, inside
@@ -108,25 +139,29 @@ impl MediaCore {
     /// keyframes: a PLI for an audio stream is noise the publisher may
     /// mishandle (some stacks deliver a compound RTCP packet to the first
     /// SSRC's sender only, so a video PLI behind an audio one was lost).
-    pub(super) fn keyframe_from(&mut self, now: Instant, publisher: PartIx, mid: Mid) {
+    /// For a simulcast track, the request goes to one `layer` (each has its
+    /// own throttle); a plain track has layer 0 only.
+    pub(super) fn keyframe_from(&mut self, now: Instant, publisher: PartIx, mid: Mid, layer: usize) {
         let Some(p) = self.participants.get_mut(publisher) else { return };
         let (publish, serial) = (p.publish, p.serial);
         let Some((index, t)) = p.tracks.iter_mut().enumerate().find(|(_, t)| t.mid == mid) else { return };
         if t.kind != TrackKind::Video {
             return;
         }
-        if t.keyframes.request(now) {
+        let Some(l) = t.layers.get_mut(layer) else { return };
+        if l.keyframes.request(now) {
+            let rid = l.rid;
             if let Some(key) = publish {
-                self.send_keyframe_request(now, key, mid);
+                self.send_keyframe_request(now, key, mid, rid);
             }
-        } else if let Some(at) = t.keyframes.deferred_until() {
-            self.timers.set(at, Timer::Keyframe(publisher, serial, index));
+        } else if let Some(at) = l.keyframes.deferred_until() {
+            self.timers.set(at, Timer::Keyframe(publisher, serial, index, layer));
         }
     }
 
-    pub(super) fn send_keyframe_request(&mut self, now: Instant, key: PeerIx, mid: Mid) {
+    pub(super) fn send_keyframe_request(&mut self, now: Instant, key: PeerIx, mid: Mid, rid: Option<Rid>) {
         let Some(peer) = self.peers.get_mut(key) else { return };
-        let sent = super::guarded(|| match peer.rtc.direct_api().stream_rx_by_mid(mid, None) {
+        let sent = super::guarded(|| match peer.rtc.direct_api().stream_rx_by_mid(mid, rid) {
             Some(rx) => {
                 rx.request_keyframe(KeyframeRequestKind::Pli);
                 true

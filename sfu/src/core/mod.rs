@@ -26,20 +26,23 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use slab::Slab;
+use str0m::bwe::Bitrate;
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Mid, Pt};
+use str0m::media::{Mid, Pt, Rid};
 use str0m::net::{DatagramRecv, Protocol, Receive};
 use str0m::{Candidate, Input, Output, Rtc, RtcConfig};
 use tracing::{debug, info, warn};
 
 use crate::api::{
     Connection, ParticipantEvent, ParticipantId, ParticipantStats, RemovedReason, RoomId, SfuError, SubscribedTrack,
-    TrackKind, WorkerStats,
+    TrackKind, VideoPreference, WorkerStats,
 };
 use crate::forward::{KeyframeThrottle, SeqRewriter};
+use crate::simulcast::{Pick, RateMeter};
 
 mod events;
 mod forwarding;
+mod layers;
 mod negotiation;
 mod sdp;
 mod stats;
@@ -47,6 +50,10 @@ mod timers;
 
 use stats::PeerMediaStats;
 use timers::{Timer, Timers};
+
+/// How long a peer whose timeout fired without sending anything waits
+/// before its next timeout, when str0m asks for one at the same instant.
+const PACING_TICK: Duration = Duration::from_millis(1);
 
 /// How often silent participants are looked for.
 const SILENCE_CHECK: Duration = Duration::from_millis(500);
@@ -69,6 +76,10 @@ pub(crate) struct CoreConfig {
     pub stats_interval: Duration,
     pub max_tracks: usize,
     pub max_sdp_bytes: usize,
+    /// Bandwidth estimation on subscribe connections, starting from this
+    /// estimate (bits per second); `None` turns it off (tests that set the
+    /// estimate themselves).
+    pub initial_estimate_bps: Option<u64>,
 }
 
 /// A datagram to send.
@@ -99,6 +110,9 @@ type PeerIx = usize;
 pub(crate) struct MediaCore {
     config: CoreConfig,
     rtc_config: RtcConfig,
+    /// As `rtc_config`, with bandwidth estimation (and so pacing) on: the
+    /// estimate chooses simulcast layers.
+    subscribe_config: RtcConfig,
     room_index: FxHashMap<RoomId, RoomIx>,
     rooms: Slab<Room>,
     participants: Slab<Participant>,
@@ -153,6 +167,10 @@ struct Participant {
     /// When the participant (re)offered media; its peers' own
     /// `last_received` times count from here.
     last_activity: Instant,
+    /// As a subscriber: how it wants each publisher's video (by publisher
+    /// id, so a publisher's reconnect keeps it). At most one entry per
+    /// member of the room.
+    video_prefs: Vec<(ParticipantId, VideoPreference)>,
 }
 
 /// A track a participant publishes.
@@ -161,9 +179,33 @@ struct TrackIn {
     kind: TrackKind,
     /// The msid track id subscribers see.
     track_id: String,
-    keyframes: KeyframeThrottle,
+    /// Its encodings: one (rid `None`) for a plain track, or its simulcast
+    /// layers from low to high, in the order the publisher's SDP lists them.
+    layers: Vec<LayerIn>,
     /// Where its packets go: open tracks of subscribe connections.
     fanout: Vec<Fan>,
+}
+
+impl TrackIn {
+    fn simulcast(&self) -> bool {
+        self.layers.first().is_some_and(|l| l.rid.is_some())
+    }
+}
+
+/// One encoding of a published track.
+struct LayerIn {
+    rid: Option<Rid>,
+    keyframes: KeyframeThrottle,
+    /// Received bitrate, and whether it is being sent at all.
+    meter: RateMeter,
+    /// Picture height, from its last keyframe (VP8).
+    height: Option<u16>,
+}
+
+impl LayerIn {
+    fn new(rid: Option<Rid>, keyframe_interval: Duration) -> Self {
+        LayerIn { rid, keyframes: KeyframeThrottle::new(keyframe_interval), meter: RateMeter::default(), height: None }
+    }
 }
 
 /// One destination of a published track.
@@ -204,6 +246,8 @@ struct Subscription {
     pending: Option<SdpPendingOffer>,
     restart_ice: bool,
     connected: bool,
+    /// The latest bandwidth estimate towards the subscriber, bits per second.
+    estimate_bps: Option<u64>,
 }
 
 /// A remote track in one subscriber's subscribe connection.
@@ -220,6 +264,15 @@ struct TrackOut {
     seq: SeqRewriter,
     /// Publisher PT → our PT, cached after the first packet.
     pt_map: Option<(Pt, Pt)>,
+    /// Simulcast: the layer chosen for this subscriber (forwarding moves
+    /// to it at its next keyframe), and the one forwarded now.
+    target: Pick,
+    current: Option<usize>,
+    /// Simulcast: whether the subscriber was told the video is paused.
+    told_paused: bool,
+    /// When the last packet written to this track arrived, to carry the
+    /// timestamps across a layer switch by the time that really passed.
+    last_wallclock: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +320,11 @@ enum Action {
         participant: PartIx,
         serial: u64,
     },
+    /// Choose the subscriber's simulcast layers again (a new estimate).
+    Reallocate {
+        participant: PartIx,
+        serial: u64,
+    },
     /// The subscribe connection closed (the client dropped it, e.g. to
     /// start a fresh one): forget it, keep publishing.
     SubscribeClosed {
@@ -305,9 +363,14 @@ impl MediaCore {
             .enable_vp8(true)
             .enable_h264(true)
             .set_stats_interval(Some(config.stats_interval));
+        let subscribe_config = match config.initial_estimate_bps {
+            Some(bps) => rtc_config.clone().enable_bwe(Some(Bitrate::from(bps))),
+            None => rtc_config.clone(),
+        };
         MediaCore {
             config,
             rtc_config,
+            subscribe_config,
             room_index: FxHashMap::default(),
             rooms: Slab::new(),
             participants: Slab::new(),
@@ -394,6 +457,7 @@ impl MediaCore {
             tracks: Vec::new(),
             generation: serial,
             last_activity: now,
+            video_prefs: Vec::new(),
         });
         self.rooms[room_ix].participants.push(pix);
         match self.new_publish_peer(now, pix, offer) {
@@ -490,9 +554,22 @@ impl MediaCore {
         self.register_ufrag(key);
         self.drain(now, key);
         self.rebuild_fanouts(self.participants[pix].room);
+        // Choose layers first, so the keyframes asked for are of those.
+        self.reallocate(now, pix, false);
         if connected {
-            for (source, mid) in opened {
-                self.keyframe_from(now, source, mid);
+            let wanted: Vec<_> = match self.peers.get(key) {
+                Some(Peer { side: Side::Subscribe(sub), .. }) => opened
+                    .iter()
+                    .filter_map(|k| sub.tracks.get(*k))
+                    .filter_map(|t| match t.target {
+                        crate::simulcast::Pick::Layer(layer) => Some((t.source, t.source_mid, layer)),
+                        crate::simulcast::Pick::Paused => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (source, mid, layer) in wanted {
+                self.keyframe_from(now, source, mid, layer);
             }
         }
         // Changes that arrived while the offer was out go in the next one.
@@ -691,20 +768,31 @@ impl MediaCore {
     /// back needs one from everyone it receives.
     fn keyframes_after_silence(&mut self, now: Instant, key: PeerIx) {
         let Some(peer) = self.peers.get(key) else { return };
-        let wanted: Vec<(PartIx, Mid)> = match &peer.side {
+        // (publisher, track, simulcast layer): every layer of a returning
+        // publisher; the layer each returning subscriber decodes or awaits.
+        let wanted: Vec<(PartIx, Mid, usize)> = match &peer.side {
             Side::Publish => match self.participants.get(peer.participant) {
-                Some(p) => p.tracks.iter().map(|t| (peer.participant, t.mid)).collect(),
+                Some(p) => p
+                    .tracks
+                    .iter()
+                    .flat_map(|t| (0..t.layers.len().max(1)).map(move |layer| (peer.participant, t.mid, layer)))
+                    .collect(),
                 None => Vec::new(),
             },
             Side::Subscribe(sub) => sub
                 .tracks
                 .iter()
                 .filter(|(_, t)| matches!(t.state, OutState::Open(_)) && self.is(t.source, t.source_serial))
-                .map(|(_, t)| (t.source, t.source_mid))
+                .filter_map(|(_, t)| match (t.current, t.target) {
+                    (Some(layer), _) | (None, crate::simulcast::Pick::Layer(layer)) => {
+                        Some((t.source, t.source_mid, layer))
+                    }
+                    (None, crate::simulcast::Pick::Paused) => None,
+                })
                 .collect(),
         };
-        for (publisher, mid) in wanted {
-            self.keyframe_from(now, publisher, mid);
+        for (publisher, mid, layer) in wanted {
+            self.keyframe_from(now, publisher, mid, layer);
         }
     }
 
@@ -756,15 +844,30 @@ impl MediaCore {
                         self.fault(now, pix);
                         continue;
                     }
+                    let sent_before = self.transmits.len();
                     self.drain(now, key);
+                    // str0m's pacer (on with bandwidth estimation) sends one
+                    // packet per timeout and asks for the next at once. A
+                    // timeout at this same instant is honoured while it
+                    // sends something; one that sends nothing would spin
+                    // (time does not move within a call), so it waits a tick.
+                    if let Some(peer) = self.peers.get_mut(key)
+                        && self.transmits.len() == sent_before
+                        && peer.scheduled.is_some_and(|t| t <= now)
+                    {
+                        let later = now + PACING_TICK;
+                        self.timers.set(later, Timer::Peer(key, serial));
+                        peer.scheduled = Some(later);
+                    }
                 }
-                Timer::Keyframe(pix, serial, track) => {
+                Timer::Keyframe(pix, serial, track, layer) => {
                     let Some(p) = self.participants.get_mut(pix).filter(|p| p.serial == serial) else { continue };
                     let Some(t) = p.tracks.get_mut(track) else { continue };
-                    if t.keyframes.poll_deferred(now) {
-                        let (publish, mid) = (p.publish, t.mid);
+                    let Some(l) = t.layers.get_mut(layer) else { continue };
+                    if l.keyframes.poll_deferred(now) {
+                        let (publish, mid, rid) = (p.publish, t.mid, l.rid);
                         if let Some(key) = publish {
-                            self.send_keyframe_request(now, key, mid);
+                            self.send_keyframe_request(now, key, mid, rid);
                         }
                     }
                 }
@@ -773,6 +876,8 @@ impl MediaCore {
         if now >= self.next_silence_check {
             self.next_silence_check = now + SILENCE_CHECK;
             self.remove_silent(now);
+            // Layers start and stop, and their rates move, between estimates.
+            self.reallocate_all(now);
         }
         self.settle(now);
     }
@@ -814,7 +919,11 @@ impl MediaCore {
     // ----- peers ----------------------------------------------------------
 
     fn new_peer(&mut self, now: Instant, participant: PartIx, side: Side) -> PeerIx {
-        let mut rtc = self.rtc_config.clone().build(now);
+        let config = match side {
+            Side::Publish => &self.rtc_config,
+            Side::Subscribe(_) => &self.subscribe_config,
+        };
+        let mut rtc = config.clone().build(now);
         for c in &self.config.candidates {
             rtc.add_local_candidate(c.clone());
         }
@@ -943,14 +1052,19 @@ impl MediaCore {
             Action::KeyframeWanted { peer, serial, sub_mid } => self.keyframe_wanted(now, peer, serial, sub_mid),
             Action::SubscriberConnected { participant, serial } => {
                 if self.is(participant, serial) {
-                    for (source, mid) in self.open_sources_of(participant) {
-                        self.keyframe_from(now, source, mid);
+                    for (source, mid, layer) in self.open_sources_of(participant) {
+                        self.keyframe_from(now, source, mid, layer);
                     }
                 }
             }
             Action::Negotiate { participant, serial } => {
                 if self.is(participant, serial) {
                     self.negotiate(now, participant);
+                }
+            }
+            Action::Reallocate { participant, serial } => {
+                if self.is(participant, serial) {
+                    self.reallocate(now, participant, true);
                 }
             }
             Action::SubscribeClosed { participant, serial, peer } => {

@@ -11,17 +11,30 @@
 
 use std::time::Instant;
 
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rids};
 
-use super::{Action, CoreEvent, Fan, MediaCore, OutState, PartIx, Peer, Side, Subscription, TrackIn, TrackOut};
+use super::{
+    Action, CoreEvent, Fan, LayerIn, MediaCore, OutState, PartIx, Peer, Side, Subscription, TrackIn, TrackOut,
+};
 use crate::api::{ParticipantEvent, ParticipantId, SubscribedTrack, TrackKind};
-use crate::forward::{KeyframeThrottle, SeqRewriter};
+use crate::forward::SeqRewriter;
+use crate::simulcast::Pick;
 
 impl MediaCore {
     /// A publisher's connection now carries a new track: every other
     /// participant of the room is offered it.
     pub(super) fn track_published(&mut self, now: Instant, publisher: PartIx, mid: Mid, kind: TrackKind) {
         let keyframe_interval = self.config.keyframe_interval;
+        // Simulcast layers as the publisher's offer lists them (low to high,
+        // as a browser's sendEncodings are given); a plain track has one.
+        let rids: Vec<_> = self.participants[publisher]
+            .publish
+            .and_then(|key| self.peers.get(key))
+            .and_then(|peer| match peer.rtc.media(mid)?.rids_rx() {
+                Rids::Specific(rids) if kind == TrackKind::Video => Some(rids.iter().map(|r| Some(*r)).collect()),
+                _ => None,
+            })
+            .unwrap_or_else(|| vec![None]);
         let p = &mut self.participants[publisher];
         if p.tracks.iter().any(|t| t.mid == mid) {
             return;
@@ -31,7 +44,7 @@ impl MediaCore {
             mid,
             kind,
             track_id,
-            keyframes: KeyframeThrottle::new(keyframe_interval),
+            layers: rids.into_iter().map(|rid| LayerIn::new(rid, keyframe_interval)).collect(),
             fanout: Vec::new(),
         });
         let room = p.room;
@@ -117,6 +130,10 @@ impl MediaCore {
             state: OutState::ToOpen,
             seq: SeqRewriter::new(initial_seq),
             pt_map: None,
+            target: Pick::Layer(0),
+            current: None,
+            told_paused: false,
+            last_wallclock: None,
         };
         let key = match self.participants[subscriber].subscribe {
             Some(k) => k,
@@ -256,28 +273,32 @@ impl MediaCore {
         }
     }
 
-    /// The publisher tracks open in a subscriber's subscription.
-    pub(super) fn open_sources_of(&self, subscriber: PartIx) -> Vec<(PartIx, Mid)> {
+    /// The publisher tracks open in a subscriber's subscription, with the
+    /// layer chosen for it (paused videos left out).
+    pub(super) fn open_sources_of(&self, subscriber: PartIx) -> Vec<(PartIx, Mid, usize)> {
         let Some(key) = self.participants.get(subscriber).and_then(|p| p.subscribe) else { return Vec::new() };
         let Some(Peer { side: Side::Subscribe(sub), .. }) = self.peers.get(key) else { return Vec::new() };
         sub.tracks
             .iter()
             .filter(|(_, t)| matches!(t.state, OutState::Open(_)) && self.is(t.source, t.source_serial))
-            .map(|(_, t)| (t.source, t.source_mid))
+            .filter_map(|(_, t)| match t.target {
+                Pick::Layer(layer) => Some((t.source, t.source_mid, layer)),
+                Pick::Paused => None,
+            })
             .collect()
     }
 }
 
-/// After an answer: negotiated tracks open (returned, for keyframe
-/// requests), stopped ones are dropped.
-pub(super) fn settle_answered(sub: &mut Subscription) -> Vec<(PartIx, Mid)> {
+/// After an answer: negotiated tracks open (their keys returned, for
+/// keyframe requests), stopped ones are dropped.
+pub(super) fn settle_answered(sub: &mut Subscription) -> Vec<usize> {
     let mut opened = Vec::new();
     let mut dropped = Vec::new();
     for (k, t) in sub.tracks.iter_mut() {
         match t.state {
             OutState::Negotiating(mid) => {
                 t.state = OutState::Open(mid);
-                opened.push((t.source, t.source_mid));
+                opened.push(k);
             }
             OutState::Stopping(_) => dropped.push(k),
             _ => {}

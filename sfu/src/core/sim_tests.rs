@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
 use str0m::{Candidate, Event, Input, Output, Rtc};
@@ -19,6 +19,17 @@ use crate::api::{ParticipantEvent, ParticipantId, RemovedReason, RoomId};
 const SERVER: &str = "127.0.0.1:5000";
 
 /// One simulated client connection (publish or subscribe).
+/// One packet a subscriber received: where it sits in its stream, and what
+/// the test's publisher wrote into it (the layer's mark, and whether it is a
+/// VP8 keyframe).
+#[derive(Debug, Clone, Copy)]
+struct Got {
+    seq: u64,
+    ts: u32,
+    mark: u8,
+    keyframe: bool,
+}
+
 struct Client {
     rtc: Rtc,
     addr: SocketAddr,
@@ -28,6 +39,10 @@ struct Client {
     ssrcs_seen: Vec<u32>,
     /// Keyframe requests received, by the mid they are for.
     keyframe_requests: HashMap<Mid, u64>,
+    /// Keyframe requests received, by the simulcast layer they are for.
+    layer_requests: HashMap<Option<Rid>, u64>,
+    /// Every RTP packet received, by mid, in order of arrival.
+    log: HashMap<Mid, Vec<Got>>,
     /// Whether the client is still driven (false: it went silent).
     alive: bool,
 }
@@ -45,6 +60,8 @@ impl Client {
             rtp_by_mid: HashMap::new(),
             ssrcs_seen: Vec::new(),
             keyframe_requests: HashMap::new(),
+            layer_requests: HashMap::new(),
+            log: HashMap::new(),
             alive: true,
         }
     }
@@ -86,13 +103,18 @@ fn config() -> CoreConfig {
         stats_interval: Duration::from_secs(1),
         max_tracks: 4,
         max_sdp_bytes: 32 * 1024,
+        initial_estimate_bps: crate::api::SfuConfig::default().initial_estimate_bps,
     }
 }
 
 impl Sim {
     fn new() -> Self {
+        Sim::with_config(config())
+    }
+
+    fn with_config(config: CoreConfig) -> Self {
         let now = Instant::now();
-        let mut core = MediaCore::new(config(), now, 7);
+        let mut core = MediaCore::new(config, now, 7);
         let room = RoomId("room".into());
         core.create_room(room.clone(), None);
         Sim { now, core, clients: Vec::new(), room, people: Vec::new(), counting: false, allocations: 0 }
@@ -170,12 +192,22 @@ impl Sim {
                         Event::RtpPacket(p) => {
                             if let Some(mid) = c.rtc.direct_api().stream_rx(&p.header.ssrc).map(|s| s.mid()) {
                                 *c.rtp_by_mid.entry(mid).or_default() += 1;
+                                let got = Got {
+                                    seq: *p.seq_no,
+                                    ts: p.header.timestamp,
+                                    mark: p.payload.last().copied().unwrap_or(0),
+                                    keyframe: crate::simulcast::vp8_keyframe(&p.payload).is_some(),
+                                };
+                                c.log.entry(mid).or_default().push(got);
                             }
                             if !c.ssrcs_seen.contains(&*p.header.ssrc) {
                                 c.ssrcs_seen.push(*p.header.ssrc);
                             }
                         }
-                        Event::KeyframeRequest(r) => *c.keyframe_requests.entry(r.mid).or_default() += 1,
+                        Event::KeyframeRequest(r) => {
+                            *c.keyframe_requests.entry(r.mid).or_default() += 1;
+                            *c.layer_requests.entry(r.rid).or_default() += 1;
+                        }
                         _ => {}
                     }
                 }
@@ -208,7 +240,11 @@ impl Sim {
     /// A participant whose publish connection offers send-only audio and
     /// video; returns its index among the people.
     fn join(&mut self, who: &str, addr: &str, sub_addr: &str) -> usize {
-        let (client, audio, video, offer, pending) = self.publish_offer(who, addr);
+        self.join_with(who, addr, sub_addr, None)
+    }
+
+    fn join_with(&mut self, who: &str, addr: &str, sub_addr: &str, simulcast: Option<Simulcast>) -> usize {
+        let (client, audio, video, offer, pending) = self.publish_offer_with(who, addr, simulcast);
         let (answer, key) = self.core.add_participant(self.now, &self.room, ParticipantId(who.into()), &offer).unwrap();
         let c = &mut self.clients[client];
         c.rtc.sdp_api().accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap()).unwrap();
@@ -229,10 +265,20 @@ impl Sim {
 
     /// A new client publishing audio and video; returns (client, mids, offer text, pending).
     fn publish_offer(&mut self, who: &str, addr: &str) -> (usize, Mid, Mid, String, SdpPendingOffer) {
+        self.publish_offer_with(who, addr, None)
+    }
+
+    /// As `publish_offer`, the video optionally in simulcast layers.
+    fn publish_offer_with(
+        &mut self,
+        who: &str,
+        addr: &str,
+        simulcast: Option<Simulcast>,
+    ) -> (usize, Mid, Mid, String, SdpPendingOffer) {
         let mut c = Client::new(self.now, addr);
         let mut api = c.rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, Some(who.into()), Some("a".into()), None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, Some(who.into()), Some("v".into()), None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, Some(who.into()), Some("v".into()), simulcast);
         let (offer, pending): (SdpOffer, SdpPendingOffer) = api.apply().unwrap();
         self.clients.push(c);
         (self.clients.len() - 1, audio, video, offer.to_sdp_string(), pending)
@@ -769,4 +815,293 @@ fn a_publisher_removed_and_added_again_never_repeats_an_msid() {
     unique.dedup();
     assert_eq!(unique.len(), msids.len(), "no duplicate msid in {msids:?}");
     assert_eq!(msids.len(), 4, "the old (inactive) and the new tracks are listed: {msids:?}");
+}
+
+// ----- simulcast ---------------------------------------------------------
+
+/// The test publisher's layers, low to high: rid, picture height, payload
+/// bytes per 20 ms frame (80, 240 and 480 kbit/s), and the mark its
+/// packets end with.
+const LAYERS: [(&str, u16, usize, u8); 3] = [("q", 180, 200, 1), ("h", 360, 600, 2), ("f", 720, 1200, 3)];
+
+/// A publisher sending three VP8 layers, and what it has sent.
+struct Layered {
+    person: usize,
+    /// Keyframe requests per layer already answered with a keyframe.
+    answered: HashMap<Option<Rid>, u64>,
+    /// Whether the publisher sends each layer (a publisher may stop its top ones).
+    sending: [bool; 3],
+}
+
+impl Sim {
+    /// Joins a participant whose video is sent in the three [`LAYERS`].
+    fn join_layered(&mut self, who: &str, addr: &str, sub_addr: &str) -> Layered {
+        let mut simulcast = Simulcast::new();
+        for (rid, ..) in LAYERS {
+            simulcast.add_send_layer(SimulcastLayer::new(rid));
+        }
+        let person = self.join_with(who, addr, sub_addr, Some(simulcast));
+        Layered { person, answered: HashMap::new(), sending: [true; 3] }
+    }
+
+    /// One 20 ms frame of a layered publisher: an audio packet, and one VP8
+    /// packet per layer, a keyframe every 2 s or when the layer was asked
+    /// for one. Each layer has its own sequence numbers and timestamp
+    /// origin, as a browser's.
+    fn send_layers(&mut self, layered: &mut Layered, n: u64) {
+        let (index, audio, video) =
+            (self.people[layered.person].publish, self.people[layered.person].audio, self.people[layered.person].video);
+        let now = self.now;
+        let c = &mut self.clients[index];
+        if !c.connected {
+            return;
+        }
+        let opus = c.rtc.codec_config().find(|p| p.spec().codec == Codec::Opus).map(|p| p.pt());
+        let vp8 = c.rtc.codec_config().find(|p| p.spec().codec == Codec::Vp8).map(|p| p.pt());
+        let requests = c.layer_requests.clone();
+        let mut api = c.rtc.direct_api();
+        if let (Some(pt), Some(tx)) = (opus, api.stream_tx_by_mid(audio, None)) {
+            tx.write_rtp(RtpWrite::new(pt, (1000 + n).into(), (n * 960) as u32, now, vec![0xAAu8; 80]).marker(true));
+        }
+        let Some(pt) = vp8 else { return };
+        for (i, (rid, height, size, mark)) in LAYERS.into_iter().enumerate() {
+            if !layered.sending[i] {
+                continue;
+            }
+            let rid = Some(Rid::from(rid));
+            let asked = requests.get(&rid).copied().unwrap_or(0);
+            let answered = layered.answered.entry(rid).or_default();
+            let keyframe = n.is_multiple_of(100) || asked > *answered;
+            *answered = asked;
+            let mut payload = vec![0x10u8];
+            if keyframe {
+                payload.extend_from_slice(&[0x00, 0x00, 0x00, 0x9d, 0x01, 0x2a]);
+                payload.extend_from_slice(&(height * 16 / 9).to_le_bytes());
+                payload.extend_from_slice(&height.to_le_bytes());
+            } else {
+                payload.extend_from_slice(&[0x01, 0x00, 0x00]);
+            }
+            payload.resize(size, mark);
+            let Some(tx) = api.stream_tx_by_mid(video, rid) else { continue };
+            let seq = 20_000 * (i as u64 + 1) + n;
+            let ts = (1_000_000 * (i as u32 + 1)).wrapping_add((n * 3000) as u32);
+            tx.write_rtp(RtpWrite::new(pt, seq.into(), ts, now, payload).marker(true).nackable(true));
+        }
+    }
+
+    /// Everyone answers their offers; the layered publisher sends a frame
+    /// (nobody else sends media); then 20 ms pass.
+    fn layered_step(&mut self, layered: &mut Layered, n: u64) {
+        for person in 0..self.people.len() {
+            self.answer_offers(person);
+        }
+        self.send_layers(layered, n);
+        self.run_for(Duration::from_millis(20), Duration::from_millis(5));
+    }
+
+    /// What `person` has received of `publisher`'s video.
+    fn video_log(&self, person: usize, publisher: &str) -> Vec<Got> {
+        let mid = self.people[person]
+            .events
+            .iter()
+            .find_map(|e| match e {
+                ParticipantEvent::TrackAdded(t)
+                    if t.publisher.0 == publisher && t.kind == crate::api::TrackKind::Video =>
+                {
+                    Some(t.mid.clone())
+                }
+                _ => None,
+            })
+            .expect("the video was offered");
+        let client = self.subscriber(person);
+        client.log.iter().find(|(m, _)| m.to_string() == mid).map(|(_, log)| log.clone()).unwrap_or_default()
+    }
+}
+
+/// Layers received since `from` (an index into the log), each run once.
+fn runs(log: &[Got], from: usize) -> Vec<u8> {
+    let mut runs: Vec<u8> = Vec::new();
+    for g in &log[from..] {
+        if runs.last() != Some(&g.mark) {
+            runs.push(g.mark);
+        }
+    }
+    runs
+}
+
+/// The subscriber's stream is one stream whatever the layers: sequence
+/// numbers without a gap or a step back, timestamps always moving forward
+/// (by at most a frame and a bit), and every change of layer at a keyframe.
+fn assert_continuous(log: &[Got], who: &str) {
+    for pair in log.windows(2) {
+        let (a, b) = (pair[0], pair[1]);
+        assert_eq!(b.seq, a.seq + 1, "{who}: sequence numbers continue across layers: {a:?} then {b:?}");
+        let step = b.ts.wrapping_sub(a.ts);
+        assert!((1..=3000).contains(&step), "{who}: timestamps move forward ({step} ticks): {a:?} then {b:?}");
+        if a.mark != b.mark {
+            assert!(b.keyframe, "{who}: a layer switch only at a keyframe: {a:?} then {b:?}");
+        }
+    }
+}
+
+fn no_bwe() -> CoreConfig {
+    CoreConfig { initial_estimate_bps: None, ..config() }
+}
+
+#[test]
+fn simulcast_follows_the_estimate_and_the_size_asked_with_one_continuous_stream() {
+    // Estimates are set by the test: the simulated network has no
+    // congestion for str0m's estimator to find.
+    let mut sim = Sim::with_config(no_bwe());
+    let mut alice = sim.join_layered("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let bob = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    let carol = sim.join("carol", "127.0.0.4:1000", "127.0.0.4:2000");
+    let room = sim.room.clone();
+    let (alice_id, bob_id, carol_id) =
+        (ParticipantId("alice".into()), ParticipantId("bob".into()), ParticipantId("carol".into()));
+    // Carol shows Alice in a small tile.
+    let small = crate::api::VideoPreference { max_height: Some(200), keep: false };
+    sim.core.set_video_preference(sim.now, &room, &carol_id, &alice_id, small).unwrap();
+    let mut n = 0;
+    let mut run = |sim: &mut Sim, alice: &mut Layered, steps: u64| {
+        for _ in 0..steps {
+            sim.layered_step(alice, n);
+            n += 1;
+        }
+    };
+    run(&mut sim, &mut alice, 150);
+    // No estimate yet: Bob, who asked for nothing, gets the top layer.
+    let log = sim.video_log(bob, "alice");
+    assert!(log.len() > 100, "bob receives alice's video ({})", log.len());
+    assert_eq!(log.last().map(|g| g.mark), Some(3), "the top layer: {:?}", runs(&log, 0));
+    assert!(sim.core.counters.peer_faults == 0);
+
+    // Bob's link degrades: 300 kbit/s, less the audio reserve, leaves room
+    // for the low layer only.
+    let before = sim.video_log(bob, "alice").len();
+    let now = sim.now;
+    sim.core.inject_estimate(now, &room, &bob_id, 300_000);
+    run(&mut sim, &mut alice, 50);
+    let log = sim.video_log(bob, "alice");
+    assert_eq!(runs(&log, before - 1), vec![3, 1], "bob went down to the low layer once");
+    let switch = log[before..].iter().position(|g| g.mark == 1).unwrap() + before;
+    assert!(switch - before <= 3, "at the next keyframe, asked for at once ({} frames later)", switch - before);
+    assert!(log[switch].keyframe);
+
+    // It recovers: the top layer again.
+    let before = log.len();
+    let now = sim.now;
+    sim.core.inject_estimate(now, &room, &bob_id, 3_000_000);
+    run(&mut sim, &mut alice, 50);
+    let log = sim.video_log(bob, "alice");
+    // (From the last packet before: the switch may come with the first
+    // packet after, as the publisher's layers leave in any order.)
+    assert_eq!(runs(&log, before - 1), vec![1, 3], "bob went back up to the top layer");
+    assert_continuous(&log, "bob");
+
+    // Carol asked for a small picture: the low layer, whatever her estimate.
+    let now = sim.now;
+    sim.core.inject_estimate(now, &room, &carol_id, 10_000_000);
+    run(&mut sim, &mut alice, 50);
+    let log = sim.video_log(carol, "alice");
+    assert!(log.len() > 200, "carol receives alice's video ({})", log.len());
+    let settled = log.iter().position(|g| g.mark == 1).unwrap();
+    assert_eq!(runs(&log, settled), vec![1], "carol only ever the low layer once it flowed");
+    assert_continuous(&log, "carol");
+    // Layers are asked for keyframes one by one, never all at once.
+    let requests = &sim.clients[sim.people[alice.person].publish].layer_requests;
+    assert!(requests.get(&Some(Rid::from("q"))).is_some_and(|n| *n >= 1), "{requests:?}");
+    assert!(!requests.contains_key(&None), "no request without a layer: {requests:?}");
+
+    // Alice's browser stops its top layer (its own estimate fell): Bob
+    // drops to the middle one at its next keyframe.
+    alice.sending[2] = false;
+    let before = sim.video_log(bob, "alice").len();
+    run(&mut sim, &mut alice, 100);
+    let log = sim.video_log(bob, "alice");
+    assert_eq!(runs(&log, before), vec![2], "the middle layer, the best left");
+    assert_eq!(log[before].seq, log[before - 1].seq + 1, "the sequence continues over the silence");
+    assert_continuous(&log[before..], "bob");
+}
+
+#[test]
+fn under_a_poor_link_video_pauses_audio_flows_and_kept_video_stays() {
+    let mut sim = Sim::with_config(no_bwe());
+    let mut alice = sim.join_layered("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let bob = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    let room = sim.room.clone();
+    let (alice_id, bob_id) = (ParticipantId("alice".into()), ParticipantId("bob".into()));
+    let mut n = 0;
+    let mut run = |sim: &mut Sim, alice: &mut Layered, steps: u64| {
+        for _ in 0..steps {
+            sim.layered_step(alice, n);
+            n += 1;
+        }
+    };
+    run(&mut sim, &mut alice, 100);
+    let paused_events = |sim: &Sim| -> Vec<bool> {
+        sim.people[bob]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ParticipantEvent::VideoPaused { track, paused } if track.publisher.0 == "alice" => Some(*paused),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(paused_events(&sim).is_empty());
+    // 120 kbit/s: audio's reserve leaves less than the low layer's 80 and more.
+    let now = sim.now;
+    sim.core.inject_estimate(now, &room, &bob_id, 120_000);
+    let (video_before, audio_before) = (sim.video_log(bob, "alice").len(), sim.subscriber(bob).rtp_by_mid.len());
+    let audio_count = |sim: &Sim| -> u64 {
+        let video = sim.video_log(bob, "alice").len() as u64;
+        sim.subscriber(bob).rtp_by_mid.values().sum::<u64>() - video
+    };
+    let audio_at_pause = audio_count(&sim);
+    run(&mut sim, &mut alice, 50);
+    assert_eq!(paused_events(&sim), vec![true], "bob is told alice's video paused");
+    assert!(sim.video_log(bob, "alice").len() <= video_before + 1, "no more video");
+    assert!(audio_count(&sim) >= audio_at_pause + 45, "audio flows on");
+    assert_eq!(sim.subscriber(bob).rtp_by_mid.len(), audio_before);
+
+    // Bob's client keeps Alice (she leads the class): her low layer comes back.
+    let keep = crate::api::VideoPreference { max_height: None, keep: true };
+    sim.core.set_video_preference(sim.now, &room, &bob_id, &alice_id, keep).unwrap();
+    let before = sim.video_log(bob, "alice").len();
+    run(&mut sim, &mut alice, 50);
+    let log = sim.video_log(bob, "alice");
+    assert_eq!(paused_events(&sim), vec![true, false], "and told it flows again");
+    assert_eq!(runs(&log, before), vec![1], "the low layer only");
+    assert!(log[before].keyframe, "resumed at a keyframe");
+    assert_eq!(log[before].seq, log[before - 1].seq + 1, "the sequence continues over the pause");
+    assert_continuous(&log[before..], "bob");
+
+    // Preferences are checked.
+    let zero = crate::api::VideoPreference { max_height: Some(0), keep: false };
+    assert_eq!(
+        sim.core.set_video_preference(sim.now, &room, &bob_id, &alice_id, zero),
+        Err(crate::api::SfuError::InvalidPreference)
+    );
+    let nobody = ParticipantId("nobody".into());
+    assert_eq!(
+        sim.core.set_video_preference(sim.now, &room, &bob_id, &nobody, keep),
+        Err(crate::api::SfuError::ParticipantNotFound)
+    );
+}
+
+#[test]
+fn with_bandwidth_estimation_on_a_simulcast_subscriber_gets_estimates_and_video() {
+    let mut sim = Sim::new();
+    let mut alice = sim.join_layered("alice", "127.0.0.2:1000", "127.0.0.2:2000");
+    let bob = sim.join("bob", "127.0.0.3:1000", "127.0.0.3:2000");
+    for n in 0..200 {
+        sim.layered_step(&mut alice, n);
+    }
+    let key = sim.core.participants.iter().find(|(_, p)| p.id.0 == "bob").and_then(|(_, p)| p.subscribe).unwrap();
+    let super::Side::Subscribe(sub) = &sim.core.peers[key].side else { panic!("a subscribe peer") };
+    assert!(sub.estimate_bps.is_some(), "str0m's estimator reported");
+    let log = sim.video_log(bob, "alice");
+    assert!(log.len() > 150, "bob receives alice's video through the pacer ({})", log.len());
+    assert_continuous(&log, "bob");
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use str0m::media::{MediaKind, Mid};
+use str0m::media::{MediaKind, Mid, Rid};
 use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::Peer;
@@ -13,7 +13,8 @@ use crate::api::{LOSS_BUCKETS, MediaPath, ParticipantId, ParticipantStats, RTT_B
 /// The latest reports of one peer.
 #[derive(Default)]
 pub(super) struct PeerMediaStats {
-    ingress: HashMap<Mid, IngressSample>,
+    /// By media section and simulcast layer (each layer reports apart).
+    ingress: HashMap<(Mid, Option<Rid>), IngressSample>,
     egress: HashMap<Mid, EgressSample>,
     rtt: Option<Duration>,
     /// The selected candidate pair: its protocol and the remote address.
@@ -54,9 +55,10 @@ pub(super) fn on_ingress(peer: &mut Peer, counters: &mut WorkerStats, s: MediaIn
         counters.loss.observe(&LOSS_BUCKETS, f64::from(loss));
     }
     let video = peer.rtc.media(s.mid).is_some_and(|m| m.kind() == MediaKind::Video);
-    peer.stats
-        .ingress
-        .insert(s.mid, IngressSample { packets: s.packets, bytes: s.bytes, loss: s.loss, jitter: s.jitter, video });
+    peer.stats.ingress.insert(
+        (s.mid, s.rid),
+        IngressSample { packets: s.packets, bytes: s.bytes, loss: s.loss, jitter: s.jitter, video },
+    );
 }
 
 pub(super) fn on_egress(peer: &mut Peer, counters: &mut WorkerStats, s: MediaEgressStats) {

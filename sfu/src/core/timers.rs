@@ -15,8 +15,9 @@ use rustc_hash::FxHashMap;
 pub(super) enum Timer {
     /// A peer's str0m timeout: (peer slot, peer serial).
     Peer(usize, u64),
-    /// A deferred keyframe request: (participant slot, participant serial, track index).
-    Keyframe(usize, u64, usize),
+    /// A deferred keyframe request: (participant slot, participant serial,
+    /// track index, layer index).
+    Keyframe(usize, u64, usize, usize),
 }
 
 /// The timers, by due time.
@@ -132,11 +133,11 @@ mod tests {
         let mut timers = Timers::default();
         timers.set(ms(30), Timer::Peer(2, 1));
         timers.set(ms(10), Timer::Peer(1, 1));
-        timers.set(ms(20), Timer::Keyframe(3, 1, 0));
+        timers.set(ms(20), Timer::Keyframe(3, 1, 0, 0));
         assert_eq!(timers.next(), Some(ms(10)));
         assert_eq!(timers.pop_due(t0), None);
         assert_eq!(timers.pop_due(ms(25)), Some(Timer::Peer(1, 1)));
-        assert_eq!(timers.pop_due(ms(25)), Some(Timer::Keyframe(3, 1, 0)));
+        assert_eq!(timers.pop_due(ms(25)), Some(Timer::Keyframe(3, 1, 0, 0)));
         assert_eq!(timers.pop_due(ms(25)), None);
         assert_eq!(timers.len(), 1);
         timers.set(ms(40), Timer::Peer(2, 1));

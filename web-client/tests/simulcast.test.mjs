@@ -1,0 +1,51 @@
+// Simulcast through the SFU with Chromium: the clinician publishes a
+// 1280×720 camera in three layers (320, 640 and 1280 wide); the patient
+// asks for a small picture and gets the low layer, the guest asks for a
+// large one and gets a higher layer once the estimates allow.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { eventually, serverAndChromium } from './harness.mjs';
+
+test('each viewer of a simulcast camera gets the layer its tile asks for', async (t) => {
+  const { server, chromium } = await serverAndChromium(t);
+  const pages = {};
+  for (const role of ['clinician', 'patient', 'guest']) {
+    const context = await chromium.browser.newContext();
+    const page = await context.newPage();
+    page.on('pageerror', (e) => console.error(`[${role}] page error:`, e.message));
+    await page.goto(role === 'clinician' ? `${server.links[role]}&simulcast=1&hd=1` : server.links[role]);
+    pages[role] = page;
+  }
+  for (const [role, page] of Object.entries(pages)) {
+    const phase = await eventually(() => page.evaluate(() => window.teleconsultTest?.state.phase === 'in_call' && 'in_call'));
+    assert.equal(phase, 'in_call', `${role} joined`);
+  }
+  const leader = await pages.clinician.evaluate(() => window.teleconsultTest.state.participantId);
+  const width = (role) => pages[role].evaluate((id) => window.teleconsultTest.videoWidth(id), leader);
+  // Both see the clinician first, whatever layer.
+  for (const role of ['patient', 'guest']) {
+    assert.ok(await eventually(async () => (await width(role)) > 0, 30000), `${role} decodes the clinician`);
+  }
+  await pages.patient.evaluate((id) => window.teleconsultTest.size(id, 120), leader);
+  await pages.guest.evaluate((id) => window.teleconsultTest.size(id, 2000), leader);
+  const small = await eventually(async () => {
+    const w = await width('patient');
+    return w > 0 && w <= 320 ? w : 0;
+  }, 30000);
+  const outbound = () => pages.clinician.evaluate(async () => {
+    const report = await window.teleconsultTest.media.publishPc.getStats();
+    const layers = [];
+    report.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') layers.push(`${s.rid}:${s.frameWidth ?? 0}px,${Math.round((s.targetBitrate ?? 0) / 1000)}kbps,${s.qualityLimitationReason}`);
+    });
+    return layers.join(' ');
+  });
+  const large = await eventually(async () => {
+    const w = await width('guest');
+    return w > 320 ? w : 0;
+  }, 30000);
+  console.log(`# the patient decodes the clinician at ${small} px wide, the guest at ${large} px; the clinician sends ${await outbound()}`);
+  assert.ok(small > 0 && small <= 320, `the patient's small tile gets the low layer (${await width('patient')} px wide)`);
+  assert.ok(large > 320, `the guest's large tile gets a higher layer (${await width('guest')} px wide)`);
+});
