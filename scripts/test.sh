@@ -68,6 +68,23 @@ drop_leftovers() {
   find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'teleconsult-*test-*.db*' -mmin +60 -delete 2>/dev/null || true
 }
 
+# One build cache for every checkout on this machine: a fresh clone (as CI
+# makes) links its target/ there and rebuilds only the workspace's own
+# crates, not the dependencies. A checkout with a target/ of its own keeps
+# it. The cache is dropped when it outgrows 40 GiB (each clone path adds
+# its own copy of the workspace crates).
+use_build_cache() {
+  local cache="${TELECONSULT_BUILD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/teleconsult-target}"
+  [ -e target ] && return
+  if [ -d "$cache" ] && [ "$(du -s --block-size=1G "$cache" 2>/dev/null | cut -f1)" -gt 40 ]; then
+    log "build cache over 40 GiB: starting it afresh"
+    rm -rf "$cache"
+  fi
+  mkdir -p "$cache"
+  ln -s "$cache" target
+}
+
+use_build_cache
 install_debian_packages
 start_services
 export TELECONSULT_TEST_POSTGRES="${TELECONSULT_TEST_POSTGRES:-$(postgres_admin_url)}"
