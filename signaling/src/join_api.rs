@@ -43,8 +43,13 @@ async fn resolve(app: &App, token: &str) -> Result<(Link, Visit), ApiError> {
             "the clinician has turned this link away; contact the care team",
         ));
     }
-    if matches!(visit.status, VisitStatus::Completed | VisitStatus::NoShow) {
+    if visit.status == VisitStatus::Completed {
         return Err(ApiError::new(StatusCode::GONE, "visit_ended", "this visit is over"));
+    }
+    // A visit marked as missed: for the patient, its time has passed, as
+    // for an expired link (and the page says to contact the care team).
+    if visit.status == VisitStatus::NoShow {
+        return Err(ApiError::new(StatusCode::GONE, "link_expired", "this link has expired"));
     }
     // A visit its clinician has already started is open to its links.
     if now < link.valid_from && visit.status != VisitStatus::InProgress {
