@@ -94,7 +94,7 @@ export class MediaSession extends EventTarget {
   #resets = [];
   #watch;
   #restartTimer;
-  #lastPackets = 0;
+  #lastArrived = 0;
   #lastArrival = performance.now();
 
   /** Moves to a new signaling connection (after a WebSocket resume). */
@@ -304,16 +304,20 @@ export class MediaSession extends EventTarget {
   async #checkArrival() {
     const pc = this.subscribePc;
     if (!pc || this.closed) return;
-    const { packetsReceived } = await this.inboundStats();
+    // Media, not packets: with bandwidth estimation on, the server may pad
+    // or probe a connection whose real media stopped. Audio flows at 50
+    // packets a second (muted or not); video counts by frames received.
+    const { audioPackets, framesReceived } = await this.inboundStats();
+    const arrived = audioPackets + framesReceived;
     const now = performance.now();
-    if (packetsReceived > this.#lastPackets) {
-      this.#lastPackets = packetsReceived;
+    if (arrived > this.#lastArrived) {
+      this.#lastArrived = arrived;
       this.#lastArrival = now;
       const down = [this.publishPc, pc].some((c) => c && ['disconnected', 'failed'].includes(c.connectionState));
       if (!down) this.#setStalled(false);
       return;
     }
-    this.#lastPackets = packetsReceived;
+    this.#lastArrived = arrived;
     const expecting = this.remoteStreams.size > 0;
     if (expecting && now - this.#lastArrival > STALL_MS) this.#setStalled(true);
     if (!expecting) this.#lastArrival = now;
@@ -325,8 +329,8 @@ export class MediaSession extends EventTarget {
    */
   async inboundStats() {
     const totals = {
-      framesDecoded: 0, packetsReceived: 0, bytesReceived: 0, packetsLost: 0, audioLevel: null,
-      byParticipant: {},
+      framesDecoded: 0, framesReceived: 0, audioPackets: 0, packetsReceived: 0, bytesReceived: 0, packetsLost: 0,
+      audioLevel: null, byParticipant: {},
     };
     const pc = this.subscribePc;
     if (!pc) return totals;
@@ -341,7 +345,12 @@ export class MediaSession extends EventTarget {
       totals.packetsReceived += s.packetsReceived ?? 0;
       totals.bytesReceived += s.bytesReceived ?? 0;
       totals.packetsLost += s.packetsLost ?? 0;
-      if (s.kind === 'video') totals.framesDecoded += s.framesDecoded ?? 0;
+      if (s.kind === 'video') {
+        totals.framesDecoded += s.framesDecoded ?? 0;
+        totals.framesReceived += s.framesReceived ?? s.framesDecoded ?? 0;
+      } else {
+        totals.audioPackets += s.packetsReceived ?? 0;
+      }
       if (s.kind === 'audio' && s.audioLevel != null) totals.audioLevel = Math.max(totals.audioLevel ?? 0, s.audioLevel);
       const owner = this.trackOwners.get(s.trackIdentifier) ?? owners.get(s.mid);
       if (!owner) return;
