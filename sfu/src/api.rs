@@ -81,8 +81,11 @@ pub struct SfuConfig {
     /// Bandwidth estimation (with str0m's pacer) on subscribe connections,
     /// starting from this estimate in bits per second. The estimate chooses
     /// each subscriber's simulcast layers and pauses video on a poor link.
-    /// `None` turns it off: packets leave unpaced, as before simulcast, and
-    /// layers follow only the sizes subscribers ask for.
+    /// `None` (the default) turns it off: packets leave unpaced, and layers
+    /// follow only the sizes subscribers ask for. Off until measured with
+    /// browsers: with clients that send no transport-wide feedback, the
+    /// pacer held a 1.5 Mbit/s stream to the initial estimate (BENCHMARKS.md,
+    /// "Forwarding").
     pub initial_estimate_bps: Option<u64>,
 }
 
@@ -101,7 +104,7 @@ impl Default for SfuConfig {
             stats_interval: Duration::from_secs(1),
             max_tracks_per_participant: 4,
             max_sdp_bytes: 32 * 1024,
-            initial_estimate_bps: Some(1_000_000),
+            initial_estimate_bps: None,
         }
     }
 }

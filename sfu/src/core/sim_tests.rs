@@ -103,7 +103,9 @@ fn config() -> CoreConfig {
         stats_interval: Duration::from_secs(1),
         max_tracks: 4,
         max_sdp_bytes: 32 * 1024,
-        initial_estimate_bps: crate::api::SfuConfig::default().initial_estimate_bps,
+        // Simulated subscribers run with bandwidth estimation on (as group
+        // sessions will); the no-estimate case has its own config below.
+        initial_estimate_bps: Some(1_000_000),
     }
 }
 
