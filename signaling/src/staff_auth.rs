@@ -188,7 +188,12 @@ impl LoginThrottle {
     /// Records a failure against every key.
     pub fn failed(&self, keys: &[(&str, u32)], now: Instant) {
         let mut map = self.lock();
-        map.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
+        // Pruning scans every key, so it runs only when the map is full
+        // (amortised: a scan per tens of thousands of new keys, not one per
+        // failure, which made a flood of distinct keys quadratic).
+        if map.len() + keys.len() > MAX_THROTTLE_KEYS {
+            map.retain(|_, f| now.saturating_duration_since(f.last) < FORGET_AFTER);
+        }
         if map.len() + keys.len() > MAX_THROTTLE_KEYS {
             // Under a flood of distinct keys, forget the oldest half.
             let mut ages: Vec<Instant> = map.values().map(|f| f.last).collect();
@@ -198,6 +203,10 @@ impl LoginThrottle {
         }
         for (key, _) in keys {
             let f = map.entry((*key).to_string()).or_insert(Failures { count: 0, last: now });
+            // A key quiet for an hour starts again (it may not have been pruned yet).
+            if now.saturating_duration_since(f.last) >= FORGET_AFTER {
+                f.count = 0;
+            }
             f.count += 1;
             f.last = now;
         }
@@ -276,6 +285,15 @@ mod tests {
         throttle.failed(&keys, t0);
         throttle.forgive("email:b");
         assert_eq!(throttle.retry_after(&keys, t0), None);
+        // Failures an hour old are forgotten: the count starts again.
+        let keys = [("email:c", 3)];
+        for _ in 0..5 {
+            throttle.failed(&keys, t0);
+        }
+        assert!(throttle.retry_after(&keys, t0).is_some());
+        let later = t0 + FORGET_AFTER;
+        throttle.failed(&keys, later);
+        assert_eq!(throttle.retry_after(&keys, later), None, "one fresh failure, within the free three");
     }
 
     #[tokio::test]
