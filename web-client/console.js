@@ -249,13 +249,13 @@ async function republish(signaling) {
   });
   view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
-  media.addEventListener('stall', async () => {
-    const banner = $('reconnecting');
-    banner.textContent = 'Sound and picture stopped arriving. Reconnecting…';
-    banner.hidden = false;
-    // A server that answers means this workstation's network works.
-    if (await media.serverReachable() && media === state.media && media.stalled) {
-      banner.textContent = 'Your connection works; sound and picture from the others stopped arriving at their end. Waiting for them…';
+  media.addEventListener('stall', () => {
+    $('reconnecting').textContent = 'Sound and picture stopped arriving. Reconnecting…';
+    $('reconnecting').hidden = false;
+  });
+  media.addEventListener('stallcause', ({ detail }) => {
+    if (!detail.local && media === state.media) {
+      $('reconnecting').textContent = 'Your connection works; sound and picture from the others stopped arriving at their end. Waiting for them…';
     }
   });
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });

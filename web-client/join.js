@@ -297,6 +297,9 @@ async function startCall(newConnections) {
   view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
   media.addEventListener('stall', () => onStall());
+  media.addEventListener('stallcause', ({ detail }) => {
+    if (!detail.local && media === state.media && !state.leaving) setBanner('others_connection_lost');
+  });
   media.addEventListener('flowing', () => { $('reconnecting').hidden = true; });
   if (!state.stream) await openDevices();
   $('self').srcObject = state.stream;
@@ -316,22 +319,21 @@ function onCallError(error) {
 }
 
 /**
- * Media stopped arriving: say so at once, then whose network it is. The
- * media session restarts ICE if the stall lasts; the WebSocket's own
- * loss is handled below.
+ * Media stopped arriving: say so at once (`stallcause` then says whose
+ * network it is). The media session restarts ICE if the stall lasts; the
+ * WebSocket's own loss is handled below.
  */
-async function onStall() {
+function onStall() {
   if (state.leaving) return;
+  setBanner('connection_lost');
+}
+
+/** The reconnecting banner, shown, in words that follow the language switch. */
+function setBanner(key) {
   const banner = $('reconnecting');
-  banner.dataset.i18n = 'connection_lost';
-  banner.textContent = t('connection_lost');
+  banner.dataset.i18n = key;
+  banner.textContent = t(key);
   banner.hidden = false;
-  // A server that answers means our own network works: say whose it is.
-  const media = state.media;
-  if (await media?.serverReachable() && media === state.media && media.stalled) {
-    banner.dataset.i18n = 'others_connection_lost';
-    banner.textContent = t('others_connection_lost');
-  }
 }
 
 /** The WebSocket dropped: resume the seat on a new one; last, a full rejoin. */
@@ -339,9 +341,7 @@ let resuming = false;
 async function onSignalingLost() {
   if (state.leaving || resuming) return;
   resuming = true;
-  $('reconnecting').dataset.i18n = 'connection_lost';
-  $('reconnecting').textContent = t('connection_lost');
-  $('reconnecting').hidden = false;
+  setBanner('connection_lost');
   try {
     for (let attempt = 0; attempt < 10; attempt++) {
       const saved = JSON.parse(sessionStorage.getItem(seatKey) ?? 'null');

@@ -11,6 +11,8 @@
 //   packets for STALL_MS while someone publishes) / arrives again. A stall
 //   that lasts gets an ICE restart, once the server answers over the
 //   WebSocket (see #restartIfReachable);
+// - `stallcause` {local}: shortly after a stall, whether our own network
+//   is down (false: the server answers, the others' media stopped);
 // - `error` {connection, error}: something we could not recover from.
 //
 // A subscribe offer the browser refuses is never swallowed: the
@@ -278,6 +280,17 @@ export class MediaSession extends EventTarget {
     clearTimeout(this.#restartTimer);
     if (stalled) this.#restartTimer = setTimeout(() => this.#restartIfReachable(), RESTART_AFTER_MS);
     this.#emit(stalled ? 'stall' : 'flowing', {});
+    if (stalled) this.#tellWhoseNetwork();
+  }
+
+  /**
+   * Whose network failed, for the words on the screen: a server that
+   * answers a ping over the WebSocket means ours works, and the others'
+   * media stopped at their end (`stallcause` with `local: false`).
+   */
+  async #tellWhoseNetwork() {
+    const reachable = await this.serverReachable();
+    if (this.stalled && !this.closed) this.#emit('stallcause', { local: !reachable });
   }
 
   /**

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
-import { eventually, screenshot, serverAndChromium, walkToWaitingRoom } from './harness.mjs';
+import { eventually, newPage as harnessPage, screenshot, serverAndChromium, signInAndStart, walkToWaitingRoom } from './harness.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -24,13 +24,8 @@ function recordTracks() {
   };
 }
 
-async function newPage(chromium, viewport, name) {
-  const context = await chromium.browser.newContext({ bypassCSP: true, viewport, locale: 'en-GB' });
-  await context.addInitScript(recordTracks);
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  return page;
-}
+/** A page that records every local track it opens. */
+const newPage = (chromium, viewport, name) => harnessPage(chromium.browser, name, { viewport, init: recordTracks });
 
 /** Inbound media per remote participant, from the page's own stats. */
 const consoleStats = (page) => page.evaluate(() => window.teleconsultConsole.stats());
@@ -50,16 +45,6 @@ async function axeViolations(page) {
   await page.addScriptTag({ path: AXE });
   const violations = await page.evaluate(async () => (await window.axe.run(document)).violations);
   return violations.filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-}
-
-async function signInAndStart(desk, server) {
-  await desk.goto(`${server.base}/`);
-  await desk.fill('#email', 'clinician@demo.teleconsult.test');
-  await desk.fill('#password', 'demo-password');
-  await desk.click('#signin-form button[type=submit]');
-  await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
-  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
-  await desk.waitForSelector('#visit', { state: 'visible' });
 }
 
 /** Admits whoever waits with `name` in the console's waiting list. */

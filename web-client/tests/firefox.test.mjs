@@ -10,7 +10,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import puppeteer from 'puppeteer-core';
-import { eventually, launchChromium, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { eventually, newPage, serverAndChromium, signInAndStart, walkToWaitingRoom } from './harness.mjs';
 
 const FIREFOX = process.env.FIREFOX ?? '/usr/bin/firefox-esr';
 
@@ -54,26 +54,12 @@ async function hearsAndSees(page, reader) {
     && after;
 }
 
-async function serverAndChromium(t) {
-  const server = await startDemoServer();
-  const chromium = await launchChromium();
-  t.after(async () => {
-    await chromium.close();
-    await server.stop();
-  });
-  return { server, chromium };
-}
-
 const skip = !existsSync(FIREFOX) && `${FIREFOX} is not installed`;
 
 test('Firefox patient, Chromium clinician: frames both ways', { skip }, async (t) => {
   const { server, chromium } = await serverAndChromium(t);
-  const desk = await (await chromium.browser.newContext({ locale: 'en-GB' })).newPage();
-  await desk.goto(`${server.base}/`);
-  await desk.fill('#email', 'clinician@demo.teleconsult.test');
-  await desk.fill('#password', 'demo-password');
-  await desk.click('#signin-form button[type=submit]');
-  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
+  const desk = await newPage(chromium.browser, 'clinician');
+  await signInAndStart(desk, server);
 
   const patient = await launchFirefox(t);
   await patient.goto(server.links.patientLink);
@@ -109,7 +95,7 @@ test('Firefox clinician, Chromium patient: frames both ways', { skip }, async (t
   await desk.click(start);
   await desk.waitForSelector('#visit', { visible: true });
 
-  const patient = await (await chromium.browser.newContext({ locale: 'en-GB' })).newPage();
+  const patient = await newPage(chromium.browser, 'patient');
   await patient.goto(server.links.patientLink);
   await walkToWaitingRoom(patient);
   const admit = await eventually(() => desk.$('#waiting-list li button.admit'), 15000);

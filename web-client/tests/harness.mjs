@@ -1,6 +1,7 @@
 // Shared set-up for browser tests: a real `teleconsult serve` on loopback
 // ports, and Debian's Chromium driven by playwright-core with fake devices.
 
+import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -153,6 +154,58 @@ export async function eventually(check, ms = 20000, every = 250) {
 export async function screenshot(page, name) {
   mkdirSync(screenshotDir, { recursive: true });
   await page.screenshot({ path: join(screenshotDir, `${name}.png`), fullPage: true });
+}
+
+/**
+ * A page in a fresh context of `browser` (a Playwright browser), English,
+ * with the CSP bypassed (axe injects a script), its page errors logged as
+ * `[name]`; `init` runs in every document before the page's own scripts.
+ */
+export async function newPage(browser, name, { viewport = { width: 1280, height: 800 }, init } = {}) {
+  const context = await browser.newContext({ bypassCSP: true, viewport, locale: 'en-GB' });
+  if (init) await context.addInitScript(init);
+  const page = await context.newPage();
+  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
+  return page;
+}
+
+/**
+ * Signs the demo clinician in on `desk` (at `base`, the server's own by
+ * default, with `query` on the URL) and starts the demo visit.
+ */
+export async function signInAndStart(desk, server, { base = server.base, query = '' } = {}) {
+  await desk.goto(`${base}/${query}`);
+  await desk.fill('#email', 'clinician@demo.teleconsult.test');
+  await desk.fill('#password', 'demo-password');
+  await desk.click('#signin-form button[type=submit]');
+  await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
+  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
+  await desk.waitForSelector('#visit', { state: 'visible' });
+}
+
+/** True when `read()`'s `byParticipant[id]` decodes new frames within 600 ms. */
+export async function decodesFrom(read, id) {
+  const before = (await read()).byParticipant[id]?.framesDecoded ?? 0;
+  await new Promise((r) => setTimeout(r, 600));
+  return ((await read()).byParticipant[id]?.framesDecoded ?? 0) > before;
+}
+
+/**
+ * The clinician admits the waiting demo patient; returns both participant
+ * ids and `joinMs`, from the click on "admit" to the patient's first
+ * decoded frame from the clinician (fails if none comes within 30 s).
+ */
+export async function admitAndTimeFirstFrame(desk, patient) {
+  await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('button.admit').click();
+  const admittedAt = Date.now();
+  const clinicianId = await eventually(async () => (await patient.evaluate(() => window.teleconsultJoin.view.participantIds))[0], 20000, 50);
+  const firstFrame = await eventually(async () => {
+    const s = await patient.evaluate(() => window.teleconsultJoin.stats());
+    return (s.byParticipant[clinicianId]?.framesDecoded ?? 0) > 0 ? Date.now() : null;
+  }, 30000, 50);
+  assert.ok(firstFrame, 'the patient decodes the clinician’s video');
+  const patientId = await eventually(async () => (await desk.evaluate(() => window.teleconsultConsole.view.participantIds))[0], 10000, 50);
+  return { clinicianId, patientId, joinMs: firstFrame - admittedAt };
 }
 
 /** Clicks a patient page through its checks to the waiting room. */

@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, launchChromium, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { eventually, launchChromium, newPage, signInAndStart, startDemoServer, walkToWaitingRoom } from './harness.mjs';
 import { createNamespace, namespacesAvailable } from './netns.mjs';
 
 const CUT_MS = 6000;
@@ -48,17 +48,11 @@ test('a 6 s network cut: the patient is told at once, and media comes back quick
     ns.destroy();
   });
 
-  const desk = await (await host.browser.newContext({ locale: 'en-GB' })).newPage();
-  await desk.goto(`${server.base}/`);
-  await desk.fill('#email', 'clinician@demo.teleconsult.test');
-  await desk.fill('#password', 'demo-password');
-  await desk.click('#signin-form button[type=submit]');
-  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
-  await desk.waitForSelector('#visit', { state: 'visible' });
+  const desk = await newPage(host.browser, 'clinician');
+  await signInAndStart(desk, server);
 
   // The patient reaches the server through the namespace's link only.
-  const patient = await (await away.browser.newContext({ locale: 'en-GB' })).newPage();
-  patient.on('pageerror', (e) => console.error('[patient] page error:', e.message));
+  const patient = await newPage(away.browser, 'patient');
   await patient.goto(server.links.patientLink.replace('127.0.0.1', ns.hostIp));
   await walkToWaitingRoom(patient);
   await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('button.admit').click();

@@ -1,19 +1,18 @@
 // Simulcast through the SFU with Chromium: the clinician publishes a
 // 1280×720 camera in three layers (320, 640 and 1280 wide); the patient
 // asks for a small picture and gets the low layer, the guest asks for a
-// large one and gets a higher layer once the estimates allow.
+// large one and gets a higher layer (layers follow the sizes asked for:
+// bandwidth estimation is off by default).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, serverAndChromium } from './harness.mjs';
+import { eventually, newPage, serverAndChromium } from './harness.mjs';
 
 test('each viewer of a simulcast camera gets the layer its tile asks for', async (t) => {
   const { server, chromium } = await serverAndChromium(t);
   const pages = {};
   for (const role of ['clinician', 'patient', 'guest']) {
-    const context = await chromium.browser.newContext();
-    const page = await context.newPage();
-    page.on('pageerror', (e) => console.error(`[${role}] page error:`, e.message));
+    const page = await newPage(chromium.browser, role);
     await page.goto(role === 'clinician' ? `${server.links[role]}&simulcast=1&hd=1` : server.links[role]);
     pages[role] = page;
   }

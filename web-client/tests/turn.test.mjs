@@ -11,15 +11,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, launchChromium, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import {
+  admitAndTimeFirstFrame, decodesFrom, eventually, launchChromium, newPage, signInAndStart, startDemoServer, walkToWaitingRoom,
+} from './harness.mjs';
 import { startCoturn, turnCredentials } from './coturn.mjs';
-
-async function newPage(chromium, name) {
-  const context = await chromium.browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 800 }, locale: 'en-GB' });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  return page;
-}
 
 /** `teleconsult_media_connections` by path, from `/metrics`. */
 async function mediaPaths(base) {
@@ -29,7 +24,7 @@ async function mediaPaths(base) {
 
 /** The ops dashboard's "Media path" cells for `room`, once both participants show one. */
 async function dashboardPaths(chromium, base, room) {
-  const ops = await newPage(chromium, 'ops');
+  const ops = await newPage(chromium.browser, 'ops');
   await ops.goto(`${base}/ops`);
   await ops.waitForSelector('#signin-form', { state: 'visible' });
   await ops.fill('#email', 'ops@demo.teleconsult.test');
@@ -44,40 +39,19 @@ async function dashboardPaths(chromium, base, room) {
   return cells;
 }
 
-/** True when `read()`'s `byParticipant[id]` decodes new frames within 600 ms. */
-async function decodes(read, id) {
-  const before = (await read()).byParticipant[id]?.framesDecoded ?? 0;
-  await new Promise((r) => setTimeout(r, 600));
-  return ((await read()).byParticipant[id]?.framesDecoded ?? 0) > before;
-}
-
 /**
  * A clinician and the demo patient in a visit, both pages opened with
  * `query`; returns the pages, their ids and the ms from the click on
  * "admit" to the patient's first decoded frame from the clinician.
  */
 async function visit(server, chromium, query) {
-  const desk = await newPage(chromium, 'clinician');
-  await desk.goto(`${server.base}/${query}`);
-  await desk.fill('#email', 'clinician@demo.teleconsult.test');
-  await desk.fill('#password', 'demo-password');
-  await desk.click('#signin-form button[type=submit]');
-  await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
-  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
-  await desk.waitForSelector('#visit', { state: 'visible' });
-  const patient = await newPage(chromium, 'patient');
+  const desk = await newPage(chromium.browser, 'clinician');
+  await signInAndStart(desk, server, { query });
+  const patient = await newPage(chromium.browser, 'patient');
   await patient.goto(`${server.links.patientLink}${query}`);
   await walkToWaitingRoom(patient);
-  await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('button.admit').click();
-  const admittedAt = Date.now();
-  const clinicianId = await eventually(async () => (await patient.evaluate(() => window.teleconsultJoin.view.participantIds))[0], 20000, 50);
-  const firstFrame = await eventually(async () => {
-    const s = await patient.evaluate(() => window.teleconsultJoin.stats());
-    return (s.byParticipant[clinicianId]?.framesDecoded ?? 0) > 0 ? Date.now() : null;
-  }, 30000, 50);
-  assert.ok(firstFrame, 'the patient decodes the clinician’s video');
-  const patientId = await eventually(async () => (await desk.evaluate(() => window.teleconsultConsole.view.participantIds))[0], 10000, 50);
-  return { desk, patient, clinicianId, patientId, joinMs: firstFrame - admittedAt };
+  const { clinicianId, patientId, joinMs } = await admitAndTimeFirstFrame(desk, patient);
+  return { desk, patient, clinicianId, patientId, joinMs };
 }
 
 test('a visit through coturn with relayed candidates only, frames both ways; a direct one to compare', async (t) => {
@@ -111,7 +85,7 @@ test('a visit through coturn with relayed candidates only, frames both ways; a d
     ['patient', relayed.patient, () => relayed.patient.evaluate(() => window.teleconsultJoin.stats()), relayed.clinicianId],
     ['clinician', relayed.desk, () => relayed.desk.evaluate(() => window.teleconsultConsole.stats()), relayed.patientId],
   ]) {
-    assert.ok(await eventually(() => decodes(read, from), 20000, 100), `the ${who} keeps decoding frames through the relay`);
+    assert.ok(await eventually(() => decodesFrom(read, from), 20000, 100), `the ${who} keeps decoding frames through the relay`);
     const state = who === 'patient' ? 'teleconsultJoin' : 'teleconsultConsole';
     const paths = await page.evaluate((s) => window[s].state.media.paths(), state);
     for (const connection of ['publish', 'subscribe']) {
@@ -139,7 +113,7 @@ test('coturn refuses a wrong password and an expired username; it takes a fresh 
     await chromium.close();
     await coturn.stop();
   });
-  const page = await newPage(chromium, 'gatherer');
+  const page = await newPage(chromium.browser, 'gatherer');
   await page.goto('about:blank');
   const now = Math.floor(Date.now() / 1000);
   const good = turnCredentials(coturn.secret, 'p-test', now + 600);

@@ -11,22 +11,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { eventually, freePort, launchChromium, startDemoServer } from './harness.mjs';
+import {
+  admitAndTimeFirstFrame, decodesFrom, eventually, freePort, launchChromium, newPage, signInAndStart, startDemoServer,
+  walkToWaitingRoom,
+} from './harness.mjs';
 import { startCoturn } from './coturn.mjs';
 import { createNamespace, namespacesAvailable } from './netns.mjs';
-
-async function newPage(browser, name) {
-  const context = await browser.newContext({ bypassCSP: true, viewport: { width: 1280, height: 800 }, locale: 'en-GB' });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-  return page;
-}
-
-async function decodes(read, id) {
-  const before = (await read()).byParticipant[id]?.framesDecoded ?? 0;
-  await new Promise((r) => setTimeout(r, 600));
-  return ((await read()).byParticipant[id]?.framesDecoded ?? 0) > before;
-}
 
 const skip = namespacesAvailable() ? false : 'needs root for network namespaces';
 
@@ -57,37 +47,17 @@ async function visitWithoutUdp(t, n, serverArgs, { chromiumArgs = [] } = {}) {
   });
 
   const desk = await newPage(host.browser, 'clinician');
-  await desk.goto(`${base}/`);
-  await desk.fill('#email', 'clinician@demo.teleconsult.test');
-  await desk.fill('#password', 'demo-password');
-  await desk.click('#signin-form button[type=submit]');
-  await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
-  await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
-  await desk.waitForSelector('#visit', { state: 'visible' });
+  await signInAndStart(desk, server, { base });
   const patient = await newPage(inside.browser, 'patient');
   await patient.goto(server.links.patientLink);
-  // The camera opens slowly in the namespace: wait for its preview before
-  // going on (main's join page disables Continue until then).
-  await patient.click('#check-next');
-  await patient.waitForFunction(() => document.getElementById('preview')?.srcObject, null, { timeout: 20000 });
-  for (const button of ['#camera-next', '#mic-next', '#speaker-next', '#privacy-next']) await patient.click(button);
-  await patient.click('#questionnaire button[type=submit]');
-  await patient.waitForSelector('#screen-waiting', { state: 'visible' });
-  await desk.locator('#waiting-list li', { hasText: 'Demo Patient' }).locator('button.admit').click();
-  const admittedAt = Date.now();
-  const clinicianId = await eventually(async () => (await patient.evaluate(() => window.teleconsultJoin.view.participantIds))[0], 20000, 50);
-  const firstFrame = await eventually(async () => {
-    const s = await patient.evaluate(() => window.teleconsultJoin.stats());
-    return (s.byParticipant[clinicianId]?.framesDecoded ?? 0) > 0 ? Date.now() : null;
-  }, 30000, 50);
-  assert.ok(firstFrame, 'the patient decodes the clinician’s video');
-  const patientId = await eventually(async () => (await desk.evaluate(() => window.teleconsultConsole.view.participantIds))[0], 10000, 50);
-  assert.ok(await eventually(() => decodes(() => desk.evaluate(() => window.teleconsultConsole.stats()), patientId), 20000, 100),
+  await walkToWaitingRoom(patient);
+  const { clinicianId, patientId, joinMs } = await admitAndTimeFirstFrame(desk, patient);
+  assert.ok(await eventually(() => decodesFrom(() => desk.evaluate(() => window.teleconsultConsole.stats()), patientId), 20000, 100),
     'the clinician decodes the patient’s video');
-  assert.ok(await eventually(() => decodes(() => patient.evaluate(() => window.teleconsultJoin.stats()), clinicianId), 20000, 100),
+  assert.ok(await eventually(() => decodesFrom(() => patient.evaluate(() => window.teleconsultJoin.stats()), clinicianId), 20000, 100),
     'the patient keeps decoding');
   const paths = await patient.evaluate(() => window.teleconsultJoin.state.media.paths());
-  return { base, paths, joinMs: firstFrame - admittedAt };
+  return { base, paths, joinMs };
 }
 
 test('a patient whose network drops UDP joins over ICE-TCP, frames both ways', { skip }, async (t) => {
