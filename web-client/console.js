@@ -229,7 +229,8 @@ async function connect(joinToken) {
       status('This visit was opened in another window, which now holds your place.');
       return leaveCall();
     }
-    reconnect(joinToken);
+    // 4010: the room moved to another server node; join again at once.
+    reconnect(joinToken, detail.code === 4010);
   });
   const joined = await signaling.request({ type: 'join', token: joinToken });
   view.setSelf({ display_name: session.me.display_name, role: 'clinician' });
@@ -266,11 +267,12 @@ async function republish(signaling) {
 }
 
 /** The WebSocket dropped: take the seat again (same account: same seat). */
-async function reconnect(joinToken) {
+async function reconnect(joinToken, moved = false) {
   $('reconnecting').textContent = 'The connection to the visit was lost. Reconnecting…';
   $('reconnecting').hidden = false;
   for (let attempt = 0; attempt < 10 && state.callStarted; attempt++) {
-    await new Promise((r) => setTimeout(r, Math.min(500 * 2 ** attempt, 5000)));
+    const delay = moved ? Math.min(250 * (2 ** attempt - 1), 3000) : Math.min(500 * 2 ** attempt, 5000);
+    await new Promise((r) => setTimeout(r, delay));
     try {
       const fresh = await api(`/api/visits/${state.visitId}/join-token`, { method: 'POST' }).catch(() => ({ join_token: joinToken }));
       await connect(fresh.join_token);

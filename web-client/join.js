@@ -259,6 +259,9 @@ async function connectSignaling() {
     if (detail.code === 4000 || detail.code === 4005) return endHere('elsewhere');
     if (detail.code === 4004) return endHere('link_revoked');
     if (detail.code === 4003) return;
+    // The room moved to another server node: join again at once (the
+    // admission is kept, so a patient in the call goes straight back in).
+    if (detail.code === 4010) return onMoved();
     onSignalingLost();
   });
   return signaling;
@@ -273,6 +276,8 @@ async function joinWaitingRoom(joinToken) {
   } catch (error) {
     const pages = { waiting_room_full: 'waiting_room_full', room_full: 'waiting_room_full', visit_closed: 'visit_ended', link_revoked: 'link_revoked', link_denied: 'link_denied' };
     if (pages[error.code]) return endHere(pages[error.code]);
+    state.signaling = null;
+    signaling.close();
     throw error;
   }
   saveSeat(joined.resume_token);
@@ -371,6 +376,35 @@ async function onSignalingLost() {
       $('reconnecting').hidden = true;
     } else {
       releaseDevices();
+    }
+  } finally {
+    resuming = false;
+  }
+}
+
+/**
+ * The server moved the room to another node (`move`, close 4010): the old
+ * seat and media are gone there, so join again through the link at once.
+ */
+async function onMoved() {
+  if (state.leaving || resuming) return;
+  resuming = true;
+  setBanner('connection_lost');
+  try {
+    sessionStorage.removeItem(seatKey);
+    state.media?.close();
+    state.media = null;
+    for (let attempt = 0; attempt < 10 && !state.leaving; attempt++) {
+      const link = await exchangeLink();
+      if (!link) return releaseDevices();
+      try {
+        await joinWaitingRoom(link.join_token);
+        if (!state.media?.stalled) $('reconnecting').hidden = true;
+        return;
+      } catch {
+        // No node could take the room yet: try again shortly.
+        await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** attempt, 3000)));
+      }
     }
   } finally {
     resuming = false;

@@ -95,6 +95,8 @@ function render(snapshot) {
   figure('Connections', String(snapshot.node.ws_connections));
   for (const w of snapshot.node.workers) figure(`Media worker ${w.worker} (UDP ${w.port})`, `${w.rooms} rooms, ${w.participants} participants`);
 
+  renderCluster(snapshot.cluster ?? []);
+
   const body = $('rooms').tBodies[0];
   body.replaceChildren();
   if (snapshot.rooms.length === 0) {
@@ -128,6 +130,22 @@ function render(snapshot) {
     });
   }
   renderCharts(snapshot.history);
+}
+
+/** The cluster's nodes (hidden on a single node). */
+function renderCluster(nodes) {
+  $('cluster-section').hidden = nodes.length === 0;
+  const body = $('cluster').tBodies[0];
+  body.replaceChildren();
+  for (const n of nodes) {
+    const row = body.insertRow();
+    row.dataset.node = n.node_id;
+    cell(row, n.this_node ? `${n.node_id} (this node)` : n.node_id);
+    cell(row, n.state, `state state-${n.state}`);
+    cell(row, `${fmt(n.cpu_pct, 1)}%`);
+    cell(row, String(n.participants));
+    cell(row, n.rooms.length ? n.rooms.join(', ') : '–', 'node-rooms');
+  }
 }
 
 function renderCharts(history) {

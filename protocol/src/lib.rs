@@ -424,6 +424,15 @@ pub enum ServerMessage {
         /// or `shutdown` (the media server stopped).
         reason: String,
     },
+    /// The room moves to another server node (this one is draining, or the
+    /// room's node was lost). The server closes the socket after this (close
+    /// code 4010). The client drops its media, opens a new WebSocket (to the
+    /// same address) and joins again with a join token: its admission is
+    /// kept, so a patient already in the call goes straight back in.
+    Move {
+        /// `node_draining` or `node_lost`.
+        reason: String,
+    },
     /// Reply to `ping`.
     Pong {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -512,6 +521,9 @@ pub enum ErrorCode {
     TooManyTracks,
     /// A `preferred_size` with a height of 0.
     InvalidSize,
+    /// No node of the cluster can take the room now (none live, or the
+    /// cluster's shared state is unreachable); try again in a moment.
+    ClusterUnavailable,
     /// Something failed on the server; the request may be retried.
     Internal,
 }
@@ -551,6 +563,7 @@ impl ErrorCode {
             ErrorCode::SeatReplaced => "seat_replaced",
             ErrorCode::TooManyTracks => "too_many_tracks",
             ErrorCode::InvalidSize => "invalid_size",
+            ErrorCode::ClusterUnavailable => "cluster_unavailable",
             ErrorCode::Internal => "internal",
         }
     }

@@ -58,6 +58,8 @@ pub struct App {
     pub ops_snapshots: crate::ops_dashboard::Snapshots,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// This node's cluster membership (`None`: a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl App {
@@ -65,6 +67,37 @@ impl App {
     /// or nothing when no TURN server is configured.
     pub fn ice_servers(&self, participant: &str, expires_unix: u64) -> Vec<teleconsult_protocol::IceServer> {
         self.config.turn.as_ref().map(|t| t.ice_servers(participant, expires_unix)).unwrap_or_default()
+    }
+
+    /// Who is in `room` now: on this node, or (in a cluster) on the node
+    /// that holds it, as of its last heartbeat.
+    pub fn presence(&self, room: &str) -> crate::room_registry::Presence {
+        let here = self.rooms.presence(room);
+        match &self.cluster {
+            Some(cluster) if here == Default::default() => cluster.remote_presence(room).unwrap_or(here),
+            _ => here,
+        }
+    }
+
+    /// Rooms with someone in them: on this node, and (in a cluster) on every
+    /// live node as of the last heartbeat.
+    pub fn occupied_rooms(&self) -> std::collections::HashSet<String> {
+        let mut rooms: std::collections::HashSet<String> =
+            self.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
+        if let Some(cluster) = &self.cluster {
+            rooms.extend(cluster.peers().into_iter().flat_map(|node| node.presence.into_keys()));
+        }
+        rooms
+    }
+
+    /// Sends `message` to every session of `subject`, on every node.
+    pub async fn tell_subject(&self, subject: &str, message: &teleconsult_protocol::ServerMessage) {
+        self.rooms.send_to_subject(subject, message);
+        if let Some(cluster) = &self.cluster {
+            let command =
+                crate::cluster::RoomCommand::ToSubject { subject: subject.to_string(), message: message.clone() };
+            cluster.publish(command).await;
+        }
     }
 
     /// A patient or guest link's URL.

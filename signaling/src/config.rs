@@ -165,6 +165,27 @@ pub struct ServeArgs {
     /// Days audit events are kept. Default 1095 (three years).
     #[arg(long, env = "TELECONSULT_RETENTION_AUDIT_DAYS")]
     pub retention_audit_days: Option<i64>,
+    /// Redis URL (`redis://host:port/db`): run as one node of a cluster
+    /// sharing this Redis and a PostgreSQL `--db`. Default: none (a single
+    /// node, nothing shared).
+    #[arg(long, env = "TELECONSULT_REDIS", hide_env_values = true)]
+    pub redis: Option<String>,
+    /// This node's id in the cluster (letters, digits, `-`, `_`). Default:
+    /// the host name and HTTP port.
+    #[arg(long, env = "TELECONSULT_NODE_ID")]
+    pub node_id: Option<String>,
+    /// The URL other nodes reach this node's HTTP listener at, for
+    /// WebSockets bridged to its rooms. Default `http://<http-addr>`.
+    #[arg(long, env = "TELECONSULT_NODE_URL")]
+    pub node_url: Option<String>,
+    /// Prefix of every Redis key and channel, so that several clusters (or
+    /// test runs) can share one Redis. Default `teleconsult`.
+    #[arg(long, env = "TELECONSULT_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
+    /// Seconds a draining node (SIGTERM) gives its calls to move to other
+    /// nodes before it exits. Default 30.
+    #[arg(long, env = "TELECONSULT_DRAIN_TIMEOUT_SECS")]
+    pub drain_timeout_secs: Option<u64>,
     /// Create demo accounts, a demo visit and a demo room, and print how to use them.
     #[arg(long)]
     pub demo: bool,
@@ -225,6 +246,11 @@ struct FileConfig {
     monitoring_missed_after: Option<u32>,
     retention_patient_days: Option<i64>,
     retention_audit_days: Option<i64>,
+    redis: Option<String>,
+    node_id: Option<String>,
+    node_url: Option<String>,
+    redis_prefix: Option<String>,
+    drain_timeout_secs: Option<u64>,
 }
 
 /// Fully resolved settings.
@@ -307,6 +333,10 @@ pub struct Config {
     pub monitoring_missed_after: u32,
     /// How long each kind of data is kept.
     pub retention: crate::store::RetentionPolicy,
+    /// Cluster membership, when `--redis` is set.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
+    /// How long a draining node waits for its calls to move.
+    pub drain_timeout: Duration,
     /// Whether to create the demo data.
     pub demo: bool,
 }
@@ -457,8 +487,44 @@ impl ServeArgs {
                 patient_secs: 86_400 * self.retention_patient_days.or(file.retention_patient_days).unwrap_or(90),
                 audit_secs: 86_400 * self.retention_audit_days.or(file.retention_audit_days).unwrap_or(1095),
             },
+            cluster: match self.redis.or(file.redis) {
+                None => None,
+                Some(redis_url) => Some(crate::cluster::ClusterSettings {
+                    redis_url,
+                    node_id: self.node_id.or(file.node_id),
+                    node_url: self.node_url.or(file.node_url).map(|u| u.trim_end_matches('/').to_string()),
+                    prefix: self.redis_prefix.or(file.redis_prefix).unwrap_or_else(|| "teleconsult".to_string()),
+                }),
+            },
+            drain_timeout: Duration::from_secs(
+                self.drain_timeout_secs.or(file.drain_timeout_secs).unwrap_or(30).clamp(1, 3600),
+            ),
             demo: self.demo,
         };
+        if let Some(cluster) = &config.cluster {
+            if !config.db.starts_with("postgres://") && !config.db.starts_with("postgresql://") {
+                return Err(ConfigError::Invalid {
+                    name: "redis/db",
+                    why: "the nodes of a cluster share a PostgreSQL database: set db to a postgres:// URL",
+                });
+            }
+            if config.token_secret.is_none() {
+                return Err(ConfigError::Invalid {
+                    name: "redis/token_secret",
+                    why: "the nodes of a cluster must share token_secret, so that a token from one is good on all",
+                });
+            }
+            if let Some(id) = &cluster.node_id
+                && (id.is_empty()
+                    || id.len() > 64
+                    || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            {
+                return Err(ConfigError::Invalid { name: "node_id", why: "1 to 64 letters, digits, '-' or '_'" });
+            }
+            if cluster.prefix.is_empty() || cluster.prefix.contains(char::is_whitespace) {
+                return Err(ConfigError::Invalid { name: "redis_prefix", why: "must be non-empty, without spaces" });
+            }
+        }
         if !(1..=3660).contains(&(config.retention.patient_secs / 86_400))
             || !(30..=7320).contains(&(config.retention.audit_secs / 86_400))
             || config.retention.audit_secs < config.retention.patient_secs

@@ -141,19 +141,33 @@ pub async fn questionnaire(
             ))
             .await?;
     }
-    // A patient already waiting: refresh the clinicians' view.
-    for (participant, waited_secs) in app.rooms.waiting(&visit.id) {
+    let red_flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+    show_answers_to_clinicians(&app, &visit.id, &value, &red_flags);
+    if let Some(cluster) = &app.cluster {
+        let command = crate::cluster::RoomCommand::QuestionnaireAnswered {
+            room: visit.id.clone(),
+            questionnaire: value.clone(),
+            red_flags,
+        };
+        cluster.publish(command).await;
+    }
+    Ok(Json(json!({ "stored": true, "red_flags": flags })))
+}
+
+/// A patient already waiting in `room` (on this node) answered the
+/// questionnaire: refresh the clinicians' view of them.
+pub fn show_answers_to_clinicians(app: &App, room: &str, questionnaire: &serde_json::Value, red_flags: &[String]) {
+    for (participant, waited_secs) in app.rooms.waiting(room) {
         if participant.role == Role::Patient {
             app.rooms.send_to_clinicians(
-                &visit.id,
+                room,
                 &ServerMessage::ParticipantWaiting {
                     participant,
                     waited_secs,
-                    questionnaire: Some(value.clone()),
-                    red_flags: flags.iter().map(|f| f.to_string()).collect(),
+                    questionnaire: Some(questionnaire.clone()),
+                    red_flags: red_flags.to_vec(),
                 },
             );
         }
     }
-    Ok(Json(json!({ "stored": true, "red_flags": flags })))
 }

@@ -12,6 +12,7 @@ pub mod auth_api;
 pub mod calendar_feed;
 pub mod client_addr;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod credential_guard;
 pub mod follow_up_placement;

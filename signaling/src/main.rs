@@ -243,6 +243,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     shutdown_signal().await;
     tracing::info!("shutting down");
+    // In a cluster, calls move to other nodes first (bounded by --drain-timeout-secs).
+    server.drain().await;
     server.shutdown().await;
     Ok(())
 }

@@ -39,6 +39,10 @@ pub struct Metrics {
     join: Mutex<Histogram>,
     /// Link id → when its link was exchanged, until its media connects.
     link_opened: Mutex<HashMap<String, Instant>>,
+    ws_bridged: AtomicI64,
+    room_moves: Mutex<BTreeMap<&'static str, u64>>,
+    /// The cluster's nodes as of the last heartbeat (empty: one node).
+    cluster_nodes: Mutex<Vec<crate::cluster::NodeStatus>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -54,6 +58,21 @@ impl Metrics {
     /// Open WebSocket connections now.
     pub fn ws_open(&self) -> i64 {
         self.ws_connections.load(Ordering::Relaxed)
+    }
+
+    /// A WebSocket bridged to another node opened (+1) or closed (-1).
+    pub fn ws_bridged(&self, delta: i64) {
+        self.ws_bridged.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A room's people were told to move (`node_draining`, `node_lost`).
+    pub fn room_moved(&self, reason: &'static str) {
+        *locked(&self.room_moves).entry(reason).or_default() += 1;
+    }
+
+    /// The cluster's nodes, as the last heartbeat read them.
+    pub fn set_cluster_nodes(&self, nodes: &[crate::cluster::NodeStatus]) {
+        *locked(&self.cluster_nodes) = nodes.to_vec();
     }
 
     /// One client message of a known type.
@@ -99,6 +118,45 @@ impl Metrics {
         let mut out = String::new();
         metric(&mut out, "teleconsult_ws_connections", "gauge", "Open WebSocket connections.");
         let _ = writeln!(out, "teleconsult_ws_connections {}", self.ws_connections.load(Ordering::Relaxed));
+        metric(&mut out, "teleconsult_ws_bridged", "gauge", "WebSockets bridged to the node that holds their room.");
+        let _ = writeln!(out, "teleconsult_ws_bridged {}", self.ws_bridged.load(Ordering::Relaxed));
+        metric(&mut out, "teleconsult_room_moves_total", "counter", "Rooms whose people were told to move, by reason.");
+        for (reason, n) in locked(&self.room_moves).iter() {
+            let _ = writeln!(out, "teleconsult_room_moves_total{{reason=\"{reason}\"}} {n}");
+        }
+        let nodes = locked(&self.cluster_nodes).clone();
+        if !nodes.is_empty() {
+            metric(
+                &mut out,
+                "teleconsult_cluster_node_up",
+                "gauge",
+                "Live nodes of the cluster, by state (1 per node).",
+            );
+            for n in &nodes {
+                let state = match n.state {
+                    crate::cluster::NodeState::Active => "active",
+                    crate::cluster::NodeState::Draining => "draining",
+                };
+                let _ = writeln!(out, "teleconsult_cluster_node_up{{node=\"{}\",state=\"{state}\"}} 1", n.id);
+            }
+            metric(&mut out, "teleconsult_cluster_node_rooms", "gauge", "Rooms each node holds.");
+            for n in &nodes {
+                let _ = writeln!(out, "teleconsult_cluster_node_rooms{{node=\"{}\"}} {}", n.id, n.rooms);
+            }
+            metric(&mut out, "teleconsult_cluster_node_participants", "gauge", "Seats in each node's rooms.");
+            for n in &nodes {
+                let _ = writeln!(out, "teleconsult_cluster_node_participants{{node=\"{}\"}} {}", n.id, n.participants);
+            }
+            metric(
+                &mut out,
+                "teleconsult_cluster_node_cpu_percent",
+                "gauge",
+                "Each node's CPU use, percent of one core.",
+            );
+            for n in &nodes {
+                let _ = writeln!(out, "teleconsult_cluster_node_cpu_percent{{node=\"{}\"}} {}", n.id, n.cpu_percent);
+            }
+        }
         metric(&mut out, "teleconsult_ws_messages_total", "counter", "Client messages received, by type.");
         for (kind, n) in locked(&self.ws_messages).iter() {
             let _ = writeln!(out, "teleconsult_ws_messages_total{{type=\"{kind}\"}} {n}");

@@ -97,6 +97,8 @@ pub struct Snapshot {
     pub node: serde_json::Value,
     /// Live rooms.
     pub rooms: Vec<RoomHealth>,
+    /// The cluster's nodes and the rooms each holds (empty: one node).
+    pub cluster: Vec<serde_json::Value>,
     /// The last hour.
     pub history: Vec<HistoryPoint>,
 }
@@ -246,11 +248,34 @@ pub fn start_sampler(app: Arc<App>, tx: watch::Sender<Option<Arc<Snapshot>>>) {
                 at: rfc3339(app.clock.now()),
                 node,
                 rooms: room_list,
+                cluster: cluster_view(&app),
                 history: history.iter().cloned().collect(),
             };
             let _ = tx.send(Some(Arc::new(snapshot)));
         }
     });
+}
+
+/// Every node of the cluster as of the last heartbeat: its state, load and
+/// the rooms it holds (room ids are visit ids: no personal data).
+fn cluster_view(app: &App) -> Vec<serde_json::Value> {
+    let Some(cluster) = &app.cluster else { return Vec::new() };
+    cluster
+        .peers()
+        .into_iter()
+        .map(|n| {
+            let mut rooms: Vec<&String> = n.presence.keys().collect();
+            rooms.sort();
+            json!({
+                "node_id": n.id,
+                "this_node": n.id == cluster.node_id,
+                "state": n.state,
+                "rooms": rooms,
+                "participants": n.participants,
+                "cpu_pct": n.cpu_percent,
+            })
+        })
+        .collect()
 }
 
 /// `GET /api/ops/stream`: snapshots as server-sent events, one a second.

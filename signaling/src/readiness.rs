@@ -29,6 +29,8 @@ const DATABASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 pub enum Lifecycle {
     /// Serving normally.
     Running,
+    /// In a cluster: moving this node's calls to other nodes before exit.
+    Draining,
     /// Shutting down (SIGTERM or Ctrl-C received).
     Stopping,
 }
@@ -37,6 +39,7 @@ impl Lifecycle {
     fn as_str(self) -> &'static str {
         match self {
             Lifecycle::Running => "running",
+            Lifecycle::Draining => "draining",
             Lifecycle::Stopping => "stopping",
         }
     }
@@ -47,6 +50,8 @@ impl Lifecycle {
 pub struct Readiness {
     /// The store answered a ping in time.
     pub database: bool,
+    /// Redis answered a ping in time (`None`: no cluster).
+    pub redis: Option<bool>,
     /// Where the process is in its life.
     pub lifecycle: Lifecycle,
 }
@@ -54,30 +59,41 @@ pub struct Readiness {
 impl Readiness {
     /// Whether the node should receive new work.
     pub fn is_ready(&self) -> bool {
-        self.database && self.lifecycle == Lifecycle::Running
+        self.database && self.redis != Some(false) && self.lifecycle == Lifecycle::Running
     }
 
     /// The JSON body of `/readyz`.
     pub fn to_json(&self) -> serde_json::Value {
+        let mut checks = serde_json::json!({
+            "database": if self.database { "ok" } else { "unreachable" },
+            "lifecycle": self.lifecycle.as_str(),
+        });
+        if let Some(redis) = self.redis {
+            checks["redis"] = serde_json::json!(if redis { "ok" } else { "unreachable" });
+        }
         serde_json::json!({
             "status": if self.is_ready() { "ready" } else { "not_ready" },
-            "checks": {
-                "database": if self.database { "ok" } else { "unreachable" },
-                "lifecycle": self.lifecycle.as_str(),
-            },
+            "checks": checks,
         })
     }
 }
 
 /// Runs every check against the live application.
-///
-/// The cluster work adds its conditions here: Redis reachable when one is
-/// configured (a `redis` check), and a `Draining` lifecycle while SIGTERM
-/// moves this node's rooms to other nodes.
+/// In a cluster, Redis must answer too, and a draining node is not ready.
 pub async fn assess(app: &App) -> Readiness {
     let database = matches!(tokio::time::timeout(DATABASE_PING_TIMEOUT, app.store.ping()).await, Ok(Ok(())));
-    let lifecycle = if *app.shutdown.borrow() { Lifecycle::Stopping } else { Lifecycle::Running };
-    Readiness { database, lifecycle }
+    let redis = match &app.cluster {
+        Some(cluster) => Some(matches!(tokio::time::timeout(DATABASE_PING_TIMEOUT, cluster.ping()).await, Ok(true))),
+        None => None,
+    };
+    let lifecycle = if *app.shutdown.borrow() {
+        Lifecycle::Stopping
+    } else if app.cluster.as_ref().is_some_and(|c| c.is_draining()) {
+        Lifecycle::Draining
+    } else {
+        Lifecycle::Running
+    };
+    Readiness { database, redis, lifecycle }
 }
 
 /// `GET /readyz`: 200 when ready, 503 when not; the checks in the body.
@@ -93,13 +109,21 @@ mod tests {
 
     #[test]
     fn ready_only_when_every_check_passes() {
-        let running = Readiness { database: true, lifecycle: Lifecycle::Running };
+        let running = Readiness { database: true, redis: None, lifecycle: Lifecycle::Running };
         assert!(running.is_ready());
         assert_eq!(running.to_json()["status"], "ready");
 
         let no_database = Readiness { database: false, ..running.clone() };
         assert!(!no_database.is_ready());
         assert_eq!(no_database.to_json()["checks"]["database"], "unreachable");
+
+        let no_redis = Readiness { redis: Some(false), ..running.clone() };
+        assert!(!no_redis.is_ready());
+        assert_eq!(no_redis.to_json()["checks"]["redis"], "unreachable");
+        assert!(running.to_json()["checks"].get("redis").is_none());
+
+        let draining = Readiness { lifecycle: Lifecycle::Draining, ..running.clone() };
+        assert!(!draining.is_ready());
 
         let stopping = Readiness { lifecycle: Lifecycle::Stopping, ..running };
         assert!(!stopping.is_ready());

@@ -28,8 +28,10 @@ use tokio::sync::{Notify, mpsc};
 pub enum Outbound {
     /// Send this message.
     Message(ServerMessage),
+    /// Send this text frame as it is (relayed from the room's node).
+    Text(String),
     /// Close the socket with this WebSocket close code and reason.
-    Close(u16, &'static str),
+    Close(u16, std::borrow::Cow<'static, str>),
     /// Send a WebSocket ping (the client's pong proves it is there).
     Ping,
 }
@@ -52,6 +54,8 @@ pub mod close_code {
     pub const TOO_SLOW_RESUME: u16 = 4008;
     /// Nothing came from the client for too long: resume if still there.
     pub const IDLE_RESUME: u16 = 4009;
+    /// The room moved to another node (after a `move` message): join again.
+    pub const MOVED: u16 = 4010;
 }
 
 /// Sending half of a session's outbound queue.
@@ -83,7 +87,17 @@ impl Outbox {
 
     /// Queues a close.
     pub fn close(&self, code: u16, reason: &'static str) -> bool {
-        self.push(Outbound::Close(code, reason))
+        self.push(Outbound::Close(code, reason.into()))
+    }
+
+    /// Queues a text frame relayed as it is.
+    pub fn text(&self, text: String) -> bool {
+        self.push(Outbound::Text(text))
+    }
+
+    /// Queues a close with a reason relayed from elsewhere.
+    pub fn close_with(&self, code: u16, reason: String) -> bool {
+        self.push(Outbound::Close(code, reason.into()))
     }
 
     /// Queues a ping.
@@ -227,6 +241,18 @@ pub struct SeatRef {
     pub epoch: u64,
 }
 
+/// A resume secret that names its room (`<room>.<secret>`), so that any
+/// node of a cluster can tell which node to bridge a `resume` to. The
+/// secret part is what makes it unguessable.
+fn new_resume_token(room: &str) -> String {
+    format!("{room}.{}", crate::secret::random_token())
+}
+
+/// The room a resume token names, if it is well formed.
+pub fn room_of_resume_token(token: &str) -> Option<&str> {
+    token.rsplit_once('.').map(|(room, _)| room).filter(|room| !room.is_empty())
+}
+
 /// All live rooms of this node.
 #[derive(Debug, Default)]
 pub struct RoomRegistry {
@@ -234,7 +260,7 @@ pub struct RoomRegistry {
 }
 
 /// Who is in a room now.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Presence {
     /// Seats in the call.
     pub in_call: usize,
@@ -297,7 +323,7 @@ impl RoomRegistry {
             inner.resume.remove(&p.resume_token);
         }
         let others: Vec<ParticipantInfo> = seats.values().filter(|s| s.info.admitted).map(|s| s.info.clone()).collect();
-        let resume_token = crate::secret::random_token();
+        let resume_token = new_resume_token(&request.room);
         let epoch = previous.as_ref().map(|p| p.epoch + 1).unwrap_or(1);
         seats.insert(
             participant_id.clone(),
@@ -336,7 +362,7 @@ impl RoomRegistry {
     pub fn resume(&self, resume_token: &str, outbox: Outbox) -> Result<Resumed, SeatError> {
         let mut inner = self.lock();
         let (room, participant) = inner.resume.remove(resume_token).ok_or(SeatError::UnknownResumeToken)?;
-        let new_token = crate::secret::random_token();
+        let new_token = new_resume_token(&room);
         let Some(seats) = inner.rooms.get_mut(&room) else { return Err(SeatError::UnknownResumeToken) };
         let others: Vec<ParticipantInfo> = seats
             .iter()

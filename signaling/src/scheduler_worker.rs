@@ -216,7 +216,7 @@ impl SchedulerWorker {
         report.purged = purge_expired(app, now).await?;
 
         // 8. Running visits whose room stayed empty.
-        let occupied: Vec<String> = app.rooms.room_sizes().into_iter().map(|(room, _)| room).collect();
+        let occupied = app.occupied_rooms();
         let running = app.store.visits_starting(VisitStatus::InProgress, i64::MIN / 2, i64::MAX / 2).await?;
         self.empty_since.retain(|id, _| running.iter().any(|v| &v.id == id));
         for visit in running {
@@ -309,12 +309,27 @@ pub fn spawn(app: Arc<App>) {
     tokio::spawn(async move {
         let mut worker = SchedulerWorker::default();
         let mut shutdown = app.shutdown.clone();
+        // In a cluster one node at a time runs the ticks; its lease outlives
+        // a few ticks, so a node that dies holding it is replaced within that.
+        let lease = (app.config.scheduler_tick * 3).max(crate::cluster::NODE_TTL);
         loop {
-            worker.tick(&app, app.clock.now()).await;
+            let holds = match &app.cluster {
+                Some(cluster) => !cluster.is_draining() && cluster.hold_lease(SCHEDULER_LEASE, lease).await,
+                None => true,
+            };
+            if holds {
+                worker.tick(&app, app.clock.now()).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(app.config.scheduler_tick) => {}
                 _ = shutdown.changed() => break,
             }
         }
+        if let Some(cluster) = &app.cluster {
+            cluster.release_lease(SCHEDULER_LEASE).await;
+        }
     });
 }
+
+/// The scheduler's lease in a cluster.
+const SCHEDULER_LEASE: &str = "scheduler";

@@ -70,6 +70,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// Redis could not be reached, or the node could not register.
+    #[error("cluster: {0}")]
+    Cluster(crate::cluster::ClusterError),
     /// The HTTP listener could not bind.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -130,6 +133,16 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         }
         None => rand::random(),
     };
+    let cluster = match &config.cluster {
+        Some(settings) => {
+            let secret = config.token_secret.as_deref().unwrap_or_default();
+            let cluster = crate::cluster::Cluster::join(settings, http_addr, secret, clock.now())
+                .await
+                .map_err(StartError::Cluster)?;
+            Some(Arc::new(cluster))
+        }
+        None => None,
+    };
     let security = SecurityLog::open(config.security_log.as_deref(), security_key)
         .map_err(|source| StartError::SecurityLog { path: config.security_log.clone().unwrap_or_default(), source })?;
     let app = Arc::new(App {
@@ -155,7 +168,16 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<R
         public_url,
         ops_snapshots,
         shutdown: shutdown_rx.clone(),
+        cluster: cluster.clone(),
     });
+    if let Some(cluster) = cluster {
+        // Registered before the listener answers, so that placement can
+        // choose this node as soon as it takes connections.
+        let status = crate::cluster::status_now(&app, &cluster, 0.0);
+        cluster.write_status(&status).await.map_err(StartError::Cluster)?;
+        crate::cluster::spawn(app.clone(), cluster.clone());
+        info!(node = %cluster.node_id, url = %cluster.node_url, "joined the cluster");
+    }
     crate::ops_dashboard::start_sampler(app.clone(), snapshots_tx);
     crate::scheduler_worker::spawn(app.clone());
     crate::credential_guard::spawn(app.clone());
@@ -205,8 +227,33 @@ impl RunningServer {
 
     /// Graceful shutdown: every session is told `room_closed` and closed,
     /// HTTP stops accepting, media workers stop.
+    /// In a cluster: stops taking rooms, tells everyone in this node's
+    /// rooms (and every WebSocket bridged through it) to move, and waits up
+    /// to `drain_timeout` for their sockets to close. One node: nothing.
+    pub async fn drain(&self) {
+        let app = &self.app;
+        let Some(cluster) = &app.cluster else { return };
+        let deadline = tokio::time::Instant::now() + app.config.drain_timeout;
+        cluster.start_draining(crate::cluster::status_now(app, cluster, 0.0)).await;
+        let rooms = app.rooms.room_sizes();
+        info!(rooms = rooms.len(), "draining: moving this node's calls");
+        for (room, _) in rooms {
+            crate::visit_rooms::move_room(app, &room, "node_draining").await;
+        }
+        while tokio::time::Instant::now() < deadline
+            && (app.metrics.ws_open() > 0 || !app.rooms.room_sizes().is_empty())
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        info!(sockets_left = app.metrics.ws_open(), "drained");
+    }
+
+    /// Stops: closes every session and the media server, and leaves the cluster.
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
+        if let Some(cluster) = &self.app.cluster {
+            cluster.leave().await;
+        }
         // Sessions close their sockets on the flag; give them a moment.
         let _ = tokio::time::timeout(Duration::from_secs(5), self.serve_task).await;
         self.app.sfu.shutdown().await;
@@ -351,7 +398,7 @@ async fn metrics(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) ->
     if let Some(token) = &app.config.metrics_token {
         let given =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-        let ok = given.is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes()));
+        let ok = given.is_some_and(|g| crate::secret::constant_time_eq(g.trim().as_bytes(), token.as_bytes()));
         if !ok {
             return crate::http_error::ApiError::new(
                 axum::http::StatusCode::UNAUTHORIZED,
@@ -391,10 +438,6 @@ fn default_public_url(http_addr: std::net::SocketAddr) -> String {
     format!("http://{addr}")
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// `/ws`: browsers only from an allowed origin, and at most
 /// `ws_max_per_address` sockets per client address.
 async fn ws(
@@ -403,6 +446,8 @@ async fn ws(
     headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // A WebSocket bridged from another node speaks for its client's address.
+    let client = app.cluster.as_ref().and_then(|c| c.bridged_client(&headers)).unwrap_or(client);
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let same_host = app.same_host_origin && crate::ws_limits::origin_is_host(origin, host);

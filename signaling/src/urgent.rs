@@ -189,14 +189,15 @@ pub async fn notify(
     })
     .await?;
     for n in notes {
-        app.rooms.send_to_subject(
+        app.tell_subject(
             &format!("clinician:{}", n.clinician_id),
             &ServerMessage::Notice {
                 kind: kind.to_string(),
                 visit_id: visit_id.to_string(),
                 detail: detail.to_string(),
             },
-        );
+        )
+        .await;
     }
     Ok(())
 }

@@ -9,10 +9,41 @@ use tracing::info;
 use crate::app::App;
 use crate::store::AuditEvent;
 
-/// Closes a live room: every seat is told `room_closed` with `reason` and
-/// its socket closed, and the media room is closed. A room with nobody in
-/// it is a no-op.
+/// Closes a live room, on whichever node holds it: every seat is told
+/// `room_closed` with `reason` and its socket closed, and the media room is
+/// closed. A room with nobody in it is a no-op.
 pub async fn close_room(app: &App, room: &str, reason: &str) {
+    close_local_room(app, room, reason).await;
+    if let Some(cluster) = &app.cluster {
+        let command = crate::cluster::RoomCommand::CloseRoom { room: room.to_string(), reason: reason.to_string() };
+        cluster.publish(command).await;
+        cluster.release_room(room).await;
+        cluster.forget_room(room).await;
+    }
+}
+
+/// Tells everyone in a room this node holds to move to another node
+/// (`move`, then close code 4010), and lets the room go: its seats, its
+/// media, and its placement. They join again through any node; their
+/// admission is kept in the cluster.
+pub async fn move_room(app: &App, room: &str, reason: &'static str) {
+    let seats = app.rooms.close_room(room);
+    for seat in &seats {
+        if let Some(outbox) = &seat.outbox {
+            outbox.send(ServerMessage::Move { reason: reason.to_string() });
+            outbox.close(crate::room_registry::close_code::MOVED, "room moved; join again");
+        }
+    }
+    let _ = app.sfu.close_room(&RoomId(room.to_string())).await;
+    if let Some(cluster) = &app.cluster {
+        cluster.release_room(room).await;
+    }
+    app.metrics.room_moved(reason);
+    info!(room, seats = seats.len(), reason, "room moved");
+}
+
+/// Closes a room if this node holds it (see [`close_room`]).
+pub async fn close_local_room(app: &App, room: &str, reason: &str) {
     let seats = app.rooms.close_room(room);
     for seat in &seats {
         if let Some(outbox) = &seat.outbox {

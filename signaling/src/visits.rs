@@ -168,8 +168,9 @@ pub fn visit_view(app: &App, visit: &Visit, patient: Option<&Patient>, clinician
         "started_at": visit.started_at.map(rfc3339),
         "ended_at": visit.ended_at.map(rfc3339),
         "cancelled_at": visit.cancelled_at.map(rfc3339),
-        // Live, on this node: who is in the call and who waits right now.
-        "room": app.rooms.presence(&visit.id),
+        // Live: who is in the call and who waits right now (in a cluster,
+        // as of the room's node's last heartbeat).
+        "room": app.presence(&visit.id),
     })
 }
 

@@ -58,7 +58,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
                 out = rx.recv() => out,
                 // The queue is full: what is in it no longer matters; the
                 // client resumes and gets the state afresh.
-                _ = overflow.notified() => Some(Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume")),
+                _ = overflow.notified() => Some(Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume".into())),
             };
             let Some(out) = out else { break };
             let closing = matches!(out, Outbound::Close(..));
@@ -69,7 +69,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
                 _ = overflow.notified() => {
                     // The close frame may never get through a stuck socket:
                     // try briefly, then drop the connection.
-                    let close = Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume");
+                    let close = Outbound::Close(close_code::TOO_SLOW_RESUME, "too slow; resume".into());
                     let _ = tokio::time::timeout(Duration::from_secs(1), write(&mut sink, close)).await;
                     false
                 }
@@ -91,6 +91,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
         subject: String::new(),
         bucket: RATE_BURST,
         last_refill: Instant::now(),
+        upstream: None,
     };
     let mut shutdown = app.shutdown.clone();
     let idle = app.config.ws_idle_timeout;
@@ -106,7 +107,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
                 last_heard = Instant::now();
                 match frame {
                     Message::Text(text) => {
-                        if !session.handle_text(text.as_str()).await {
+                        if !session.handle_text(text.as_str()).await || session.upstream.is_some() {
                             break;
                         }
                     }
@@ -136,6 +137,11 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
             }
         }
     }
+    if let Some(upstream) = session.upstream.take() {
+        app.metrics.ws_bridged(1);
+        relay(upstream, &mut stream, &outbox, &app, &mut writer, last_heard).await;
+        app.metrics.ws_bridged(-1);
+    }
     session.on_socket_closed().await;
     drop(session);
     drop(outbox);
@@ -153,10 +159,103 @@ async fn write(sink: &mut SplitSink<WebSocket, Message>, out: Outbound) -> bool 
             Ok(text) => Message::Text(Utf8Bytes::from(text)),
             Err(_) => return true,
         },
+        Outbound::Text(text) => Message::Text(Utf8Bytes::from(text)),
         Outbound::Ping => Message::Ping(Default::default()),
-        Outbound::Close(code, reason) => Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason) })),
+        Outbound::Close(code, reason) => {
+            Message::Close(Some(CloseFrame { code, reason: Utf8Bytes::from(reason.into_owned()) }))
+        }
     };
     sink.send(frame).await.is_ok()
+}
+
+/// Relays a bridged session: the client's frames to the room's node, and
+/// its frames to the client, until either side ends. If the room's node
+/// goes away without closing (it died) or this node drains, the client is
+/// told to `move` and joins again, through any node.
+async fn relay(
+    mut upstream: crate::cluster::bridge::Upstream,
+    stream: &mut futures_util::stream::SplitStream<WebSocket>,
+    outbox: &Outbox,
+    app: &App,
+    writer: &mut tokio::task::JoinHandle<()>,
+    mut last_heard: Instant,
+) {
+    use tokio_tungstenite::tungstenite::Message as Up;
+    let mut shutdown = app.shutdown.clone();
+    let mut draining = app.cluster.as_ref().map(|c| c.draining_signal());
+    let idle = app.config.ws_idle_timeout;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+    let moved = |reason: &str| {
+        outbox.send(ServerMessage::Move { reason: reason.to_string() });
+        outbox.close(close_code::MOVED, "room moved; join again");
+    };
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break };
+                last_heard = Instant::now();
+                let sent = match frame {
+                    Message::Text(text) => upstream.send(Up::text(text.as_str())).await,
+                    Message::Binary(_) => {
+                        outbox.send(ServerMessage::Error {
+                            id: None,
+                            code: ErrorCode::BinaryNotSupported,
+                            message: "binary frames are not part of the protocol".into(),
+                        });
+                        Ok(())
+                    }
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => Ok(()),
+                };
+                if sent.is_err() {
+                    moved("node_lost");
+                    return;
+                }
+            }
+            frame = upstream.next() => match frame {
+                Some(Ok(Up::Text(text))) => {
+                    outbox.text(text.as_str().to_owned());
+                }
+                Some(Ok(Up::Close(Some(close)))) => {
+                    outbox.close_with(u16::from(close.code), close.reason.as_str().to_owned());
+                    return;
+                }
+                Some(Ok(Up::Close(None))) => {
+                    outbox.close(1000, "closed");
+                    return;
+                }
+                Some(Ok(_)) => {}
+                // The room's node went away without a word: it died.
+                Some(Err(_)) | None => {
+                    debug!("room's node lost; moving the client");
+                    moved("node_lost");
+                    return;
+                }
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle {
+                    outbox.close(close_code::IDLE_RESUME, "no frame for too long; resume");
+                    break;
+                }
+                outbox.ping();
+                // Keeps the room's node from taking this bridge for idle.
+                if upstream.send(Up::Ping(Default::default())).await.is_err() {
+                    moved("node_lost");
+                    return;
+                }
+            }
+            _ = &mut *writer => break,
+            _ = async { match draining.as_mut() { Some(d) => { let _ = d.wait_for(|v| *v).await; } None => std::future::pending().await } } => {
+                moved("node_draining");
+                break;
+            }
+            _ = shutdown.changed() => {
+                moved("node_draining");
+                break;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), upstream.close(None)).await;
 }
 
 struct Session {
@@ -170,6 +269,18 @@ struct Session {
     subject: String,
     bucket: f64,
     last_refill: Instant,
+    /// Set when the room lives on another node: this session becomes a relay.
+    upstream: Option<crate::cluster::bridge::Upstream>,
+}
+
+/// Where a session's room lives.
+enum Route {
+    /// On this node (or there is no cluster).
+    Here,
+    /// On another node; `Session::upstream` is open to it.
+    Bridged,
+    /// Nowhere now; the client was told.
+    Failed,
 }
 
 impl Session {
@@ -247,8 +358,8 @@ impl Session {
                     resume_grace_secs: self.app.config.resume_grace.as_secs(),
                 });
             }
-            ClientMessage::Join { id, token } => self.join(id, &token).await,
-            ClientMessage::Resume { id, resume_token } => self.resume(id, &resume_token).await,
+            ClientMessage::Join { id, token } => self.join(id, &token, text).await,
+            ClientMessage::Resume { id, resume_token } => self.resume(id, &resume_token, text).await,
             ClientMessage::Ping { id } => self.send(ServerMessage::Pong { id }),
             other => {
                 let Some(seat) = self.seat.clone() else {
@@ -261,7 +372,49 @@ impl Session {
         true
     }
 
-    async fn join(&mut self, id: Option<String>, token: &str) {
+    /// Finds the node that holds `room`, placing the room if it has none.
+    /// Another node: opens the bridge to it and sends it `frame` (the
+    /// client's `join` or `resume`), trying another node if it cannot be
+    /// reached.
+    async fn route(&mut self, id: &Option<String>, room: &str, frame: &str) -> Route {
+        let Some(cluster) = self.app.cluster.clone() else { return Route::Here };
+        let mut unreachable: Option<String> = None;
+        for _ in 0..3 {
+            let node = match cluster.place(room, unreachable.as_deref()).await {
+                Ok(node) => node,
+                Err(e) => {
+                    tracing::warn!(error = %e, room, "cannot place a room");
+                    break;
+                }
+            };
+            if node.id == cluster.node_id {
+                return Route::Here;
+            }
+            match crate::cluster::bridge::connect(&cluster, &node.url, self.client).await {
+                Ok(mut upstream) => {
+                    use tokio_tungstenite::tungstenite::Message as Up;
+                    if upstream.send(Up::text(frame)).await.is_ok() {
+                        debug!(room, node = %node.id, "session bridged to the room's node");
+                        self.upstream = Some(upstream);
+                        return Route::Bridged;
+                    }
+                    unreachable = Some(node.id);
+                }
+                Err(e) => {
+                    tracing::warn!(room, node = %node.id, error = %e, "room's node unreachable; placing the room again");
+                    unreachable = Some(node.id);
+                }
+            }
+        }
+        self.error(
+            id.clone(),
+            ErrorCode::ClusterUnavailable,
+            "no server node can take this room now; try again in a moment",
+        );
+        Route::Failed
+    }
+
+    async fn join(&mut self, id: Option<String>, token: &str, frame: &str) {
         if self.seat.is_some() {
             return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
         }
@@ -281,8 +434,17 @@ impl Session {
             }
             return self.error(id, code, why);
         }
-        // Clinicians go straight in; patients and guests wait to be admitted.
-        let admitted = claims.role == Role::Clinician || claims.admitted;
+        match self.route(&id, &claims.room, frame).await {
+            Route::Here => {}
+            Route::Bridged | Route::Failed => return,
+        }
+        // Clinicians go straight in; patients and guests wait to be admitted,
+        // unless a clinician let them in before (on any node: the room may
+        // have moved since).
+        let mut admitted = claims.role == Role::Clinician || claims.admitted;
+        if !admitted && let Some(cluster) = &self.app.cluster {
+            admitted = cluster.was_admitted(&claims.room, &claims.sub).await;
+        }
         let taken = self.app.rooms.join(SeatRequest {
             room: claims.room.clone(),
             participant_id: crate::secret::random_id("p"),
@@ -368,9 +530,15 @@ impl Session {
         self.seat = Some(seat);
     }
 
-    async fn resume(&mut self, id: Option<String>, resume_token: &str) {
+    async fn resume(&mut self, id: Option<String>, resume_token: &str, frame: &str) {
         if self.seat.is_some() {
             return self.error(id, ErrorCode::AlreadyJoined, "this connection already holds a seat");
+        }
+        if let Some(room) = crate::room_registry::room_of_resume_token(resume_token) {
+            match self.route(&id, room, frame).await {
+                Route::Here => {}
+                Route::Bridged | Route::Failed => return,
+            }
         }
         let Ok(resumed) = self.app.rooms.resume(resume_token, self.outbox.clone()) else {
             return self.error(id, ErrorCode::ResumeFailed, "unknown resume token, or the grace period has ended");
@@ -594,6 +762,12 @@ impl Session {
                 match self.app.rooms.admit(&seat.room, &participant_id, self.app.config.max_participants) {
                     Ok((info, others, waited)) => {
                         self.app.metrics.admitted_after(waited);
+                        if let Some(cluster) = &self.app.cluster
+                            && let Some(subject) =
+                                self.app.rooms.with_seat(&seat.room, &participant_id, |s| s.subject.clone())
+                        {
+                            cluster.record_admission(&seat.room, &subject).await;
+                        }
                         self.app.rooms.send_to(
                             &seat.room,
                             &participant_id,
