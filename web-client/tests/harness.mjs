@@ -47,14 +47,15 @@ function testDatabase(port) {
 /**
  * Starts `teleconsult serve --demo` on a free loopback port and returns
  * { base, port, links: { clinician, patient, guest }, stop() }. `httpHost`
- * and `mediaIps` widen it to a test network namespace's host address.
+ * and `mediaIps` widen it to a test network namespace's host address; `db`
+ * names the database (default: a fresh one).
  */
-export async function startDemoServer(extraArgs = [], { httpHost = '127.0.0.1', mediaIps = ['127.0.0.1'] } = {}) {
+export async function startDemoServer(extraArgs = [], { httpHost = '127.0.0.1', mediaIps = ['127.0.0.1'], db } = {}) {
   const port = await freePort();
   const child = spawn(
     serverBinary(),
     ['serve', '--demo', '--http-addr', `${httpHost}:${port}`, '--media-port', '0', '--media-ips', mediaIps.join(','),
-      '--db', testDatabase(port), ...extraArgs],
+      '--db', db ?? testDatabase(port), ...extraArgs],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TELECONSULT_LOG: process.env.TELECONSULT_LOG ?? 'warn' } },
   );
   let stdout = '';
@@ -181,6 +182,27 @@ export async function signInAndStart(desk, server, { base = server.base, query =
   await desk.waitForSelector(`#visits tr[data-visit="${server.links.visit}"]`);
   await desk.click(`#visits tr[data-visit="${server.links.visit}"] button.start`);
   await desk.waitForSelector('#visit', { state: 'visible' });
+}
+
+/** Frames decoded from everyone, summed, from a page's own stats (`reader`: its window object). */
+export const framesOn = (page, reader) => page.evaluate(
+  async (r) => Object.values((await window[r].stats()).byParticipant ?? {}).reduce((sum, p) => sum + p.framesDecoded, 0),
+  reader,
+).catch(() => 0);
+
+/** Waits until a page's decoded frames rise twice in a row; returns the time taken in ms, or null. */
+export async function framesRise(page, reader, ms) {
+  const started = Date.now();
+  let last = await framesOn(page, reader);
+  let rises = 0;
+  while (Date.now() - started < ms) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = await framesOn(page, reader);
+    rises = now > last ? rises + 1 : 0;
+    last = now;
+    if (rises >= 2) return Date.now() - started;
+  }
+  return null;
 }
 
 /** True when `read()`'s `byParticipant[id]` decodes new frames within 600 ms. */

@@ -6,31 +6,10 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, launchChromium, newPage, signInAndStart, startDemoServer, walkToWaitingRoom } from './harness.mjs';
+import { eventually, framesOn, framesRise, launchChromium, newPage, signInAndStart, startDemoServer, walkToWaitingRoom } from './harness.mjs';
 import { createNamespace, namespacesAvailable } from './netns.mjs';
 
 const CUT_MS = 6000;
-
-/** Frames decoded from everyone, summed, from a page's own stats. */
-const framesOn = (page, reader) => page.evaluate(
-  async (r) => Object.values((await window[r].stats()).byParticipant ?? {}).reduce((sum, p) => sum + p.framesDecoded, 0),
-  reader,
-).catch(() => 0);
-
-/** Waits until a page's decoded frames rise twice in a row; returns the time taken in ms. */
-async function framesRise(page, reader, ms) {
-  const started = Date.now();
-  let last = await framesOn(page, reader);
-  let rises = 0;
-  while (Date.now() - started < ms) {
-    await new Promise((r) => setTimeout(r, 100));
-    const now = await framesOn(page, reader);
-    rises = now > last ? rises + 1 : 0;
-    last = now;
-    if (rises >= 2) return Date.now() - started;
-  }
-  return null;
-}
 
 test('a 6 s network cut: the patient is told at once, and media comes back quickly', { skip: !namespacesAvailable() && 'needs root for network namespaces' }, async (t) => {
   const ns = createNamespace(7);
