@@ -66,6 +66,9 @@ drop_leftovers() {
   psql "$TELECONSULT_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'tc_test_%'" 2>/dev/null |
     while read -r db; do psql "$TELECONSULT_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS \"$db\"" >/dev/null 2>&1 || true; done
   find "${TMPDIR:-/tmp}" -maxdepth 1 -name 'teleconsult-*test-*.db*' -mmin +60 -delete 2>/dev/null || true
+  # Cluster tests' Redis keys (each run has its own tc-test-* prefix).
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern 'tc-test-*' 2>/dev/null |
+    xargs -r -n 500 redis-cli -h 127.0.0.1 -p 6379 del >/dev/null 2>&1 || true
 }
 
 # One build cache for every checkout on this machine: a fresh clone (as CI

@@ -521,6 +521,22 @@ impl ServeArgs {
             {
                 return Err(ConfigError::Invalid { name: "node_id", why: "1 to 64 letters, digits, '-' or '_'" });
             }
+            match &cluster.node_url {
+                Some(url) if !url.starts_with("http://") => {
+                    return Err(ConfigError::Invalid {
+                        name: "node_url",
+                        why: "must be an http:// URL the other nodes reach (on the internal network)",
+                    });
+                }
+                // Other nodes cannot reach a wildcard address.
+                None if config.http_addr.ip().is_unspecified() => {
+                    return Err(ConfigError::Invalid {
+                        name: "node_url",
+                        why: "http_addr listens on every address: set node_url to the one the other nodes reach",
+                    });
+                }
+                _ => {}
+            }
             if cluster.prefix.is_empty() || cluster.prefix.contains(char::is_whitespace) {
                 return Err(ConfigError::Invalid { name: "redis_prefix", why: "must be non-empty, without spaces" });
             }
@@ -641,6 +657,34 @@ pub fn host_addresses() -> Vec<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster_args(db: &str, secret: Option<&str>, http: &str, node_url: Option<&str>) -> ServeArgs {
+        ServeArgs {
+            redis: Some("redis://127.0.0.1:6379".into()),
+            db: Some(db.into()),
+            token_secret: secret.map(str::to_string),
+            http_addr: Some(http.parse().unwrap()),
+            node_url: node_url.map(str::to_string),
+            media_ips: Some(vec![IpAddr::from([127, 0, 0, 1])]),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cluster_needs_postgres_a_shared_secret_and_a_reachable_node_url() {
+        let pg = "postgres://h/db";
+        let secret = Some("a-secret-of-more-than-thirty-two-bytes-0123");
+        assert!(cluster_args(pg, secret, "127.0.0.1:8080", None).resolve().is_ok());
+        let sqlite = cluster_args("teleconsult.db", secret, "127.0.0.1:8080", None).resolve();
+        assert!(matches!(sqlite, Err(ConfigError::Invalid { name: "redis/db", .. })));
+        let no_secret = cluster_args(pg, None, "127.0.0.1:8080", None).resolve();
+        assert!(matches!(no_secret, Err(ConfigError::Invalid { name: "redis/token_secret", .. })));
+        let wildcard = cluster_args(pg, secret, "0.0.0.0:8080", None).resolve();
+        assert!(matches!(wildcard, Err(ConfigError::Invalid { name: "node_url", .. })));
+        assert!(cluster_args(pg, secret, "0.0.0.0:8080", Some("http://10.0.0.5:8080")).resolve().is_ok());
+        let https = cluster_args(pg, secret, "127.0.0.1:8080", Some("https://n1:8443")).resolve();
+        assert!(matches!(https, Err(ConfigError::Invalid { name: "node_url", .. })));
+    }
 
     #[test]
     fn flag_beats_file_beats_default() {

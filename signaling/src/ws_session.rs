@@ -185,6 +185,9 @@ async fn relay(
     let mut draining = app.cluster.as_ref().map(|c| c.draining_signal());
     let idle = app.config.ws_idle_timeout;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+    // The room's node answers our pings: silence this long means it is gone
+    // (a machine that lost power closes no socket).
+    let mut upstream_heard = Instant::now();
     let moved = |reason: &str| {
         outbox.send(ServerMessage::Move { reason: reason.to_string() });
         outbox.close(close_code::MOVED, "room moved; join again");
@@ -214,6 +217,7 @@ async fn relay(
             }
             frame = upstream.next() => match frame {
                 Some(Ok(Up::Text(text))) => {
+                    upstream_heard = Instant::now();
                     outbox.text(text.as_str().to_owned());
                 }
                 Some(Ok(Up::Close(Some(close)))) => {
@@ -224,7 +228,7 @@ async fn relay(
                     outbox.close(1000, "closed");
                     return;
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => upstream_heard = Instant::now(),
                 // The room's node went away without a word: it died.
                 Some(Err(_)) | None => {
                     debug!("room's node lost; moving the client");
@@ -239,7 +243,7 @@ async fn relay(
                 }
                 outbox.ping();
                 // Keeps the room's node from taking this bridge for idle.
-                if upstream.send(Up::Ping(Default::default())).await.is_err() {
+                if upstream_heard.elapsed() > idle || upstream.send(Up::Ping(Default::default())).await.is_err() {
                     moved("node_lost");
                     return;
                 }

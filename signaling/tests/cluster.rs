@@ -43,8 +43,12 @@ impl Drop for Node {
 /// With equal load, placement picks the first node by id: a new room lands
 /// on `n0`.
 async fn three_nodes() -> Vec<Node> {
+    three_nodes_with(&common::temp_postgres().await, &["--scheduler-tick-ms", "500"]).await
+}
+
+/// [`three_nodes`] on database `db`, with `extra` serve flags.
+async fn three_nodes_with(db: &str, extra: &[&str]) -> Vec<Node> {
     common::init_logs();
-    let db = common::temp_postgres().await;
     let prefix = format!("tc-test-{}", rand::random::<u32>());
     let mut nodes = Vec::new();
     for i in 0..3 {
@@ -53,11 +57,12 @@ async fn three_nodes() -> Vec<Node> {
         let child = Command::new(BIN)
             .args(["serve", "--http-addr", &format!("127.0.0.1:{port}"), "--media-port", "0"])
             .args(["--media-ips", "127.0.0.1", "--node-id", &id, "--redis-prefix", &prefix])
-            .args(["--drain-timeout-secs", "8", "--scheduler-tick-ms", "500"])
+            .args(["--drain-timeout-secs", "8"])
             .arg("--redis")
             .arg(redis_url())
+            .args(extra)
             .arg("--db")
-            .arg(&db)
+            .arg(db)
             .env("TELECONSULT_TOKEN_SECRET", SECRET)
             .env("TELECONSULT_LOG", "warn")
             .stdout(Stdio::null())
@@ -249,4 +254,62 @@ async fn nodes_racing_for_a_new_room_agree_on_one() {
         }
         assert!(holders >= 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookings_and_reminders_from_three_nodes_at_once() {
+    let db = common::temp_postgres().await;
+    let mut create = Command::new(BIN)
+        .args(["admin", "create-clinician", "--email", "onco@h.fr", "--name", "Dr Onco", "--specialty", "oncologist"])
+        .arg("--db")
+        .arg(&db)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        create.stdin.take().unwrap().write_all(b"a long enough password\n").unwrap();
+    }
+    assert!(create.wait().unwrap().success());
+    let gateway = common::webhook_receiver(0).await;
+    let nodes =
+        three_nodes_with(&db, &["--reminder-webhook", gateway.url.as_str(), "--scheduler-tick-ms", "200"]).await;
+    let mut bearers = Vec::new();
+    for node in &nodes {
+        let r = common::http_to(
+            node.addr,
+            "POST",
+            "/api/auth/login",
+            &[],
+            Some(r#"{"email":"onco@h.fr","password":"a long enough password"}"#),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        bearers.push(format!("Bearer {}", r.json()["access_token"].as_str().unwrap()));
+    }
+    // Twelve slots, each booked through all three nodes at once.
+    let base = unix_now() as i64 + 3600;
+    let attempts = (0..36).map(|i| {
+        let (addr, bearer) = (nodes[i % 3].addr, bearers[i % 3].clone());
+        let start = teleconsult_signaling::timefmt::rfc3339(base + 1800 * (i as i64 / 3));
+        async move {
+            let body = serde_json::json!({"patient": {"display_name": format!("Patient {i}")}, "scheduled_start": start, "duration_minutes": 20});
+            common::http_to(addr, "POST", "/api/visits", &[("Authorization", &bearer)], Some(&body.to_string())).await.status
+        }
+    });
+    let statuses = futures_util::future::join_all(attempts).await;
+    let created = statuses.iter().filter(|s| **s == 201).count();
+    let refused = statuses.iter().filter(|s| **s == 409).count();
+    assert_eq!((created, refused), (12, 24), "one booking per slot, the others refused: {statuses:?}");
+
+    // Every visit's reminder is delivered once, though all three nodes run the scheduler loop.
+    let all_in =
+        common::eventually(Duration::from_secs(20), || async { gateway.received.lock().unwrap().len() >= 12 }).await;
+    assert!(all_in, "every reminder delivered");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let keys = gateway.received.lock().unwrap().clone();
+    let distinct: std::collections::BTreeSet<&String> = keys.iter().collect();
+    assert_eq!(distinct.len(), 12, "one reminder per visit: {keys:?}");
+    assert_eq!(keys.len(), 12, "and each delivered once: {keys:?}");
 }
