@@ -55,6 +55,11 @@ struct RunArgs {
     /// A running server (host:port) instead of starting one. Needs --email and --password.
     #[arg(long)]
     target: Option<std::net::SocketAddr>,
+    /// With --target: every node of a cluster (host:port, comma-separated).
+    /// Each room's people open their WebSockets on different nodes, and the
+    /// server figures are summed over the nodes.
+    #[arg(long, value_delimiter = ',')]
+    nodes: Vec<std::net::SocketAddr>,
     #[arg(long, env = "LOADTEST_EMAIL")]
     email: Option<String>,
     #[arg(long, env = "LOADTEST_PASSWORD", hide_env_values = true)]
@@ -449,7 +454,7 @@ async fn target_for(args: &RunArgs) -> anyhow::Result<(Target, Option<ServerProc
         let (Some(email), Some(password)) = (args.email.clone(), args.password.clone()) else {
             anyhow::bail!("--target needs --email and --password (or LOADTEST_EMAIL and LOADTEST_PASSWORD)");
         };
-        return Ok((Target { http: addr, email, password }, None));
+        return Ok((Target { http: addr, email, password, nodes: args.nodes.clone() }, None));
     }
     let binary = match &args.server_bin {
         Some(b) => b.clone(),
@@ -460,6 +465,7 @@ async fn target_for(args: &RunArgs) -> anyhow::Result<(Target, Option<ServerProc
         http: server.http_addr(),
         email: teleconsult_loadtest::server_process::BENCH_EMAIL.into(),
         password: teleconsult_loadtest::server_process::BENCH_PASSWORD.into(),
+        nodes: Vec::new(),
     };
     Ok((target, Some(server)))
 }

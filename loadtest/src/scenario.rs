@@ -30,6 +30,24 @@ pub struct Target {
     pub email: String,
     /// Its password.
     pub password: String,
+    /// The nodes of a cluster (HTTP addresses, `http` among them), to spread
+    /// the WebSockets over: room r's i-th person connects to node (r + i)
+    /// mod n, so a clinician and a patient land on different nodes. Empty:
+    /// one server, at `http`.
+    pub nodes: Vec<SocketAddr>,
+}
+
+impl Target {
+    /// Every server the run measures.
+    fn servers(&self) -> Vec<SocketAddr> {
+        if self.nodes.is_empty() { vec![self.http] } else { self.nodes.clone() }
+    }
+
+    /// The WebSocket URL for room `room`'s `person`-th participant.
+    fn ws_for(&self, room: usize, person: usize) -> String {
+        let addr = if self.nodes.is_empty() { self.http } else { self.nodes[(room + person) % self.nodes.len()] };
+        format!("ws://{addr}/ws")
+    }
 }
 
 /// What to run.
@@ -113,6 +131,11 @@ pub struct Report {
     pub loadtest_cpu_pct: f64,
     /// Wall time of the whole run, seconds.
     pub wall_secs: f64,
+    /// On a cluster: WebSockets bridged to another node than the one they
+    /// reached, at the start of the window (summed over the nodes).
+    pub ws_bridged: f64,
+    /// On a cluster: rooms on each node at the start of the window.
+    pub rooms_per_node: Vec<f64>,
 }
 
 const TURNAROUND: &str = "teleconsult_sfu_batch_turnaround_seconds";
@@ -150,7 +173,6 @@ fn link_token(url: &str) -> String {
 /// Sets up one room through the public API and returns its people, with
 /// media flowing.
 async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: usize) -> anyhow::Result<Room> {
-    let ws = format!("ws://{}/ws", target.http);
     // One synthetic clinician holds every room, and a clinician never has
     // two visits at once: room i is booked for the hour after room i-1's.
     // The clinician starts each visit at once, which opens its links.
@@ -179,8 +201,8 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
     }
     api(target, bearer, "POST", &format!("/api/visits/{visit}/start"), None, 200).await?;
 
-    let media = |token: &str| {
-        let mut o = ParticipantOptions::new(ws.clone(), token);
+    let media = |token: &str, person: usize| {
+        let mut o = ParticipantOptions::new(target.ws_for(index, person), token);
         o.video_bitrate_bps = options.video_kbps * 1000;
         o.fps = options.fps;
         o.keyframe_interval = Duration::from_secs(options.keyframe_interval_secs.max(1));
@@ -188,13 +210,13 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
     };
     let mut join_started_us = vec![now_micros()];
     let jt = api(target, bearer, "POST", &format!("/api/visits/{visit}/join-token"), None, 200).await?;
-    let clinician = Participant::connect(&media(jt["join_token"].as_str().unwrap_or_default())).await?;
+    let clinician = Participant::connect(&media(jt["join_token"].as_str().unwrap_or_default(), 0)).await?;
     let mut people = vec![clinician];
-    for link in links {
+    for (person, link) in links.into_iter().enumerate() {
         let t0 = now_micros();
         let x = request(target.http, "POST", &format!("/api/join/{link}"), &[], None).await;
         anyhow::ensure!(x.status == 200, "link exchange: {} {}", x.status, x.body);
-        let opts = media(x.json()["join_token"].as_str().unwrap_or_default());
+        let opts = media(x.json()["join_token"].as_str().unwrap_or_default(), person + 1);
         let (mut p, mut events) = Participant::join(&opts).await?;
         people[0]
             .signaling
@@ -252,9 +274,13 @@ fn own_cpu_seconds() -> f64 {
 /// Cumulative bucket counts of a histogram in `/metrics`, summed over label
 /// sets, by upper bound.
 async fn server_histogram(target: &Target, name: &str) -> Vec<(f64, f64)> {
-    let r = request(target.http, "GET", "/metrics", &[], None).await;
+    let mut text = String::new();
+    for server in target.servers() {
+        text.push_str(&request(server, "GET", "/metrics", &[], None).await.body);
+        text.push('\n');
+    }
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for line in r.body.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
+    for line in text.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
         let Some(le) = line.split("le=\"").nth(1).and_then(|s| s.split('"').next()) else { continue };
         let bound = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
         let Some(value) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) else { continue };
@@ -285,9 +311,23 @@ fn histogram_percentiles(before: &[(f64, f64)], after: &[(f64, f64)]) -> Percent
     Percentiles { count: total as usize, p50: q(0.50), p95: q(0.95), p99: q(0.99) }
 }
 
+/// A metric summed over every server of the run.
 async fn server_metric(target: &Target, name: &str) -> f64 {
-    let r = request(target.http, "GET", "/metrics", &[], None).await;
-    crate::server_process::sum_metric(&r.body, name)
+    let mut sum = 0.0;
+    for value in server_metric_each(target, name).await {
+        sum += value;
+    }
+    sum
+}
+
+/// A metric on each server of the run.
+async fn server_metric_each(target: &Target, name: &str) -> Vec<f64> {
+    let mut values = Vec::new();
+    for server in target.servers() {
+        let r = request(server, "GET", "/metrics", &[], None).await;
+        values.push(crate::server_process::sum_metric(&r.body, name));
+    }
+    values
 }
 
 /// Runs the scenario; prints progress to stderr every 5 s.
@@ -363,6 +403,9 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The measurement window.
+    let ws_bridged = server_metric(target, "teleconsult_ws_bridged").await;
+    let rooms_per_node =
+        if target.nodes.is_empty() { Vec::new() } else { server_metric_each(target, "teleconsult_rooms_active").await };
     let cpu0 = server_metric(target, "process_cpu_seconds_total").await;
     let turnaround0 = server_histogram(target, TURNAROUND).await;
     let own0 = own_cpu_seconds();
@@ -456,6 +499,8 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         server_rss_mib: rss / 1_048_576.0,
         loadtest_cpu_pct: 100.0 * (own1 - own0) / elapsed,
         wall_secs: started.elapsed().as_secs_f64(),
+        ws_bridged,
+        rooms_per_node,
     };
     for r in rooms {
         for p in r.people {
@@ -555,6 +600,14 @@ impl Report {
         );
         out += &format!("  load generator CPU         {:.1}% of one core\n", self.loadtest_cpu_pct);
         out += &format!("  wall time                  {:.1} s\n", self.wall_secs);
+        if !self.rooms_per_node.is_empty() {
+            let per_node: Vec<String> = self.rooms_per_node.iter().map(|n| format!("{n}")).collect();
+            out += &format!(
+                "  cluster                    rooms per node [{}], {} WebSockets bridged (server figures summed over nodes)\n",
+                per_node.join(", "),
+                self.ws_bridged
+            );
+        }
         for e in &self.join_errors {
             out += &format!("  error: {e}\n");
         }
@@ -590,6 +643,8 @@ mod tests {
             server_rss_mib: 100.0,
             loadtest_cpu_pct: 130.0,
             wall_secs: 30.0,
+            ws_bridged: 0.0,
+            rooms_per_node: Vec::new(),
         }
     }
 

@@ -156,7 +156,9 @@ impl SchedulerWorker {
         // 1. Rooms ready before the visit starts.
         for visit_id in app.store.visits_to_provision(now, now + PROVISION_BEFORE_SECS).await? {
             let options = RoomOptions { max_participants: Some(app.config.max_participants) };
-            if app.sfu.create_room(RoomId(visit_id.clone()), options).await.is_ok() {
+            // In a cluster the room is placed on a node when first joined;
+            // a media room here would likely sit on the wrong node.
+            if app.cluster.is_some() || app.sfu.create_room(RoomId(visit_id.clone()), options).await.is_ok() {
                 app.store
                     .mark_provisioned(&visit_id, now, &audit_event(app, "system", "room_provisioned", &visit_id, None))
                     .await?;

@@ -386,6 +386,8 @@ impl Session {
         for _ in 0..3 {
             let node = match cluster.place(room, unreachable.as_deref()).await {
                 Ok(node) => node,
+                // Redis is out: a room this node already holds carries on.
+                Err(_) if self.app.rooms.presence(room) != Default::default() => return Route::Here,
                 Err(e) => {
                     tracing::warn!(error = %e, room, "cannot place a room");
                     break;

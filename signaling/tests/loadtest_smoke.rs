@@ -12,8 +12,12 @@ use teleconsult_signaling::store::StaffRole;
 async fn five_rooms_of_two_for_ten_seconds() {
     let server = server().await;
     create_staff(&server, "load@h.fr", StaffRole::Clinician).await;
-    let target =
-        Target { http: server.http_addr, email: "load@h.fr".into(), password: "a long enough password".into() };
+    let target = Target {
+        http: server.http_addr,
+        email: "load@h.fr".into(),
+        password: "a long enough password".into(),
+        nodes: Vec::new(),
+    };
     let options = LoadOptions {
         rooms: 5,
         participants_per_room: 2,

@@ -133,4 +133,24 @@ test('a call on a cluster moves when its node drains, and again when its node di
   assert.ok(patientKillMs !== null && patientKillMs < 10000, `the patient's frames are back within 10 s (${patientKillMs} ms)`);
   assert.ok(await patient.isHidden('#screen-waiting'), 'nobody had to admit the patient again');
   assert.equal(await holder([y, z]), 'y', 'the room moved to y');
+
+  // Ops see every live node, and which holds the room, from any node.
+  // The dead node's heartbeat lapses within 3 s (then the next heartbeat reads the registry).
+  const metrics = await eventually(async () => {
+    const text = await (await fetch(`${z.base}/metrics`)).text();
+    return /teleconsult_cluster_node_up\{node="b"/.test(text) ? null : text;
+  }, 8000);
+  assert.ok(metrics, 'the dead node is gone from the registry');
+  assert.match(metrics, /^teleconsult_cluster_node_up\{node="y",state="active"\} 1$/m);
+  const ops = await newPage(browser, 'ops');
+  await ops.goto(`${z.base}/ops`);
+  await ops.fill('#email', 'ops@demo.teleconsult.test');
+  await ops.fill('#password', 'demo-password');
+  await ops.click('#signin-form button[type=submit]');
+  const rowsOf = () => ops.$$eval('#cluster tbody tr', (trs) => trs.map((tr) => [tr.dataset.node, tr.querySelector('.node-rooms')?.textContent]));
+  const shown = await eventually(async () => {
+    const rows = await rowsOf();
+    return rows.length === 2 && rows[0][0] === 'y' && rows[1][0] === 'z' && rows[0][1].includes(a.links.visit);
+  }, 10000);
+  assert.ok(shown, `the dashboard lists the live nodes, and y holding the visit's room: ${JSON.stringify(await rowsOf())}`);
 });
