@@ -35,7 +35,7 @@ for i in 0 1 2; do
   port=$((18180 + i))
   TELECONSULT_LOG=warn "$bin" serve --db "$db" --redis redis://127.0.0.1:6379 --redis-prefix "$prefix" \
     --node-id "n$i" --http-addr "127.0.0.1:$port" --media-port $((51000 + 10 * i)) --media-ips 127.0.0.1 \
-    --max-participants 20 --token-secret "$secret" &
+    --max-participants 20 --ws-max-per-address 1000 --token-secret "$secret" &
   pids+=($!)
   nodes+=("127.0.0.1:$port")
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done

@@ -460,7 +460,7 @@ async fn target_for(args: &RunArgs) -> anyhow::Result<(Target, Option<ServerProc
         Some(b) => b.clone(),
         None => default_server_bin()?,
     };
-    let server = ServerProcess::start(&binary, &["--max-participants", "20"]).await?;
+    let server = ServerProcess::start(&binary, &["--max-participants", "20", "--ws-max-per-address", "1000"]).await?;
     let target = Target {
         http: server.http_addr(),
         email: teleconsult_loadtest::server_process::BENCH_EMAIL.into(),
