@@ -35,6 +35,53 @@ fn invalid_credentials() -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "wrong email or password")
 }
 
+/// The sign-in throttle: this node's own, and in a cluster also the one
+/// every node shares in Redis (guesses spread over the nodes count
+/// together); the longer wait wins. A Redis failure leaves this node's own,
+/// so an outage never lifts the throttle.
+struct SignInThrottle<'a>(&'a App);
+
+impl SignInThrottle<'_> {
+    fn now_ms() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    }
+
+    async fn wait(&self, keys: &[(&str, u32)]) -> Option<std::time::Duration> {
+        let here = self.0.login_throttle.retry_after(keys, Instant::now());
+        let Some(cluster) = &self.0.cluster else { return here };
+        match cluster.sign_in_wait(keys, Self::now_ms()).await {
+            Ok(shared) => here.max(shared),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared sign-in throttle unavailable; this node's applies");
+                here
+            }
+        }
+    }
+
+    async fn failed(&self, keys: &[(&str, u32)]) {
+        self.0.login_throttle.failed(keys, Instant::now());
+        if let Some(cluster) = &self.0.cluster
+            && let Err(e) = cluster.sign_in_failed(keys, Self::now_ms()).await
+        {
+            tracing::warn!(error = %e, "could not count a failed sign-in in the shared throttle");
+        }
+    }
+
+    async fn forgive(&self, key: &str) {
+        self.0.login_throttle.forgive(key);
+        if let Some(cluster) = &self.0.cluster {
+            let _ = cluster.sign_in_forgive(key).await;
+        }
+    }
+
+    async fn succeeded(&self, key: &str) {
+        self.0.login_throttle.succeeded(key);
+        if let Some(cluster) = &self.0.cluster {
+            let _ = cluster.sign_in_succeeded(key).await;
+        }
+    }
+}
+
 /// Signs in. The same answer, in the same time, for an unknown email and a
 /// wrong password. Each attempt counts against the account and the client
 /// address from the moment it starts (a success takes it back), and
@@ -53,7 +100,8 @@ pub async fn login(
     let address_key = format!("ip:{client}");
     let keys = [(email_key.as_str(), ACCOUNT_FREE_FAILURES), (address_key.as_str(), ADDRESS_FREE_FAILURES)];
     let who = app.security.pseudonym(&email);
-    if let Some(wait) = app.login_throttle.retry_after(&keys, Instant::now()) {
+    let throttle = SignInThrottle(&app);
+    if let Some(wait) = throttle.wait(&keys).await {
         app.security.record(app.clock.now(), SecurityEvent::SignInThrottled, Some(client), json!({ "email": who }));
         // Rounded up, so that waiting exactly this long is always enough.
         let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
@@ -64,7 +112,7 @@ pub async fn login(
         )
         .retry_after(secs));
     }
-    app.login_throttle.failed(&keys, Instant::now());
+    throttle.failed(&keys).await;
     let account = app.store.clinician_by_email(&email).await?;
     let password = body.password.clone();
     let checked = app
@@ -79,8 +127,8 @@ pub async fn login(
         .await;
     let Some(outcome) = checked else {
         // Not the user's fault: the attempt does not count.
-        app.login_throttle.forgive(&email_key);
-        app.login_throttle.forgive(&address_key);
+        throttle.forgive(&email_key).await;
+        throttle.forgive(&address_key).await;
         app.security.record(app.clock.now(), SecurityEvent::SignInBusy, Some(client), json!({ "email": who }));
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -93,8 +141,8 @@ pub async fn login(
         app.security.record(app.clock.now(), SecurityEvent::SignInFailed, Some(client), json!({ "email": who }));
         return Err(invalid_credentials());
     };
-    app.login_throttle.succeeded(&email_key);
-    app.login_throttle.forgive(&address_key);
+    throttle.succeeded(&email_key).await;
+    throttle.forgive(&address_key).await;
     let family = crate::secret::random_id("rf");
     issue_session(&app, &clinician, &family).await
 }

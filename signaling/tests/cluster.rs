@@ -313,3 +313,26 @@ async fn bookings_and_reminders_from_three_nodes_at_once() {
     assert_eq!(distinct.len(), 12, "one reminder per visit: {keys:?}");
     assert_eq!(keys.len(), 12, "and each delivered once: {keys:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_sign_ins_spread_over_the_nodes_are_counted_together() {
+    let nodes = three_nodes().await;
+    let attempt = |addr: SocketAddr| async move {
+        common::http_to(
+            addr,
+            "POST",
+            "/api/auth/login",
+            &[],
+            Some(r#"{"email":"someone@h.fr","password":"a wrong guess"}"#),
+        )
+        .await
+    };
+    // The account's three free failures, one through each node.
+    for node in &nodes {
+        assert_eq!(attempt(node.addr).await.status, 401);
+    }
+    // A fourth, through any node, waits: each node alone saw one failure.
+    let r = attempt(nodes[1].addr).await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_eq!(r.json()["error"]["code"], "too_many_attempts");
+}

@@ -14,6 +14,7 @@
 //! - **admissions**: who a clinician let into a room, so that after the
 //!   room moves (a node drained or lost) the patient goes straight back in;
 //! - **the scheduler's lease**, so that one node at a time runs it;
+//! - **the sign-in throttle's counts** (see [`sign_in_throttle`]);
 //! - **room commands** on a pub/sub channel: close a room, show a waiting
 //!   patient's answers, tell a clinician's sessions something, whichever
 //!   node holds them.
@@ -23,6 +24,7 @@
 //! WebSocket that lands on another node is bridged to it (see [`bridge`]).
 
 pub mod bridge;
+pub mod sign_in_throttle;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
