@@ -180,6 +180,9 @@ async function startVisit(visit) {
   state.starting = true;
   try {
     state.visitId = visitId;
+    // Group sessions publish the camera in three layers (simulcast): each
+    // of up to a dozen viewers gets the one its tile and link can carry.
+    state.simulcast = visit.kind === 'group';
     state.bookingKey = null;
     await api(`/api/visits/${visitId}/start`, { method: 'POST' });
     const { join_token: joinToken } = await api(`/api/visits/${visitId}/join-token`, { method: 'POST' });
@@ -263,7 +266,7 @@ async function republish(signaling) {
   // A media session the server still holds (a takeover after a dropped
   // socket) gets every track offered to this new connection.
   await signaling.request({ type: 'subscribe_restart', new_connection: true }).catch(() => {});
-  await media.publish(state.stream);
+  await media.publish(state.stream, { simulcast: state.simulcast });
 }
 
 /** The WebSocket dropped: take the seat again (same account: same seat). */

@@ -312,7 +312,8 @@ async function startCall(newConnections) {
     // A reloaded page: the old subscribe connection is gone.
     await state.signaling.request({ type: 'subscribe_restart', new_connection: true }).catch(() => {});
   }
-  await media.publish(state.stream);
+  // Group sessions: the camera in three layers, for a dozen viewers.
+  await media.publish(state.stream, { simulcast: state.link?.visit?.kind === 'group' });
   if (state.audioOnly) {
     await state.signaling.request({ type: 'mute', kind: 'video', muted: true }).catch(() => {});
   }

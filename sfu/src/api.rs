@@ -114,7 +114,20 @@ impl Default for SfuConfig {
 pub struct RoomOptions {
     /// Capacity; `None` uses [`SfuConfig::max_participants`].
     pub max_participants: Option<usize>,
+    /// Bandwidth estimation (with str0m's pacer) on this room's subscribe
+    /// connections, even where [`SfuConfig::initial_estimate_bps`] leaves it
+    /// off: each subscriber's simulcast layers then follow its estimate as
+    /// well as the sizes it asks for, and its video pauses on a poor link.
+    /// For rooms with many publishers (group classes), where a phone on
+    /// home broadband cannot take every full-rate stream; it costs CPU per
+    /// forwarded packet (BENCHMARKS.md, "Bandwidth estimation on and off").
+    pub bandwidth_estimation: bool,
 }
+
+/// The first estimate of a room whose bandwidth estimation was asked for
+/// with [`RoomOptions::bandwidth_estimation`] when the server's
+/// [`SfuConfig::initial_estimate_bps`] is unset.
+pub const DEFAULT_INITIAL_ESTIMATE_BPS: u64 = 1_000_000;
 
 /// A remote track as it appears in one subscriber's subscribe connection.
 #[derive(Debug, Clone, PartialEq, Eq)]

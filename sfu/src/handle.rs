@@ -206,7 +206,7 @@ impl SfuHandle {
     /// Creates a room (idempotent: an existing room is left as it is).
     pub async fn create_room(&self, room: RoomId, options: RoomOptions) -> Result<(), SfuError> {
         let worker = self.place(&room)?;
-        self.call(worker, |reply| Command::CreateRoom { room, max_participants: options.max_participants, reply }).await
+        self.call(worker, |reply| Command::CreateRoom { room, options, reply }).await
     }
 
     /// Closes a room: every participant is removed and told `RoomClosed`.

@@ -25,8 +25,8 @@ mod udp;
 mod worker;
 
 pub use api::{
-    Connection, Histogram, LOSS_BUCKETS, MediaPath, ParticipantEvent, ParticipantId, ParticipantStats,
-    RTT_BUCKETS_SECS, RemovedReason, RoomId, RoomOptions, SfuConfig, SfuError, SubscribedTrack,
+    Connection, DEFAULT_INITIAL_ESTIMATE_BPS, Histogram, LOSS_BUCKETS, MediaPath, ParticipantEvent, ParticipantId,
+    ParticipantStats, RTT_BUCKETS_SECS, RemovedReason, RoomId, RoomOptions, SfuConfig, SfuError, SubscribedTrack,
     TURNAROUND_BUCKETS_SECS, TrackKind, VideoPreference, WorkerHealth, WorkerStats,
 };
 pub use forward::{KeyframeThrottle, Rewritten, SeqRewriter};

@@ -32,7 +32,7 @@ use crate::udp::{BATCH, RecvBatch, SendBatch, recv_batch, send_batch};
 pub(crate) enum Command {
     CreateRoom {
         room: RoomId,
-        max_participants: Option<usize>,
+        options: crate::api::RoomOptions,
         reply: oneshot::Sender<()>,
     },
     CloseRoom {
@@ -318,8 +318,8 @@ impl Worker {
         let now = Instant::now();
         let core = &mut self.core;
         match command {
-            Command::CreateRoom { room, max_participants, reply } => {
-                core.create_room(room, max_participants);
+            Command::CreateRoom { room, options, reply } => {
+                core.create_room(room, options.max_participants, options.bandwidth_estimation);
                 let _ = reply.send(());
             }
             Command::CloseRoom { room, reply } => {

@@ -95,6 +95,7 @@ pub async fn exchange(State(app): State<Arc<App>>, Path(token): Path<String>) ->
         "display_name": name,
         "visit": {
             "id": visit.id,
+            "kind": visit.kind,
             "status": visit.status,
             "scheduled_start": rfc3339(visit.scheduled_start),
             "scheduled_end": rfc3339(visit.scheduled_end()),

@@ -15,7 +15,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use teleconsult_sfu::{RoomId, RoomOptions};
+use teleconsult_sfu::RoomId;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -155,7 +155,7 @@ impl SchedulerWorker {
     async fn run(&mut self, app: &Arc<App>, now: i64, report: &mut TickReport) -> Result<(), crate::store::StoreError> {
         // 1. Rooms ready before the visit starts.
         for visit_id in app.store.visits_to_provision(now, now + PROVISION_BEFORE_SECS).await? {
-            let options = RoomOptions { max_participants: Some(app.config.max_participants) };
+            let options = crate::visit_rooms::room_options(app, &visit_id).await;
             // In a cluster the room is placed on a node when first joined;
             // a media room here would likely sit on the wrong node.
             if app.cluster.is_some() || app.sfu.create_room(RoomId(visit_id.clone()), options).await.is_ok() {

@@ -56,6 +56,15 @@ pub async fn close_local_room(app: &App, room: &str, reason: &str) {
     info!(room, seats = seats.len(), reason, "room closed");
 }
 
+/// The media options of a room: its capacity, and bandwidth estimation for
+/// group sessions (many publishers: each subscriber's simulcast layers
+/// follow what its link carries). Consultations keep the cheaper unpaced
+/// path. A store failure answers the consultation options.
+pub async fn room_options(app: &App, room: &str) -> teleconsult_sfu::RoomOptions {
+    let group = matches!(app.store.visit_by_id(room).await, Ok(Some(v)) if v.kind == crate::store::VisitKind::Group);
+    teleconsult_sfu::RoomOptions { max_participants: Some(app.config.max_participants), bandwidth_estimation: group }
+}
+
 /// An audit event now, with no personal data.
 pub fn audit_event(app: &App, actor: &str, action: &str, visit_id: &str, detail: Option<String>) -> AuditEvent {
     AuditEvent {

@@ -430,8 +430,11 @@ pub async fn start(app: &App, staff: &Staff, id: &str) -> Result<Visit, ApiError
             Err(e) => return Err(e),
         }
     };
-    let options = teleconsult_sfu::RoomOptions { max_participants: Some(app.config.max_participants) };
-    app.sfu.create_room(teleconsult_sfu::RoomId(id.to_string()), options).await.map_err(ApiError::internal)?;
+    // In a cluster the room is placed on a node when first joined.
+    if app.cluster.is_none() {
+        let options = crate::visit_rooms::room_options(app, id).await;
+        app.sfu.create_room(teleconsult_sfu::RoomId(id.to_string()), options).await.map_err(ApiError::internal)?;
+    }
     Ok(visit)
 }
 

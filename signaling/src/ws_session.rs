@@ -22,7 +22,7 @@ use teleconsult_protocol::{
     ClientMessage, ErrorCode, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, ParticipantInfo, PeerConnection, Role,
     ServerMessage, TrackInfo, decode_client_message,
 };
-use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason, RoomId, RoomOptions, SfuError};
+use teleconsult_sfu::{Connection, ParticipantEvent, ParticipantId, RemovedReason, RoomId, SfuError};
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
@@ -661,7 +661,7 @@ impl Session {
                 let result = if in_sfu {
                     sfu.publish_offer(&room, &participant, sdp).await
                 } else {
-                    let options = RoomOptions { max_participants: Some(self.app.config.max_participants) };
+                    let options = crate::visit_rooms::room_options(&self.app, &seat.room).await;
                     match sfu.create_room(room.clone(), options).await {
                         Ok(()) => match sfu.add_participant(&room, participant.clone(), sdp).await {
                             Ok((answer, events)) => {

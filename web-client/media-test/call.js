@@ -60,9 +60,12 @@ window.teleconsultTest = {
   async stats() {
     return this.media ? this.media.inboundStats() : { framesDecoded: 0, packetsReceived: 0 };
   },
-  /** Asks for a participant's video at most `height` pixels tall (`preferred_size`). */
-  size(participantId, height) {
-    this.media?.preferSize(participantId, height);
+  /**
+   * Asks for a participant's video at most `height` pixels tall
+   * (`preferred_size`); `pinned` keeps it when the link is too poor for all.
+   */
+  size(participantId, height, pinned = false) {
+    this.media?.preferSize(participantId, height, pinned);
   },
   /** The decoded width of a participant's video (0 before the first frame). */
   videoWidth(participantId) {

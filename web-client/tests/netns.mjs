@@ -22,7 +22,7 @@ export function namespacesAvailable() {
 /**
  * Creates namespace `tc-<n>` with the host at 10.213.<n>.1 and the
  * namespace at 10.213.<n>.2 (a /30 on a veth pair: nothing leaves the
- * machine). Returns { hostIp, nsIp, chromiumPath, cut(), restore(), destroy() }.
+ * machine). Returns { hostIp, nsIp, chromiumPath, cut(), restore(), limitDownlink(kbit), destroy() }.
  */
 export function createNamespace(n) {
   const name = `tc-${n}`;
@@ -56,6 +56,13 @@ export function createNamespace(n) {
     cut: () => ip('link', 'set', hostIf, 'down'),
     /** Brings the link back. */
     restore: () => ip('link', 'set', hostIf, 'up'),
+    /**
+     * Holds what reaches the namespace to `kbit` kbit/s (a token bucket on
+     * the host side of the link, with up to 50 ms of queue): a slow home
+     * connection's downlink.
+     */
+    limitDownlink: (kbit) => execFileSync('tc', ['qdisc', 'replace', 'dev', hostIf, 'root', 'tbf', 'rate', `${kbit}kbit`,
+      'burst', '16kbit', 'latency', '50ms'], { stdio: ['ignore', 'pipe', 'pipe'] }),
     destroy() {
       try { ip('link', 'del', hostIf); } catch { /* gone */ }
       try { ip('netns', 'del', name); } catch { /* gone */ }

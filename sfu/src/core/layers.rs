@@ -154,7 +154,12 @@ impl MediaCore {
             })
             .sum();
 
-        let bwe = self.config.initial_estimate_bps.is_some();
+        let bwe = self
+            .peers
+            .get(key)
+            .and_then(|peer| self.participants.get(peer.participant))
+            .and_then(|p| self.rooms.get(p.room))
+            .is_some_and(|r| r.bwe);
         let Some(peer) = self.peers.get_mut(key) else { return };
         let Side::Subscribe(sub) = &mut peer.side else { return };
         let connected = sub.connected;

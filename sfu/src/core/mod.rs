@@ -110,8 +110,9 @@ type PeerIx = usize;
 pub(crate) struct MediaCore {
     config: CoreConfig,
     rtc_config: RtcConfig,
-    /// As `rtc_config`, with bandwidth estimation (and so pacing) on: the
-    /// estimate chooses simulcast layers.
+    /// As `rtc_config`, with bandwidth estimation (and so pacing) on, for
+    /// the subscribe connections of rooms that ask for it: the estimate
+    /// chooses simulcast layers.
     subscribe_config: RtcConfig,
     room_index: FxHashMap<RoomId, RoomIx>,
     rooms: Slab<Room>,
@@ -147,6 +148,8 @@ struct Room {
     id: RoomId,
     max_participants: usize,
     participants: Vec<PartIx>,
+    /// Bandwidth estimation on its subscribe connections.
+    bwe: bool,
 }
 
 struct Participant {
@@ -363,10 +366,8 @@ impl MediaCore {
             .enable_vp8(true)
             .enable_h264(true)
             .set_stats_interval(Some(config.stats_interval));
-        let subscribe_config = match config.initial_estimate_bps {
-            Some(bps) => rtc_config.clone().enable_bwe(Some(Bitrate::from(bps))),
-            None => rtc_config.clone(),
-        };
+        let initial = config.initial_estimate_bps.unwrap_or(crate::api::DEFAULT_INITIAL_ESTIMATE_BPS);
+        let subscribe_config = rtc_config.clone().enable_bwe(Some(Bitrate::from(initial)));
         MediaCore {
             config,
             rtc_config,
@@ -403,12 +404,16 @@ impl MediaCore {
 
     // ----- commands -------------------------------------------------------
 
-    pub(crate) fn create_room(&mut self, room: RoomId, max_participants: Option<usize>) {
+    /// Creates a room (an existing one is left as it is). `bwe` turns
+    /// bandwidth estimation on for its subscribers even where the server
+    /// leaves it off.
+    pub(crate) fn create_room(&mut self, room: RoomId, max_participants: Option<usize>, bwe: bool) {
         if self.room_index.contains_key(&room) {
             return;
         }
         let max = max_participants.unwrap_or(self.config.max_participants);
-        let ix = self.rooms.insert(Room { id: room.clone(), max_participants: max, participants: Vec::new() });
+        let bwe = bwe || self.config.initial_estimate_bps.is_some();
+        let ix = self.rooms.insert(Room { id: room.clone(), max_participants: max, participants: Vec::new(), bwe });
         self.room_index.insert(room, ix);
     }
 
@@ -919,9 +924,12 @@ impl MediaCore {
     // ----- peers ----------------------------------------------------------
 
     fn new_peer(&mut self, now: Instant, participant: PartIx, side: Side) -> PeerIx {
+        // Subscribe connections of a room with bandwidth estimation get the
+        // estimator and its pacer; the rest leave unpaced.
+        let bwe = self.participants.get(participant).and_then(|p| self.rooms.get(p.room)).is_some_and(|r| r.bwe);
         let config = match side {
-            Side::Publish => &self.rtc_config,
-            Side::Subscribe(_) => &self.subscribe_config,
+            Side::Subscribe(_) if bwe => &self.subscribe_config,
+            _ => &self.rtc_config,
         };
         let mut rtc = config.clone().build(now);
         for c in &self.config.candidates {

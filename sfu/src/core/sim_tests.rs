@@ -118,7 +118,7 @@ impl Sim {
         let now = Instant::now();
         let mut core = MediaCore::new(config, now, 7);
         let room = RoomId("room".into());
-        core.create_room(room.clone(), None);
+        core.create_room(room.clone(), None, false);
         Sim { now, core, clients: Vec::new(), room, people: Vec::new(), counting: false, allocations: 0 }
     }
 
