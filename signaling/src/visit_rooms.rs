@@ -56,13 +56,40 @@ pub async fn close_local_room(app: &App, room: &str, reason: &str) {
     info!(room, seats = seats.len(), reason, "room closed");
 }
 
+/// How many a group session's call holds: a dozen patients and their leader.
+pub const GROUP_CALL_CAPACITY: usize = 13;
+/// How many may wait to join a group session: the whole class at once.
+pub const GROUP_WAITING_CAPACITY: usize = 12;
+
+/// Whether `room` is a group session's (a visit of kind `group`). A store
+/// failure answers no: the consultation limits and media path.
+async fn is_group(app: &App, room: &str) -> bool {
+    matches!(app.store.visit_by_id(room).await, Ok(Some(v)) if v.kind == crate::store::VisitKind::Group)
+}
+
+/// How many people a room holds, in the call and waiting: the configured
+/// limits, raised for group sessions to a class of twelve and its leader.
+pub async fn room_limits(app: &App, room: &str) -> crate::room_registry::RoomLimits {
+    let (in_call, waiting) = (app.config.max_participants, app.config.max_waiting);
+    if is_group(app, room).await {
+        crate::room_registry::RoomLimits {
+            in_call: in_call.max(GROUP_CALL_CAPACITY),
+            waiting: waiting.max(GROUP_WAITING_CAPACITY),
+        }
+    } else {
+        crate::room_registry::RoomLimits { in_call, waiting }
+    }
+}
+
 /// The media options of a room: its capacity, and bandwidth estimation for
 /// group sessions (many publishers: each subscriber's simulcast layers
 /// follow what its link carries). Consultations keep the cheaper unpaced
-/// path. A store failure answers the consultation options.
+/// path.
 pub async fn room_options(app: &App, room: &str) -> teleconsult_sfu::RoomOptions {
-    let group = matches!(app.store.visit_by_id(room).await, Ok(Some(v)) if v.kind == crate::store::VisitKind::Group);
-    teleconsult_sfu::RoomOptions { max_participants: Some(app.config.max_participants), bandwidth_estimation: group }
+    let group = is_group(app, room).await;
+    let in_call =
+        if group { app.config.max_participants.max(GROUP_CALL_CAPACITY) } else { app.config.max_participants };
+    teleconsult_sfu::RoomOptions { max_participants: Some(in_call), bandwidth_estimation: group }
 }
 
 /// An audit event now, with no personal data.

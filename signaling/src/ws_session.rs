@@ -28,7 +28,7 @@ use tracing::{debug, info};
 
 use crate::app::App;
 use crate::join_token::{JoinClaims, TokenError};
-use crate::room_registry::{Outbound, Outbox, RoomLimits, SeatError, SeatRef, SeatRequest, close_code};
+use crate::room_registry::{Outbound, Outbox, SeatError, SeatRef, SeatRequest, close_code};
 use crate::security_log::SecurityEvent;
 use crate::store::VisitStatus;
 use crate::visit_rooms::audit_if_visit;
@@ -301,10 +301,6 @@ impl Session {
         self.app.security.record(self.app.clock.now(), event, Some(self.client), fields);
     }
 
-    fn limits(&self) -> RoomLimits {
-        RoomLimits { in_call: self.app.config.max_participants, waiting: self.app.config.max_waiting }
-    }
-
     fn rate_ok(&mut self) -> bool {
         let now = Instant::now();
         let elapsed = now.duration_since(self.last_refill).as_secs_f64();
@@ -458,7 +454,7 @@ impl Session {
             display_name: claims.name.clone(),
             subject: claims.sub.clone(),
             admitted,
-            limits: self.limits(),
+            limits: crate::visit_rooms::room_limits(&self.app, &claims.room).await,
             outbox: self.outbox.clone(),
         });
         let taken = match taken {
@@ -765,7 +761,8 @@ impl Session {
                 self.send(ServerMessage::Ack { id });
             }
             ClientMessage::Admit { id, participant_id } => {
-                match self.app.rooms.admit(&seat.room, &participant_id, self.app.config.max_participants) {
+                let in_call = crate::visit_rooms::room_limits(&self.app, &seat.room).await.in_call;
+                match self.app.rooms.admit(&seat.room, &participant_id, in_call) {
                     Ok((info, others, waited)) => {
                         self.app.metrics.admitted_after(waited);
                         if let Some(cluster) = &self.app.cluster

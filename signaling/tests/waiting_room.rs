@@ -160,3 +160,78 @@ async fn admit_deny_and_reconnect() {
     patient.shutdown().await;
     server.shutdown().await;
 }
+
+/// Books a visit of `kind` starting now, with its patient link and
+/// `guests` guest links; returns (visit id, link tokens).
+async fn visit_with_links(
+    server: &teleconsult_signaling::server::RunningServer,
+    bearer: &str,
+    kind: &str,
+    guests: usize,
+) -> (String, Vec<String>) {
+    let auth = [("Authorization", bearer)];
+    let start = teleconsult_signaling::timefmt::rfc3339(server.app.clock.now());
+    let body = serde_json::json!({"patient": {"display_name": "Class"}, "scheduled_start": start, "duration_minutes": 60, "kind": kind});
+    let r = http(server, "POST", "/api/visits", &auth, Some(&body.to_string())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let visit = r.json()["visit"]["id"].as_str().unwrap().to_string();
+    let token_of = |url: &str| url.rsplit('/').next().unwrap().to_string();
+    let mut links = vec![token_of(r.json()["patient_link"]["url"].as_str().unwrap())];
+    for _ in 0..guests {
+        let g = http(server, "POST", &format!("/api/visits/{visit}/guest-links"), &auth, Some("{}")).await;
+        assert_eq!(g.status, 201, "{}", g.body);
+        links.push(token_of(g.json()["link"]["url"].as_str().unwrap()));
+    }
+    assert_eq!(http(server, "POST", &format!("/api/visits/{visit}/start"), &auth, None).await.status, 200);
+    (visit, links)
+}
+
+/// Twelve people through links wait at once and are admitted one by one;
+/// returns how many the call took before `room_full`.
+async fn admit_all(
+    server: &teleconsult_signaling::server::RunningServer,
+    bearer: &str,
+    visit: &str,
+    links: &[String],
+) -> usize {
+    let url = ws_url(server);
+    let auth = [("Authorization", bearer)];
+    let jt = http(server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
+    let (leader, _leader_events, ..) = common::join_ws(&url, jt["join_token"].as_str().unwrap().to_string()).await;
+    let mut waiting = Vec::new();
+    for link in links {
+        let x = http(server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
+        let (client, events, participant, _, admitted) =
+            common::join_ws(&url, x["join_token"].as_str().unwrap().to_string()).await;
+        assert!(!admitted, "a class's patients wait to be let in");
+        waiting.push((client, events, participant));
+    }
+    let mut in_call = 1;
+    for (_, _, participant) in &waiting {
+        match leader.request(ClientMessage::Admit { id: None, participant_id: participant.clone() }).await {
+            Ok(_) => in_call += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Some(ErrorCode::RoomFull), "{e}");
+                break;
+            }
+        }
+    }
+    in_call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_session_holds_a_class_of_twelve_and_a_consultation_keeps_its_limit() {
+    let server = server().await;
+    create_staff(&server, "apa@h.fr", StaffRole::Clinician).await;
+    let s = login(&server, "apa@h.fr").await;
+    let bearer = s.bearer();
+
+    let (class, links) = visit_with_links(&server, &bearer, "group", 11).await;
+    assert_eq!(admit_all(&server, &bearer, &class, &links).await, 13, "the leader and all twelve are in the class");
+
+    // A consultation keeps the configured limit (6 in the call, 8 waiting).
+    create_staff(&server, "onco@h.fr", StaffRole::Clinician).await;
+    let s = login(&server, "onco@h.fr").await;
+    let (visit, links) = visit_with_links(&server, &s.bearer(), "follow_up", 7).await;
+    assert_eq!(admit_all(&server, &s.bearer(), &visit, &links).await, 6, "a consultation's call stops at six");
+}
