@@ -290,6 +290,15 @@ async function joinWaitingRoom(joinToken) {
   }
 }
 
+/**
+ * In a group session the leader's video is pinned: on a link too poor for
+ * every picture, the server keeps the leader's (in its lowest layer) and
+ * pauses the others' (BENCHMARKS.md, "Simulcast on a slow link").
+ */
+function pinned(participantId) {
+  return state.link?.visit?.kind === 'group' && view.roleOf(participantId) === 'clinician';
+}
+
 async function startCall(newConnections) {
   show('call');
   state.media?.close();
@@ -297,9 +306,11 @@ async function startCall(newConnections) {
   state.media = media;
   media.addEventListener('track', ({ detail }) => {
     view.addTrack(detail.participantId, detail.track);
-    if (detail.track.kind === 'video') media.preferSize(detail.participantId, view.tileHeight(detail.participantId));
+    if (detail.track.kind === 'video') {
+      media.preferSize(detail.participantId, view.tileHeight(detail.participantId), pinned(detail.participantId));
+    }
   });
-  view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
+  view.onTileSize = (participantId, height) => media.preferSize(participantId, height, pinned(participantId));
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
   media.addEventListener('stall', () => onStall());
   media.addEventListener('stallcause', ({ detail }) => {

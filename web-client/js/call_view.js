@@ -39,6 +39,11 @@ export class CallView {
 
   #resize;
 
+  /** A remote participant's role (`clinician`, `patient`, `guest`), or null if unknown. */
+  roleOf(participantId) {
+    return this.remote.get(participantId)?.info?.role ?? null;
+  }
+
   /** The height of a participant's picture on screen, in device pixels (0: hidden). */
   tileHeight(participantId) {
     const video = this.remote.get(participantId)?.video;

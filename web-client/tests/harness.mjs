@@ -127,11 +127,11 @@ export async function launchChromium({ executablePath = process.env.CHROMIUM ?? 
 }
 
 /**
- * A demo server and a Chromium for one test, both stopped when the test
- * ends (also when it fails).
+ * A demo server (with `serverArgs`) and a Chromium for one test, both
+ * stopped when the test ends (also when it fails).
  */
-export async function serverAndChromium(t) {
-  const server = await startDemoServer();
+export async function serverAndChromium(t, serverArgs = []) {
+  const server = await startDemoServer(serverArgs);
   const chromium = await launchChromium();
   t.after(async () => {
     await chromium.close();
