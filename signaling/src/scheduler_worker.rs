@@ -15,14 +15,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use teleconsult_sfu::RoomId;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use crate::app::App;
 use crate::reminders::Delivery;
 use crate::store::{NewOutboxEntry, OutboxEntry, VisitStatus};
-use crate::visit_rooms::{audit_event, close_room};
+use crate::visit_rooms::{RoomProfile, audit_event, close_room, provision_media_room};
 
 /// Rooms are created this long before a visit starts.
 pub const PROVISION_BEFORE_SECS: i64 = 15 * 60;
@@ -155,10 +154,8 @@ impl SchedulerWorker {
     async fn run(&mut self, app: &Arc<App>, now: i64, report: &mut TickReport) -> Result<(), crate::store::StoreError> {
         // 1. Rooms ready before the visit starts.
         for visit_id in app.store.visits_to_provision(now, now + PROVISION_BEFORE_SECS).await? {
-            let options = crate::visit_rooms::room_options(app, &visit_id).await;
-            // In a cluster the room is placed on a node when first joined;
-            // a media room here would likely sit on the wrong node.
-            if app.cluster.is_some() || app.sfu.create_room(RoomId(visit_id.clone()), options).await.is_ok() {
+            let profile = RoomProfile::of(app, &visit_id).await;
+            if provision_media_room(app, &visit_id, profile).await.is_ok() {
                 app.store
                     .mark_provisioned(&visit_id, now, &audit_event(app, "system", "room_provisioned", &visit_id, None))
                     .await?;

@@ -61,35 +61,68 @@ pub const GROUP_CALL_CAPACITY: usize = 13;
 /// How many may wait to join a group session: the whole class at once.
 pub const GROUP_WAITING_CAPACITY: usize = 12;
 
-/// Whether `room` is a group session's (a visit of kind `group`). A store
-/// failure answers no: the consultation limits and media path.
-async fn is_group(app: &App, room: &str) -> bool {
-    matches!(app.store.visit_by_id(room).await, Ok(Some(v)) if v.kind == crate::store::VisitKind::Group)
+/// What sets a room's limits and media path: whether it is a group
+/// session's (a visit of kind `group`) or a consultation's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomProfile {
+    /// A group session: a class of twelve and its leader, simulcast, and
+    /// bandwidth estimation so that each viewer gets what its link carries.
+    pub group: bool,
 }
 
-/// How many people a room holds, in the call and waiting: the configured
-/// limits, raised for group sessions to a class of twelve and its leader.
-pub async fn room_limits(app: &App, room: &str) -> crate::room_registry::RoomLimits {
-    let (in_call, waiting) = (app.config.max_participants, app.config.max_waiting);
-    if is_group(app, room).await {
-        crate::room_registry::RoomLimits {
-            in_call: in_call.max(GROUP_CALL_CAPACITY),
-            waiting: waiting.max(GROUP_WAITING_CAPACITY),
+impl RoomProfile {
+    /// The profile of a visit of `kind`.
+    pub fn for_kind(kind: crate::store::VisitKind) -> RoomProfile {
+        RoomProfile { group: kind == crate::store::VisitKind::Group }
+    }
+
+    /// The profile of `room`, read from its visit. A room that is no visit,
+    /// or a store failure, gets the consultation profile.
+    pub async fn of(app: &App, room: &str) -> RoomProfile {
+        match app.store.visit_by_id(room).await {
+            Ok(Some(visit)) => RoomProfile::for_kind(visit.kind),
+            _ => RoomProfile::default(),
         }
-    } else {
-        crate::room_registry::RoomLimits { in_call, waiting }
+    }
+
+    /// How many people the room holds, in the call and waiting: the
+    /// configured limits, raised for a group session to a class of twelve
+    /// and its leader.
+    pub fn limits(self, config: &crate::config::Config) -> crate::room_registry::RoomLimits {
+        let (in_call, waiting) = (config.max_participants, config.max_waiting);
+        if self.group {
+            crate::room_registry::RoomLimits {
+                in_call: in_call.max(GROUP_CALL_CAPACITY),
+                waiting: waiting.max(GROUP_WAITING_CAPACITY),
+            }
+        } else {
+            crate::room_registry::RoomLimits { in_call, waiting }
+        }
+    }
+
+    /// The media room's options: its capacity, and bandwidth estimation for
+    /// a group session. Consultations keep the cheaper unpaced path.
+    pub fn media_options(self, config: &crate::config::Config) -> teleconsult_sfu::RoomOptions {
+        teleconsult_sfu::RoomOptions {
+            max_participants: Some(self.limits(config).in_call),
+            bandwidth_estimation: self.group,
+        }
     }
 }
 
-/// The media options of a room: its capacity, and bandwidth estimation for
-/// group sessions (many publishers: each subscriber's simulcast layers
-/// follow what its link carries). Consultations keep the cheaper unpaced
-/// path.
-pub async fn room_options(app: &App, room: &str) -> teleconsult_sfu::RoomOptions {
-    let group = is_group(app, room).await;
-    let in_call =
-        if group { app.config.max_participants.max(GROUP_CALL_CAPACITY) } else { app.config.max_participants };
-    teleconsult_sfu::RoomOptions { max_participants: Some(in_call), bandwidth_estimation: group }
+/// Creates a visit's media room ahead of its first publisher (at its start,
+/// or before it from the scheduler), so that nothing waits on it then. Not
+/// in a cluster: there a room is placed on a node when first joined, and a
+/// media room made here would likely sit on the wrong node.
+pub async fn provision_media_room(
+    app: &App,
+    room: &str,
+    profile: RoomProfile,
+) -> Result<(), teleconsult_sfu::SfuError> {
+    if app.cluster.is_some() {
+        return Ok(());
+    }
+    app.sfu.create_room(RoomId(room.to_string()), profile.media_options(&app.config)).await
 }
 
 /// An audit event now, with no personal data.

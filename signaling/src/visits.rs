@@ -430,11 +430,8 @@ pub async fn start(app: &App, staff: &Staff, id: &str) -> Result<Visit, ApiError
             Err(e) => return Err(e),
         }
     };
-    // In a cluster the room is placed on a node when first joined.
-    if app.cluster.is_none() {
-        let options = crate::visit_rooms::room_options(app, id).await;
-        app.sfu.create_room(teleconsult_sfu::RoomId(id.to_string()), options).await.map_err(ApiError::internal)?;
-    }
+    let profile = crate::visit_rooms::RoomProfile::for_kind(visit.kind);
+    crate::visit_rooms::provision_media_room(app, id, profile).await.map_err(ApiError::internal)?;
     Ok(visit)
 }
 

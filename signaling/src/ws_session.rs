@@ -31,7 +31,7 @@ use crate::join_token::{JoinClaims, TokenError};
 use crate::room_registry::{Outbound, Outbox, SeatError, SeatRef, SeatRequest, close_code};
 use crate::security_log::SecurityEvent;
 use crate::store::VisitStatus;
-use crate::visit_rooms::audit_if_visit;
+use crate::visit_rooms::{RoomProfile, audit_if_visit};
 
 /// Longest note a clinician may send a waiting participant, in characters.
 const MAX_NOTE_CHARS: usize = 500;
@@ -92,6 +92,7 @@ pub async fn run(socket: WebSocket, app: Arc<App>, client: IpAddr) {
         bucket: RATE_BURST,
         last_refill: Instant::now(),
         upstream: None,
+        profile: RoomProfile::default(),
     };
     let mut shutdown = app.shutdown.clone();
     let idle = app.config.ws_idle_timeout;
@@ -275,6 +276,8 @@ struct Session {
     last_refill: Instant,
     /// Set when the room lives on another node: this session becomes a relay.
     upstream: Option<crate::cluster::bridge::Upstream>,
+    /// The seat's room's limits and media path, read once at join or resume.
+    profile: RoomProfile,
 }
 
 /// Where a session's room lives.
@@ -447,6 +450,7 @@ impl Session {
         if !admitted && let Some(cluster) = &self.app.cluster {
             admitted = cluster.was_admitted(&claims.room, &claims.sub).await;
         }
+        let profile = RoomProfile::of(&self.app, &claims.room).await;
         let taken = self.app.rooms.join(SeatRequest {
             room: claims.room.clone(),
             participant_id: crate::secret::random_id("p"),
@@ -454,7 +458,7 @@ impl Session {
             display_name: claims.name.clone(),
             subject: claims.sub.clone(),
             admitted,
-            limits: crate::visit_rooms::room_limits(&self.app, &claims.room).await,
+            limits: profile.limits(&self.app.config),
             outbox: self.outbox.clone(),
         });
         let taken = match taken {
@@ -497,6 +501,7 @@ impl Session {
         .await;
         self.role = Some(claims.role);
         self.subject = claims.sub.clone();
+        self.profile = profile;
         self.send(ServerMessage::Joined {
             id,
             room_id: seat.room.clone(),
@@ -546,6 +551,7 @@ impl Session {
             return self.error(id, ErrorCode::ResumeFailed, "unknown resume token, or the grace period has ended");
         };
         let seat = resumed.seat.clone();
+        self.profile = RoomProfile::of(&self.app, &seat.room).await;
         info!(room = %seat.room, participant = %seat.participant, "resumed");
         self.role = Some(resumed.me.role);
         self.subject = resumed.subject.clone();
@@ -657,7 +663,7 @@ impl Session {
                 let result = if in_sfu {
                     sfu.publish_offer(&room, &participant, sdp).await
                 } else {
-                    let options = crate::visit_rooms::room_options(&self.app, &seat.room).await;
+                    let options = self.profile.media_options(&self.app.config);
                     match sfu.create_room(room.clone(), options).await {
                         Ok(()) => match sfu.add_participant(&room, participant.clone(), sdp).await {
                             Ok((answer, events)) => {
@@ -761,7 +767,7 @@ impl Session {
                 self.send(ServerMessage::Ack { id });
             }
             ClientMessage::Admit { id, participant_id } => {
-                let in_call = crate::visit_rooms::room_limits(&self.app, &seat.room).await.in_call;
+                let in_call = self.profile.limits(&self.app.config).in_call;
                 match self.app.rooms.admit(&seat.room, &participant_id, in_call) {
                     Ok((info, others, waited)) => {
                         self.app.metrics.admitted_after(waited);

@@ -134,6 +134,17 @@ test('a call on a cluster moves when its node drains, and again when its node di
   assert.ok(await patient.isHidden('#screen-waiting'), 'nobody had to admit the patient again');
   assert.equal(await holder([y, z]), 'y', 'the room moved to y');
 
+  // The patient reloads: the page's resume token reaches z, which bridges
+  // it to y, where the seat is waiting.
+  before = [await framesOn(desk, 'teleconsultConsole'), await framesOn(patient, 'teleconsultJoin')];
+  const reloadedAt = Date.now();
+  await patient.reload();
+  const reloadMs = await framesBack(patient, 'teleconsultJoin', before[1], reloadedAt, 20000);
+  console.log(`# cluster: patient reload through another node than the room's: frames again after ${reloadMs} ms`);
+  assert.ok(reloadMs !== null, 'the reloaded patient page decodes the clinician again');
+  assert.ok(await framesRise(desk, 'teleconsultConsole', 15000) !== null, 'and the clinician decodes the patient');
+  assert.ok(await patient.isHidden('#screen-waiting'), 'the reloaded patient is still in the call');
+
   // Ops see every live node, and which holds the room, from any node.
   // The dead node's heartbeat lapses within 3 s (then the next heartbeat reads the registry).
   const metrics = await eventually(async () => {

@@ -6,6 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { launchChromium, startDemoServer } from './harness.mjs';
 
 const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'pipe', 'pipe'] });
 
@@ -68,4 +69,28 @@ export function createNamespace(n) {
       try { ip('netns', 'del', name); } catch { /* gone */ }
     },
   };
+}
+
+/**
+ * Namespace `tc-<n>`, a demo server (with `serverArgs`) listening on the
+ * host and on the namespace's side of the link, a Chromium on the host
+ * (`host`) and one inside the namespace (`away`); all gone when the test
+ * ends. Returns { ns, server, host, away }.
+ */
+export async function serverAndNamespacedChromium(t, n, serverArgs = []) {
+  const ns = createNamespace(n);
+  const server = await startDemoServer(serverArgs, { httpHost: '0.0.0.0', mediaIps: ['127.0.0.1', ns.hostIp] });
+  const host = await launchChromium();
+  // Camera and microphone need a secure context: vouch for the plain-HTTP test address.
+  const away = await launchChromium({
+    executablePath: ns.chromiumPath,
+    args: [`--unsafely-treat-insecure-origin-as-secure=http://${ns.hostIp}:${server.port}`],
+  });
+  t.after(async () => {
+    await away.close().catch(() => {});
+    await host.close().catch(() => {});
+    await server.stop();
+    ns.destroy();
+  });
+  return { ns, server, host, away };
 }

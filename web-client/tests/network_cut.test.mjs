@@ -6,26 +6,13 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { eventually, framesOn, framesRise, launchChromium, newPage, signInAndStart, startDemoServer, walkToWaitingRoom } from './harness.mjs';
-import { createNamespace, namespacesAvailable } from './netns.mjs';
+import { eventually, framesOn, framesRise, newPage, signInAndStart, walkToWaitingRoom } from './harness.mjs';
+import { namespacesAvailable, serverAndNamespacedChromium } from './netns.mjs';
 
 const CUT_MS = 6000;
 
 test('a 6 s network cut: the patient is told at once, and media comes back quickly', { skip: !namespacesAvailable() && 'needs root for network namespaces' }, async (t) => {
-  const ns = createNamespace(7);
-  const server = await startDemoServer([], { httpHost: '0.0.0.0', mediaIps: ['127.0.0.1', ns.hostIp] });
-  const host = await launchChromium();
-  // Camera and microphone need a secure context: vouch for the plain-HTTP test address.
-  const away = await launchChromium({
-    executablePath: ns.chromiumPath,
-    args: [`--unsafely-treat-insecure-origin-as-secure=http://${ns.hostIp}:${server.port}`],
-  });
-  t.after(async () => {
-    await away.close().catch(() => {});
-    await host.close().catch(() => {});
-    await server.stop();
-    ns.destroy();
-  });
+  const { ns, server, host, away } = await serverAndNamespacedChromium(t, 7);
 
   const desk = await newPage(host.browser, 'clinician');
   await signInAndStart(desk, server);

@@ -8,26 +8,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { api, eventually, launchChromium, newPage, serverBinary, signIn, startDemoServer } from './harness.mjs';
-import { createNamespace, namespacesAvailable } from './netns.mjs';
+import { api, eventually, newPage, serverBinary, signIn } from './harness.mjs';
+import { namespacesAvailable, serverAndNamespacedChromium } from './netns.mjs';
 
 const SECRET = 'constrained-simulcast-test-secret-0123456789';
 const DOWNLINK_KBIT = 300;
 
 test('in a group session, a patient on a slow link gets the low layer and another the high', { skip: !namespacesAvailable() && 'needs root for network namespaces' }, async (t) => {
-  const ns = createNamespace(8);
-  const server = await startDemoServer(['--token-secret', SECRET], { httpHost: '0.0.0.0', mediaIps: ['127.0.0.1', ns.hostIp] });
-  const host = await launchChromium();
-  const away = await launchChromium({
-    executablePath: ns.chromiumPath,
-    args: [`--unsafely-treat-insecure-origin-as-secure=http://${ns.hostIp}:${server.port}`],
-  });
-  t.after(async () => {
-    await away.close().catch(() => {});
-    await host.close().catch(() => {});
-    await server.stop();
-    ns.destroy();
-  });
+  const { ns, server, host, away } = await serverAndNamespacedChromium(t, 8, ['--token-secret', SECRET]);
 
   // A group session booked through the API (after the demo visit).
   const bearer = await signIn(server.base, 'clinician@demo.teleconsult.test');

@@ -179,15 +179,21 @@ if (current == false and ARGV[1] == '') or current == ARGV[1] then
 end
 return current";
 
-/// Refresh a claim this node holds (`ARGV[1]`), or take one that lapsed.
-/// Returns the owner after the call.
+/// Refresh each claim in `KEYS` this node (`ARGV[1]`) holds, or take it if
+/// it lapsed, for `ARGV[2]` milliseconds. Returns the owner of each after
+/// the call. One round trip for every room a node holds.
 const HOLD_SCRIPT: &str = r"
-local current = redis.call('GET', KEYS[1])
-if current == false or current == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return ARGV[1]
+local owners = {}
+for i, key in ipairs(KEYS) do
+  local current = redis.call('GET', key)
+  if current == false or current == ARGV[1] then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+    owners[i] = ARGV[1]
+  else
+    owners[i] = current
+  end
 end
-return current";
+return owners";
 
 /// Delete a key only if it still holds `ARGV[1]`.
 const RELEASE_SCRIPT: &str = r"
@@ -380,30 +386,35 @@ impl Cluster {
     /// another node now owns (this node was taken for dead): their people
     /// must move.
     async fn hold_rooms(&self, rooms: &[String]) -> Result<Vec<String>, ClusterError> {
-        let mut lost = Vec::new();
-        let mut conn = self.conn();
-        for room in rooms {
-            let owner: String = redis::Script::new(HOLD_SCRIPT)
-                .key(self.key(&["room", room]))
-                .arg(&self.node_id)
-                .arg(PLACEMENT_TTL.as_millis() as u64)
-                .invoke_async(&mut conn)
-                .await?;
-            if owner != self.node_id {
-                lost.push(room.clone());
-            }
+        let keys: Vec<String> = rooms.iter().map(|room| self.key(&["room", room])).collect();
+        let owners = self.hold(&keys, PLACEMENT_TTL).await?;
+        Ok(rooms.iter().zip(owners).filter(|(_, owner)| *owner != self.node_id).map(|(room, _)| room.clone()).collect())
+    }
+
+    /// Takes or keeps each of `keys` for this node for `ttl`; the owner of each after.
+    async fn hold(&self, keys: &[String], ttl: Duration) -> Result<Vec<String>, ClusterError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(lost)
+        let hold = redis::Script::new(HOLD_SCRIPT);
+        let mut script = hold.prepare_invoke();
+        for key in keys {
+            script.key(key);
+        }
+        let owners: Vec<String> =
+            script.arg(&self.node_id).arg(ttl.as_millis() as u64).invoke_async(&mut self.conn()).await?;
+        Ok(owners)
+    }
+
+    /// Deletes `key` if this node holds it.
+    async fn release(&self, key: String) {
+        let _: Result<i64, _> =
+            redis::Script::new(RELEASE_SCRIPT).key(key).arg(&self.node_id).invoke_async(&mut self.conn()).await;
     }
 
     /// Gives up this node's claim on a room (it drained, or closed).
     pub async fn release_room(&self, room: &str) {
-        let mut conn = self.conn();
-        let _: Result<i64, _> = redis::Script::new(RELEASE_SCRIPT)
-            .key(self.key(&["room", room]))
-            .arg(&self.node_id)
-            .invoke_async(&mut conn)
-            .await;
+        self.release(self.key(&["room", room])).await;
     }
 
     /// Remembers that a clinician let `subject` into `room`.
@@ -446,24 +457,13 @@ impl Cluster {
 
     /// Takes or keeps the lease `name` for `ttl`. True while this node holds it.
     pub async fn hold_lease(&self, name: &str, ttl: Duration) -> bool {
-        let mut conn = self.conn();
-        let owner: Result<String, _> = redis::Script::new(HOLD_SCRIPT)
-            .key(self.key(&["lease", name]))
-            .arg(&self.node_id)
-            .arg(ttl.as_millis() as u64)
-            .invoke_async(&mut conn)
-            .await;
-        matches!(owner, Ok(o) if o == self.node_id)
+        let owners = self.hold(&[self.key(&["lease", name])], ttl).await;
+        matches!(owners.as_deref(), Ok([owner]) if *owner == self.node_id)
     }
 
     /// Gives up the lease `name` if this node holds it.
     pub async fn release_lease(&self, name: &str) {
-        let mut conn = self.conn();
-        let _: Result<i64, _> = redis::Script::new(RELEASE_SCRIPT)
-            .key(self.key(&["lease", name]))
-            .arg(&self.node_id)
-            .invoke_async(&mut conn)
-            .await;
+        self.release(self.key(&["lease", name])).await;
     }
 
     /// Sends a room command to every other node.
