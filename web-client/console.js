@@ -100,8 +100,14 @@ function presence(room) {
 let todayTimer = null;
 async function showToday() {
   $('who').textContent = `${session.me.display_name} (${session.me.specialty.replace('_', ' ')})`;
+  // The rows from before a visit are stale (a visit just ended still reads
+  // "scheduled"): clear them so nobody acts on them while the fresh list loads.
+  const table = $('visits');
+  table.setAttribute('aria-busy', 'true');
+  cell(table.tBodies[0].insertRow(0), 'Loading today’s visits…').colSpan = 7;
+  while (table.tBodies[0].rows.length > 1) table.tBodies[0].deleteRow(1);
   showOnly('today');
-  await renderToday();
+  await renderToday().finally(() => table.removeAttribute('aria-busy'));
   await showQueue();
   clearInterval(todayTimer);
   todayTimer = setInterval(() => {
