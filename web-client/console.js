@@ -31,6 +31,14 @@ const state = {
 };
 const $ = (id) => document.getElementById(id);
 const view = new CallView($('call-view'), inLanguage('en'));
+// Any tile can be shown large (a class's leader watches one patient's movement).
+view.onPin = (participantId) => {
+  view.pin(view.pinnedId === participantId ? null : participantId);
+  for (const id of view.participantIds) state.media?.preferSize(id, view.tileHeight(id), id === view.pinnedId);
+};
+
+/** How often the speaking marks are refreshed. */
+const SPEAKING_POLL_MS = 400;
 const quality = new CallQuality();
 window.teleconsultConsole = {
   state,
@@ -223,8 +231,13 @@ async function connect(joinToken) {
     removeWaiting(detail.participant_id);
     view.left(detail.participant_id);
     state.media?.dropParticipant(detail.participant_id);
+    renderHands();
   });
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
+  signaling.addEventListener('hand_changed', ({ detail }) => {
+    view.hand(detail.participant_id, detail.raised);
+    renderHands();
+  });
   signaling.addEventListener('video_paused', ({ detail }) => view.videoPaused(detail.track.participant_id, detail.paused));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   signaling.addEventListener('room_closed', () => finish());
@@ -244,8 +257,32 @@ async function connect(joinToken) {
   const joined = await signaling.request({ type: 'join', token: joinToken });
   view.setSelf({ display_name: session.me.display_name, role: 'clinician' });
   view.reset(joined.participants);
+  renderHands();
+  $('mute-all').hidden = !state.simulcast;
   for (const p of joined.participants) removeWaiting(p.participant_id);
   await republish(signaling);
+}
+
+/** The raised hands, each with a button to lower it. */
+function renderHands() {
+  const raised = view.raisedHands;
+  $('hands').hidden = raised.length === 0;
+  $('hands-list').replaceChildren(...raised.map((id) => {
+    const name = view.remote.get(id)?.info?.display_name ?? 'Someone';
+    const li = document.createElement('li');
+    const lower = document.createElement('button');
+    lower.type = 'button';
+    lower.className = 'secondary';
+    lower.textContent = 'Lower hand';
+    lower.setAttribute('aria-label', `Lower ${name}’s hand`);
+    lower.addEventListener('click', async () => {
+      await state.signaling?.request({ type: 'lower_hand', participant_id: id }).catch(() => {});
+      view.hand(id, false);
+      renderHands();
+    });
+    li.append(`${name} `, lower);
+    return li;
+  }));
 }
 
 /** New media connections on `signaling`: publish, and receive everyone. */
@@ -255,9 +292,11 @@ async function republish(signaling) {
   state.media = media;
   media.addEventListener('track', ({ detail }) => {
     view.addTrack(detail.participantId, detail.track);
-    if (detail.track.kind === 'video') media.preferSize(detail.participantId, view.tileHeight(detail.participantId));
+    if (detail.track.kind === 'video') {
+      media.preferSize(detail.participantId, view.tileHeight(detail.participantId), detail.participantId === view.pinnedId);
+    }
   });
-  view.onTileSize = (participantId, height) => media.preferSize(participantId, height);
+  view.onTileSize = (participantId, height) => media.preferSize(participantId, height, participantId === view.pinnedId);
   media.addEventListener('trackgone', ({ detail }) => view.removeTrack(detail.participantId, detail.track));
   media.addEventListener('stall', () => {
     $('reconnecting').textContent = 'Sound and picture stopped arriving. Reconnecting…';
@@ -504,6 +543,13 @@ function wireControls() {
       renderUnread();
     }
   }).observe($('chat-form'));
+  $('mute-all').addEventListener('click', async () => {
+    await state.signaling?.request({ type: 'mute_all' }).catch(() => {});
+    status('Everyone in the call was asked to mute; each can unmute to speak.');
+  });
+  setInterval(() => {
+    if (state.callStarted) view.speakingFrom(state.media?.subscribePc?.getReceivers() ?? []);
+  }, SPEAKING_POLL_MS);
   $('mic').addEventListener('click', () => {
     const track = state.stream?.getAudioTracks()[0];
     if (!track) return;

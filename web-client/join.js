@@ -41,6 +41,11 @@ const state = {
 };
 const $ = (id) => document.getElementById(id);
 const view = new CallView($('call-view'), t);
+// In a group session the leader is shown large, the others small.
+view.autoPin = (info) => isGroup() && info.role === 'clinician';
+
+/** How often the speaking marks are refreshed. */
+const SPEAKING_POLL_MS = 400;
 const quality = new CallQuality();
 
 window.teleconsultJoin = {
@@ -82,7 +87,14 @@ function supported() {
 }
 
 function saveSeat(resumeToken) {
-  sessionStorage.setItem(seatKey, JSON.stringify({ resume_token: resumeToken }));
+  // The visit's kind is kept too: a reloaded page does not exchange the
+  // link again, and a class still needs simulcast and the leader large.
+  sessionStorage.setItem(seatKey, JSON.stringify({ resume_token: resumeToken, visit_kind: state.visitKind }));
+}
+
+/** Whether this is a group session (a class). */
+function isGroup() {
+  return state.visitKind === 'group';
 }
 
 async function exchangeLink() {
@@ -103,6 +115,7 @@ async function exchangeLink() {
     return null;
   }
   state.link = body;
+  state.visitKind = body.visit?.kind;
   state.role = body.role;
   return body;
 }
@@ -247,6 +260,17 @@ async function connectSignaling() {
     state.media?.dropParticipant(detail.participant_id);
   });
   signaling.addEventListener('mute_changed', ({ detail }) => view.muted(detail.participant_id, detail.kind, detail.muted));
+  signaling.addEventListener('hand_changed', ({ detail }) => {
+    if (detail.participant_id !== state.participantId) return view.hand(detail.participant_id, detail.raised);
+    // The leader lowered our hand.
+    setHand(detail.raised);
+    if (!detail.raised) view.notify(t('hand_lowered_by_leader'));
+  });
+  signaling.addEventListener('mute_requested', () => {
+    const track = state.stream?.getAudioTracks()[0];
+    if (track?.enabled) $('toggle-mic').click();
+    view.notify(t('muted_by_leader'));
+  });
   signaling.addEventListener('video_paused', ({ detail }) => view.videoPaused(detail.track.participant_id, detail.paused));
   signaling.addEventListener('chat_message', ({ detail }) => addChat(detail.display_name, detail.text));
   // The media server lost our media (a fault, a restarted worker): publish again.
@@ -281,13 +305,34 @@ async function joinWaitingRoom(joinToken) {
     throw error;
   }
   saveSeat(joined.resume_token);
+  state.participantId = joined.participant_id;
   view.setSelf({ display_name: state.link?.display_name ?? t('you'), role: joined.role });
   view.reset(joined.participants);
   if (joined.admitted) {
+    handStartsDown();
     await startCall(false);
   } else {
     show('waiting');
   }
+}
+
+/** Shows our hand as raised or not (the button and its state). */
+function setHand(raised) {
+  state.handRaised = raised;
+  const button = $('raise-hand');
+  button.setAttribute('aria-pressed', String(raised));
+  button.dataset.i18n = raised ? 'lower_my_hand' : 'raise_hand';
+  button.textContent = t(button.dataset.i18n);
+}
+
+/**
+ * Back in a class after a reload or a rejoin: our hand starts down (the
+ * page forgot it), and the server is told so.
+ */
+function handStartsDown() {
+  if (!isGroup()) return;
+  setHand(false);
+  state.signaling?.request({ type: 'raise_hand', raised: false }).catch(() => {});
 }
 
 /**
@@ -296,11 +341,12 @@ async function joinWaitingRoom(joinToken) {
  * pauses the others' (BENCHMARKS.md, "Simulcast on a slow link").
  */
 function pinned(participantId) {
-  return state.link?.visit?.kind === 'group' && view.roleOf(participantId) === 'clinician';
+  return isGroup() && view.roleOf(participantId) === 'clinician';
 }
 
 async function startCall(newConnections) {
   show('call');
+  $('raise-hand').hidden = !isGroup();
   state.media?.close();
   const media = new MediaSession(state.signaling);
   state.media = media;
@@ -324,7 +370,7 @@ async function startCall(newConnections) {
     await state.signaling.request({ type: 'subscribe_restart', new_connection: true }).catch(() => {});
   }
   // Group sessions: the camera in three layers, for a dozen viewers.
-  await media.publish(state.stream, { simulcast: state.link?.visit?.kind === 'group' });
+  await media.publish(state.stream, { simulcast: isGroup() });
   if (state.audioOnly) {
     await state.signaling.request({ type: 'mute', kind: 'video', muted: true }).catch(() => {});
   }
@@ -425,15 +471,18 @@ async function onMoved() {
 
 /** A reload: take the seat back, and rebuild media if we were in the call. */
 async function resumeAfterReload(saved) {
+  state.visitKind = saved.visit_kind;
   const signaling = await connectSignaling();
   const resumed = await signaling.request({ type: 'resume', resume_token: saved.resume_token });
   saveSeat(resumed.resume_token);
   state.role = resumed.role;
+  state.participantId = resumed.participant_id;
   view.reset(resumed.participants);
   if (!resumed.admitted) {
     show('waiting');
     return;
   }
+  handStartsDown();
   await openDevices();
   await startCall(true);
 }
@@ -512,6 +561,15 @@ function wireControls() {
     $('toggle-mic').dataset.i18n = muted ? 'unmute' : 'mute';
     state.signaling?.send({ type: 'mute', kind: 'audio', muted });
   });
+  $('raise-hand').addEventListener('click', () => {
+    const raised = !state.handRaised;
+    setHand(raised);
+    state.signaling?.request({ type: 'raise_hand', raised }).catch(() => setHand(!raised));
+  });
+  // Who is speaking, from the audio levels the browser reads off RTP.
+  setInterval(() => {
+    if (state.phase === 'call') view.speakingFrom(state.media?.subscribePc?.getReceivers() ?? []);
+  }, SPEAKING_POLL_MS);
   $('toggle-camera').addEventListener('click', () => {
     const track = state.stream?.getVideoTracks()[0];
     if (!track) return;

@@ -222,6 +222,9 @@ fn with_id(message: ClientMessage, new_id: String) -> ClientMessage {
         ClientMessage::PreferredSize { participant_id, height, pinned, .. } => {
             ClientMessage::PreferredSize { id, participant_id, height, pinned }
         }
+        ClientMessage::RaiseHand { raised, .. } => ClientMessage::RaiseHand { id, raised },
+        ClientMessage::LowerHand { participant_id, .. } => ClientMessage::LowerHand { id, participant_id },
+        ClientMessage::MuteAll { .. } => ClientMessage::MuteAll { id },
         ClientMessage::Chat { text, .. } => ClientMessage::Chat { id, text },
         ClientMessage::Admit { participant_id, .. } => ClientMessage::Admit { id, participant_id },
         ClientMessage::Deny { participant_id, message, .. } => ClientMessage::Deny { id, participant_id, message },

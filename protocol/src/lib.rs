@@ -106,6 +106,9 @@ pub struct ParticipantInfo {
     /// Whether they are in the call (false: in the waiting room).
     #[serde(default = "yes")]
     pub admitted: bool,
+    /// Whether their hand is raised (group sessions).
+    #[serde(default)]
+    pub hand_raised: bool,
 }
 
 fn yes() -> bool {
@@ -203,6 +206,25 @@ pub enum ClientMessage {
         #[serde(default)]
         pinned: bool,
     },
+    /// Raise (or lower) one's own hand, to ask to speak in a group session.
+    RaiseHand {
+        #[serde(default)]
+        id: Option<String>,
+        raised: bool,
+    },
+    /// Clinicians only: lower a participant's raised hand.
+    LowerHand {
+        #[serde(default)]
+        id: Option<String>,
+        participant_id: String,
+    },
+    /// Clinicians only: ask everyone else in the call to mute their
+    /// microphone (each client mutes and says so with `mute`; anyone may
+    /// unmute again).
+    MuteAll {
+        #[serde(default)]
+        id: Option<String>,
+    },
     /// A text chat line to everyone in the call (not stored, not logged).
     Chat {
         #[serde(default)]
@@ -260,6 +282,9 @@ impl ClientMessage {
             | ClientMessage::Trickle { id, .. }
             | ClientMessage::Mute { id, .. }
             | ClientMessage::PreferredSize { id, .. }
+            | ClientMessage::RaiseHand { id, .. }
+            | ClientMessage::LowerHand { id, .. }
+            | ClientMessage::MuteAll { id }
             | ClientMessage::Chat { id, .. }
             | ClientMessage::Admit { id, .. }
             | ClientMessage::Deny { id, .. }
@@ -282,6 +307,9 @@ impl ClientMessage {
             ClientMessage::Trickle { .. } => "trickle",
             ClientMessage::Mute { .. } => "mute",
             ClientMessage::PreferredSize { .. } => "preferred_size",
+            ClientMessage::RaiseHand { .. } => "raise_hand",
+            ClientMessage::LowerHand { .. } => "lower_hand",
+            ClientMessage::MuteAll { .. } => "mute_all",
             ClientMessage::Chat { .. } => "chat",
             ClientMessage::Admit { .. } => "admit",
             ClientMessage::Deny { .. } => "deny",
@@ -412,6 +440,10 @@ pub enum ServerMessage {
     VideoPaused { track: TrackInfo, paused: bool },
     /// Someone muted or unmuted.
     MuteChanged { participant_id: String, kind: TrackKind, muted: bool },
+    /// A participant raised or lowered their hand, or a clinician lowered it.
+    HandChanged { participant_id: String, raised: bool },
+    /// A clinician asked everyone to mute: mute the microphone and send `mute`.
+    MuteRequested,
     /// The server dropped this participant's media connections (`timeout`:
     /// no packet for too long; `connection_failed`; `fault`: the media
     /// server failed on this participant's data; `worker_restarted`: the
@@ -617,8 +649,11 @@ pub fn decode_client_message(text: &str) -> Result<ClientMessage, DecodeError> {
             id,
         });
     };
-    const KNOWN: [&str; 16] = [
+    const KNOWN: [&str; 19] = [
         "chat",
+        "raise_hand",
+        "lower_hand",
+        "mute_all",
         "admit",
         "deny",
         "ask_to_wait",

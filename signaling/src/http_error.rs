@@ -120,6 +120,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound => ApiError::not_found(),
             StoreError::Conflict => ApiError::conflict("conflict", "that conflicts with what is stored"),
             StoreError::Overlap => ApiError::slot_taken(),
+            StoreError::ClassFull => {
+                ApiError::conflict("class_full", "the class already holds its capacity of patients")
+            }
             StoreError::Busy => ApiError::busy(),
             StoreError::Unavailable(why) => {
                 tracing::error!(error = %why, "database unavailable");

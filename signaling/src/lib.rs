@@ -18,6 +18,8 @@ pub mod credential_guard;
 pub mod follow_up_placement;
 pub mod follow_ups;
 pub mod follow_ups_api;
+pub mod group_sessions;
+pub mod group_sessions_api;
 pub mod http_error;
 pub mod idempotency;
 pub mod input_checks;

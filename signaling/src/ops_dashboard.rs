@@ -337,6 +337,10 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
         day_range(&start, q.tz_offset_minutes).ok_or_else(|| ApiError::invalid("start", "must be YYYY-MM-DD"))?;
     let to = from + 7 * 86_400;
     let visits = app.store.visit_times_and_statuses(from, to).await?;
+    let (classes_held, class_attendances) = app.store.class_times(from, to).await?;
+    let in_day = |times: &[i64], (day_from, day_to): (i64, i64)| {
+        times.iter().filter(|t| (day_from..day_to).contains(*t)).count()
+    };
     let mut days = Vec::new();
     for d in 0..7 {
         let (day_from, day_to) = (from + d * 86_400, from + (d + 1) * 86_400);
@@ -354,6 +358,10 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
             "no_show": count(VisitStatus::NoShow),
             "cancelled": count(VisitStatus::Cancelled),
             "scheduled": count(VisitStatus::Scheduled) + count(VisitStatus::InProgress),
+            // Group sessions: occurrences held (completed, also counted
+            // above) and the enrolled patients who came to them.
+            "classes": in_day(&classes_held, (day_from, day_to)),
+            "class_attendances": in_day(&class_attendances, (day_from, day_to)),
         }));
     }
     let mut waits = app.store.admission_waits(from, to).await?;
@@ -366,6 +374,8 @@ async fn weekly_figures(app: &App, q: &WeekQuery) -> Result<serde_json::Value, A
         "days": days,
         "teleconsultations": teleconsultations,
         "median_wait_secs": median_wait_secs,
+        "classes": classes_held.len(),
+        "class_attendances": class_attendances.len(),
         "all_consultations": total,
         "teleconsultation_share": total.filter(|t| *t > 0).map(|t| teleconsultations as f64 / t as f64),
     }))
@@ -389,15 +399,17 @@ pub async fn weekly_csv(
 ) -> Result<Response, ApiError> {
     staff.require(OPS_ROLES)?;
     let w = weekly_figures(&app, &q).await?;
-    let mut csv = String::from("date,completed,no_show,cancelled,scheduled\n");
+    let mut csv = String::from("date,completed,no_show,cancelled,scheduled,classes,class_attendances\n");
     for d in w["days"].as_array().into_iter().flatten() {
         csv.push_str(&format!(
-            "{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{}\n",
             d["date"].as_str().unwrap_or(""),
             d["completed"],
             d["no_show"],
             d["cancelled"],
-            d["scheduled"]
+            d["scheduled"],
+            d["classes"],
+            d["class_attendances"]
         ));
     }
     csv.push_str(&format!(

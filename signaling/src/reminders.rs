@@ -1,6 +1,8 @@
 //! What the gateway is sent for each outbox entry, and one delivery.
 //!
-//! - `24h`, `15min`: a reminder of the visit, with the patient's link. The
+//! - `24h`, `15min`: a reminder of the visit, with the patient's link. For
+//!   a class occurrence, one per enrolled patient (the entry's payload
+//!   names them), with their own link and the class's title. The
 //!   link is the visit's own (its token sealed at booking, opened here), so
 //!   retries and later reminders send the same link; a new one is issued
 //!   (and sealed) only when none can be opened, e.g. after the server's
@@ -101,6 +103,11 @@ async fn message(app: &App, entry: &OutboxEntry, now: i64) -> Result<Option<Valu
             if visit.status != VisitStatus::Cancelled {
                 return Ok(None);
             }
+            // A class occurrence's roster record has no one to tell; its
+            // enrolled patients are not yet told of a cancellation one by one.
+            if store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?.is_some() {
+                return Ok(None);
+            }
             let mut body = base("cancelled");
             body["scheduled_start"] = json!(rfc3339(entry.scheduled_start.unwrap_or(visit.scheduled_start)));
             body["patient"] = patient_json(app, &visit.patient_id).await?;
@@ -113,6 +120,27 @@ async fn message(app: &App, entry: &OutboxEntry, now: i64) -> Result<Option<Valu
                 || entry.scheduled_start.is_some_and(|s| s != visit.scheduled_start)
             {
                 return Ok(None);
+            }
+            let class = store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?;
+            if let Some(class) = class {
+                // A class occurrence: to one enrolled patient, with their
+                // own link; none once they have withdrawn.
+                let payload: Value =
+                    entry.payload.as_deref().and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default();
+                let Some(patient_id) = payload["patient_id"].as_str() else { return Ok(None) };
+                let Some(link) = crate::group_sessions::class_link_url(app, &visit.id, patient_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                else {
+                    return Ok(None);
+                };
+                let mut body = base(kind);
+                body["scheduled_start"] = json!(rfc3339(visit.scheduled_start));
+                body["patient"] = patient_json(app, patient_id).await?;
+                body["clinician"] = clinician_json(app, &visit.clinician_id).await?;
+                body["group_session"] = json!({"id": class.id, "title": class.title});
+                body["link"] = json!(link);
+                return Ok(Some(body));
             }
             let link = patient_link(app, &visit, &entry.key, now).await?;
             let mut body = base(kind);

@@ -335,6 +335,7 @@ impl RoomRegistry {
                     audio_muted: false,
                     video_muted: false,
                     admitted,
+                    hand_raised: false,
                 },
                 subject: request.subject,
                 outbox: Some(request.outbox),
@@ -470,6 +471,21 @@ impl RoomRegistry {
             }
             seat.info.clone()
         })
+    }
+
+    /// Raises or lowers a participant's hand; `None` if they are not in the
+    /// call (a waiting participant has no hand to raise). Returns whether
+    /// it changed.
+    pub fn set_hand(&self, room: &str, participant: &str, raised: bool) -> Option<bool> {
+        self.with_seat(room, participant, |seat| {
+            if !seat.info.admitted {
+                return None;
+            }
+            let changed = seat.info.hand_raised != raised;
+            seat.info.hand_raised = raised;
+            Some(changed)
+        })
+        .flatten()
     }
 
     /// Sends a message to every clinician seat of the room.

@@ -171,15 +171,26 @@ impl SchedulerWorker {
                 // 15min covers (now, now+15m]; 24h covers (now+15m, now+24h].
                 for visit in app.store.visits_starting(VisitStatus::Scheduled, lower, now + before).await? {
                     let key = format!("reminder:{}:{kind}:{}", visit.id, visit.scheduled_start);
-                    let entry = NewOutboxEntry {
-                        key: &key,
-                        visit_id: &visit.id,
-                        kind,
-                        scheduled_start: Some(visit.scheduled_start),
-                        payload: None,
+                    // A class occurrence: one reminder per enrolled patient,
+                    // each with their own link (keyed by patient).
+                    let recipients = match crate::group_sessions::reminder_recipients(app, &visit.id).await? {
+                        Some(patients) => patients
+                            .into_iter()
+                            .map(|p| (format!("{key}:{p}"), Some(serde_json::json!({ "patient_id": p }).to_string())))
+                            .collect(),
+                        None => vec![(key, None)],
                     };
-                    if app.store.enqueue(&entry, now).await? {
-                        report.reminders_queued += 1;
+                    for (key, payload) in recipients {
+                        let entry = NewOutboxEntry {
+                            key: &key,
+                            visit_id: &visit.id,
+                            kind,
+                            scheduled_start: Some(visit.scheduled_start),
+                            payload: payload.as_deref(),
+                        };
+                        if app.store.enqueue(&entry, now).await? {
+                            report.reminders_queued += 1;
+                        }
                     }
                 }
                 lower = now + before;

@@ -26,7 +26,7 @@ use crate::secret::Sealer;
 use crate::security_log::{SecurityEvent, SecurityLog};
 use crate::staff_auth::{LoginThrottle, PasswordChecks};
 use crate::store::Store;
-use crate::{auth_api, follow_ups_api, join_api, ops_dashboard, visits_api};
+use crate::{auth_api, follow_ups_api, group_sessions_api, join_api, ops_dashboard, visits_api};
 use sha2::Digest;
 
 /// Largest WebSocket frame the transport accepts. Frames between
@@ -287,6 +287,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/join/{token}/questionnaire", post(join_api::questionnaire))
         .route("/api/visits/{id}/follow-ups", post(follow_ups_api::book))
         .route("/api/follow-ups", get(follow_ups_api::queue))
+        .route("/api/group-sessions", get(group_sessions_api::list).post(group_sessions_api::create))
+        .route("/api/group-sessions/{id}", get(group_sessions_api::get))
+        .route("/api/group-sessions/{id}/enrolments", post(group_sessions_api::enrol))
+        .route("/api/group-sessions/{id}/enrolments/{patient_id}", axum::routing::delete(group_sessions_api::withdraw))
         .route("/api/follow-ups/{id}/assign", post(follow_ups_api::assign))
         .route("/api/follow-ups/{id}/cancel", post(follow_ups_api::cancel))
         .route("/api/follow-ups/{id}/book-sooner", post(follow_ups_api::book_sooner))

@@ -5,7 +5,7 @@
 //!
 //! **One booking path.** However a visit reaches a clinician's calendar
 //! (created, imported, placed as a follow-up, assigned), it goes through
-//! [`place`], inside a write transaction that holds the clinician's
+//! [`place`] (or, for a class's occurrences, [`put_on_calendar`]), inside a write transaction that holds the clinician's
 //! calendar lock; the database refuses any overlap (see [`crate::store`]),
 //! which the API reports as 409 `slot_taken`.
 
@@ -99,6 +99,7 @@ pub fn make_link(
         denied_at: None,
         created_at: now,
         sealed_token: None,
+        patient_id: None,
     };
     (link, token)
 }
@@ -206,15 +207,28 @@ pub async fn place(
     audit: &AuditEvent,
     now: i64,
 ) -> StoreResult<Booked> {
+    let visit = put_on_calendar(tx, new_patient, visit, audit, now).await?;
+    let (link, token) = make_patient_link(&visit.id, (visit.scheduled_start, visit.scheduled_end()), links, now);
+    tx.insert_link(&link).await?;
+    Ok(Booked { visit, link, token })
+}
+
+/// [`place`] without the patient link: the patient (when new), the visit
+/// and its audit event. A group session's occurrences are booked this way;
+/// their enrolled patients get links of their own.
+pub async fn put_on_calendar(
+    tx: &mut WriteTx,
+    new_patient: Option<&Patient>,
+    visit: &NewVisit,
+    audit: &AuditEvent,
+    now: i64,
+) -> StoreResult<Visit> {
     if let Some(p) = new_patient {
         tx.insert_patient(p).await?;
     }
     tx.insert_visit(visit, now).await?;
-    let window = (visit.scheduled_start, visit.scheduled_start + visit.duration_minutes * 60);
-    let (link, token) = make_patient_link(&visit.id, window, links, now);
-    tx.insert_link(&link).await?;
     tx.insert_audit(audit).await?;
-    Ok(Booked { visit: Visit::booked(visit, now), link, token })
+    Ok(Visit::booked(visit, now))
 }
 
 /// The first free slot of `clinician_id` in `[earliest, latest]` for a

@@ -622,6 +622,9 @@ impl Session {
                 | ClientMessage::Trickle { .. }
                 | ClientMessage::Mute { .. }
                 | ClientMessage::PreferredSize { .. }
+                | ClientMessage::RaiseHand { .. }
+                | ClientMessage::MuteAll { .. }
+                | ClientMessage::LowerHand { .. }
         );
         if needs_media && !admitted {
             self.error(message.id().map(str::to_owned), ErrorCode::NotAdmitted, "wait until the clinician admits you");
@@ -633,6 +636,8 @@ impl Session {
                 | ClientMessage::Deny { .. }
                 | ClientMessage::AskToWait { .. }
                 | ClientMessage::EndVisit { .. }
+                | ClientMessage::LowerHand { .. }
+                | ClientMessage::MuteAll { .. }
         );
         if clinician_only && !clinician {
             self.security(
@@ -726,6 +731,37 @@ impl Session {
                 }
                 self.send(ServerMessage::Ack { id });
             }
+            ClientMessage::RaiseHand { id, raised } => {
+                if self.app.rooms.set_hand(&seat.room, &seat.participant, raised) == Some(true) {
+                    self.app.rooms.broadcast(
+                        &seat.room,
+                        Some(&seat.participant),
+                        &ServerMessage::HandChanged { participant_id: seat.participant.clone(), raised },
+                    );
+                }
+                self.send(ServerMessage::Ack { id });
+            }
+            ClientMessage::LowerHand { id, participant_id } => {
+                match self.app.rooms.set_hand(&seat.room, &participant_id, false) {
+                    None => {
+                        self.error(id, ErrorCode::ParticipantNotFound, "no such participant in the call");
+                        return true;
+                    }
+                    Some(true) => self.app.rooms.broadcast(
+                        &seat.room,
+                        Some(&seat.participant),
+                        &ServerMessage::HandChanged { participant_id, raised: false },
+                    ),
+                    Some(false) => {}
+                }
+                self.send(ServerMessage::Ack { id });
+            }
+            ClientMessage::MuteAll { id } => {
+                // Everyone else in the call (not the waiting room) is asked;
+                // their clients mute and announce it with `mute`.
+                self.app.rooms.broadcast(&seat.room, Some(&seat.participant), &ServerMessage::MuteRequested);
+                self.send(ServerMessage::Ack { id });
+            }
             ClientMessage::PreferredSize { id, participant_id, height, pinned } => {
                 if height == 0 {
                     self.error(id, ErrorCode::InvalidSize, "a preferred height must be at least 1 pixel");
@@ -771,11 +807,16 @@ impl Session {
                 match self.app.rooms.admit(&seat.room, &participant_id, in_call) {
                     Ok((info, others, waited)) => {
                         self.app.metrics.admitted_after(waited);
-                        if let Some(cluster) = &self.app.cluster
-                            && let Some(subject) =
-                                self.app.rooms.with_seat(&seat.room, &participant_id, |s| s.subject.clone())
+                        if let Some(subject) =
+                            self.app.rooms.with_seat(&seat.room, &participant_id, |s| s.subject.clone())
                         {
-                            cluster.record_admission(&seat.room, &subject).await;
+                            if let Some(cluster) = &self.app.cluster {
+                                cluster.record_admission(&seat.room, &subject).await;
+                            }
+                            // An enrolled patient came to their class.
+                            if self.profile.group {
+                                crate::group_sessions::record_attendance(&self.app, &subject).await;
+                            }
                         }
                         self.app.rooms.send_to(
                             &seat.room,

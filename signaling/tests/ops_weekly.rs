@@ -43,7 +43,7 @@ async fn weekly_figures_share_and_csv() {
     assert_eq!(w["days"].as_array().unwrap().len(), 7);
     assert_eq!(
         w["days"][0],
-        json!({"date": "2027-01-15", "completed": 1, "no_show": 0, "cancelled": 1, "scheduled": 1})
+        json!({"date": "2027-01-15", "completed": 1, "no_show": 0, "cancelled": 1, "scheduled": 1, "classes": 0, "class_attendances": 0})
     );
     assert_eq!(w["teleconsultations"], 1);
     assert!(w["teleconsultation_share"].is_null(), "no share without the hospital's total");
@@ -78,8 +78,8 @@ async fn weekly_figures_share_and_csv() {
     assert_eq!(csv.status, 200);
     assert!(csv.header("content-type").unwrap().starts_with("text/csv"));
     let lines: Vec<&str> = csv.body.lines().collect();
-    assert_eq!(lines[0], "date,completed,no_show,cancelled,scheduled");
-    assert_eq!(lines[1], "2027-01-15,1,0,1,1");
+    assert_eq!(lines[0], "date,completed,no_show,cancelled,scheduled,classes,class_attendances");
+    assert_eq!(lines[1], "2027-01-15,1,0,1,1,0,0");
     assert_eq!(lines.len(), 9, "header, seven days, totals");
     assert!(lines[8].contains("share 0.25"));
     server.shutdown().await;

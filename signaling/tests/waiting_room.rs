@@ -235,3 +235,99 @@ async fn a_group_session_holds_a_class_of_twelve_and_a_consultation_keeps_its_li
     let (visit, links) = visit_with_links(&server, &s.bearer(), "follow_up", 7).await;
     assert_eq!(admit_all(&server, &s.bearer(), &visit, &links).await, 6, "a consultation's call stops at six");
 }
+
+/// A class of a leader and three patients (one still waiting): hands go up
+/// and down for everyone in the call, only the leader lowers another's
+/// hand or asks all to mute, and the waiting patient takes no part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hands_and_mute_all_in_a_class() {
+    let server = server().await;
+    create_staff(&server, "apa@h.fr", StaffRole::Clinician).await;
+    let s = login(&server, "apa@h.fr").await;
+    let bearer = s.bearer();
+    let (visit, links) = visit_with_links(&server, &bearer, "group", 2).await;
+    let url = ws_url(&server);
+    let auth = [("Authorization", bearer.as_str())];
+    let jt = http(&server, "POST", &format!("/api/visits/{visit}/join-token"), &auth, None).await.json();
+    let (leader, mut leader_events, leader_id, ..) =
+        common::join_ws(&url, jt["join_token"].as_str().unwrap().to_string()).await;
+    let mut people = Vec::new();
+    for link in &links {
+        let x = http(&server, "POST", &format!("/api/join/{link}"), &[], None).await.json();
+        people.push(common::join_ws(&url, x["join_token"].as_str().unwrap().to_string()).await);
+    }
+    for (_, _, participant, _, _) in &people[..2] {
+        leader.request(ClientMessage::Admit { id: None, participant_id: participant.clone() }).await.expect("admit");
+    }
+    let [(a, mut a_events, a_id, ..), (b, mut b_events, b_id, ..), (waiting, mut waiting_events, ..)] =
+        <[_; 3]>::try_from(people).ok().unwrap();
+    let hand = |who: &str, up: bool| {
+        let who = who.to_string();
+        move |m: &ServerMessage| matches!(m, ServerMessage::HandChanged { participant_id, raised } if *participant_id == who && *raised == up)
+    };
+    let limit = Duration::from_secs(5);
+
+    // A raises a hand: the leader and B see it.
+    a.request(ClientMessage::RaiseHand { id: None, raised: true }).await.expect("raise");
+    assert!(wait_event(&mut leader_events, limit, hand(&a_id, true)).await.is_some(), "the leader sees the hand");
+    assert!(wait_event(&mut b_events, limit, hand(&a_id, true)).await.is_some(), "B sees the hand");
+    // B may not lower A's hand, nor ask all to mute: forbidden, echoing the id.
+    for m in [
+        ClientMessage::LowerHand { id: Some("x1".into()), participant_id: a_id.clone() },
+        ClientMessage::MuteAll { id: Some("x2".into()) },
+    ] {
+        let e = b.request(m).await.expect_err("forbidden");
+        assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}");
+    }
+    // The waiting patient has no hand to raise.
+    let e = waiting.request(ClientMessage::RaiseHand { id: None, raised: true }).await.expect_err("not admitted");
+    assert_eq!(e.code(), Some(ErrorCode::NotAdmitted), "{e}");
+    // The leader lowers it: A and B are told.
+    leader.request(ClientMessage::LowerHand { id: None, participant_id: a_id.clone() }).await.expect("lower");
+    assert!(wait_event(&mut a_events, limit, hand(&a_id, false)).await.is_some(), "A is told");
+    assert!(wait_event(&mut b_events, limit, hand(&a_id, false)).await.is_some(), "B is told");
+    let e =
+        leader.request(ClientMessage::LowerHand { id: None, participant_id: "nobody".into() }).await.expect_err("404");
+    assert_eq!(e.code(), Some(ErrorCode::ParticipantNotFound), "{e}");
+    // Mute all: everyone in the call but the leader is asked; not the waiting room.
+    leader.request(ClientMessage::MuteAll { id: None }).await.expect("mute all");
+    for events in [&mut a_events, &mut b_events] {
+        assert!(wait_event(events, limit, |m| matches!(m, ServerMessage::MuteRequested)).await.is_some());
+    }
+    assert!(
+        wait_event(&mut waiting_events, Duration::from_millis(500), |m| matches!(
+            m,
+            ServerMessage::MuteRequested | ServerMessage::HandChanged { .. }
+        ))
+        .await
+        .is_none(),
+        "the waiting room hears nothing of the call"
+    );
+    assert!(
+        wait_event(&mut leader_events, Duration::from_millis(300), |m| matches!(m, ServerMessage::MuteRequested))
+            .await
+            .is_none(),
+        "the leader is not asked to mute"
+    );
+    // B raises a hand and A reloads (a new connection for the same link):
+    // the admitted seat's info carries the raised hand.
+    b.request(ClientMessage::RaiseHand { id: None, raised: true }).await.expect("raise");
+    assert!(wait_event(&mut leader_events, limit, hand(&b_id, true)).await.is_some());
+    let x = http(&server, "POST", &format!("/api/join/{}", links[0]), &[], None).await.json();
+    let (a2, _a2_events) = SignalingClient::connect(&url).await.expect("connects");
+    a2.hello().await.expect("hello");
+    let joined = a2
+        .request(ClientMessage::Join { id: None, token: x["join_token"].as_str().unwrap().to_string() })
+        .await
+        .expect("joins again");
+    let ServerMessage::Joined { admitted, participants, .. } = joined else { panic!("{joined:?}") };
+    assert!(admitted, "a reload keeps the admission");
+    let hands: Vec<(bool, bool)> = participants
+        .iter()
+        .filter(|p| p.participant_id == b_id || p.participant_id == leader_id)
+        .map(|p| (p.participant_id == b_id, p.hand_raised))
+        .collect();
+    assert!(hands.contains(&(true, true)), "the page after a reload shows B's raised hand: {participants:?}");
+    assert!(hands.contains(&(false, false)), "and the leader's is down");
+    drop(a);
+}

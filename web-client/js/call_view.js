@@ -11,6 +11,9 @@
 /** How long a join or leave notice stays. */
 const NOTICE_MS = 8000;
 
+/** Audio level (0..1, from RTP) above which a participant counts as speaking. */
+const SPEAKING_LEVEL = 0.02;
+
 export class CallView {
   /**
    * @param {HTMLElement} root holds `.tiles`, `.people` and `.notices`
@@ -25,6 +28,12 @@ export class CallView {
     /** participant id -> { info, tile, video, stream } */
     this.remote = new Map();
     this.self = null;
+    /** The participant shown large, if any. */
+    this.pinnedId = null;
+    /** Called with a participant id when the tile's pin button is pressed (none: no button). */
+    this.onPin = null;
+    /** Says whether a participant coming in is pinned (when none is). */
+    this.autoPin = null;
     /** Called with (participant id, tile height in device pixels) when a tile appears or changes size. */
     this.onTileSize = null;
     this.#resize = typeof ResizeObserver === 'function'
@@ -105,6 +114,54 @@ export class CallView {
     this.#renderPeople();
   }
 
+  /** Someone's hand went up or down (group sessions). */
+  hand(participantId, raised) {
+    const entry = this.remote.get(participantId);
+    if (!entry?.info) return;
+    const was = entry.info.hand_raised;
+    entry.info.hand_raised = raised;
+    this.#renderTile(entry);
+    this.#renderPeople();
+    if (raised && !was) this.#notice(this.t('notice_hand', { name: entry.info.display_name }));
+  }
+
+  /** Remote participants whose hand is up. */
+  get raisedHands() {
+    return [...this.remote.entries()].filter(([, e]) => e.info?.hand_raised).map(([id]) => id);
+  }
+
+  /**
+   * Shows one participant large, the others small beside (or, on a phone,
+   * under) it; `null` returns to the grid.
+   */
+  pin(participantId) {
+    this.pinnedId = participantId;
+    for (const [id, entry] of this.remote) entry.tile.classList.toggle('pinned', id === participantId);
+    this.#layout();
+  }
+
+  /**
+   * Marks who is speaking, from the subscribe connection's audio receivers
+   * (their RTP audio level, RFC 6464): called a few times a second.
+   * @param {RTCRtpReceiver[]} receivers
+   */
+  speakingFrom(receivers) {
+    const levels = new Map();
+    for (const r of receivers) {
+      if (r.track?.kind !== 'audio') continue;
+      const level = r.getSynchronizationSources?.()[0]?.audioLevel ?? 0;
+      levels.set(r.track.id, level);
+    }
+    for (const entry of this.remote.values()) {
+      const audio = entry.stream.getAudioTracks()[0];
+      const speaking = Boolean(audio) && !entry.info?.audio_muted && (levels.get(audio.id) ?? 0) > SPEAKING_LEVEL;
+      if (entry.tile.classList.contains('speaking') !== speaking) {
+        entry.tile.classList.toggle('speaking', speaking);
+        entry.speaking.hidden = !speaking;
+      }
+    }
+  }
+
   /** A remote track arrived (it may come before the participant's info). */
   addTrack(participantId, track) {
     const entry = this.#entry(participantId);
@@ -169,11 +226,26 @@ export class CallView {
     paused.className = 'state video-paused';
     paused.textContent = this.t('video_paused');
     paused.hidden = true;
-    caption.append(name, ' ', role, ' ', mic, ' ', cam, ' ', paused);
+    const hand = document.createElement('span');
+    hand.className = 'state hand';
+    hand.hidden = true;
+    const speaking = document.createElement('span');
+    speaking.className = 'state speaking-now';
+    speaking.hidden = true;
+    caption.append(name, ' ', role, ' ', mic, ' ', cam, ' ', paused, ' ', hand, ' ', speaking);
     tile.append(video, placeholder, caption);
+    let pinButton = null;
+    if (this.onPin) {
+      pinButton = document.createElement('button');
+      pinButton.type = 'button';
+      pinButton.className = 'pin secondary';
+      pinButton.addEventListener('click', () => this.onPin(participantId));
+      tile.append(pinButton);
+    }
+    if (participantId === this.pinnedId) tile.classList.add('pinned');
     this.tiles.append(tile);
     this.#resize?.observe(video);
-    entry = { info: null, tile, video, placeholder, name, role, mic, cam, paused, stream: new MediaStream() };
+    entry = { info: null, tile, video, placeholder, name, role, mic, cam, paused, hand, speaking, pinButton, stream: new MediaStream() };
     this.remote.set(participantId, entry);
     this.#layout();
     return entry;
@@ -182,6 +254,7 @@ export class CallView {
   #upsert(info) {
     const entry = this.#entry(info.participant_id);
     entry.info = { ...info };
+    if (!this.remote.has(this.pinnedId) && this.autoPin?.(info)) this.pin(info.participant_id);
     this.#renderTile(entry);
   }
 
@@ -205,6 +278,17 @@ export class CallView {
     entry.mic.hidden = !info?.audio_muted;
     entry.cam.textContent = this.t('camera_is_off');
     entry.cam.hidden = !info?.video_muted;
+    entry.hand.textContent = this.t('hand_raised');
+    entry.hand.hidden = !info?.hand_raised;
+    entry.speaking.textContent = this.t('speaking');
+    if (entry.pinButton) {
+      const pinned = entry.tile.classList.contains('pinned');
+      const label = this.t(pinned ? 'unpin' : 'pin');
+      entry.pinButton.textContent = label;
+      entry.pinButton.setAttribute('aria-pressed', String(pinned));
+      // The spoken name starts with the visible one, then says whose tile.
+      entry.pinButton.setAttribute('aria-label', `${label}: ${name}`);
+    }
     entry.placeholder.textContent = initials(name);
     entry.placeholder.hidden = hasVideo;
     entry.video.classList.toggle('no-picture', !hasVideo);
@@ -219,7 +303,11 @@ export class CallView {
     for (const entry of this.remote.values()) if (entry.info) items.push(entry.info);
     this.people.replaceChildren(...items.map((p) => {
       const li = document.createElement('li');
-      const states = [p.audio_muted ? this.t('mic_is_off') : null, p.video_muted ? this.t('camera_is_off') : null].filter(Boolean);
+      const states = [
+        p.hand_raised ? this.t('hand_raised') : null,
+        p.audio_muted ? this.t('mic_is_off') : null,
+        p.video_muted ? this.t('camera_is_off') : null,
+      ].filter(Boolean);
       li.textContent = `${p.display_name} (${this.t(`role_${p.role}`)})${states.length ? ` – ${states.join(', ')}` : ''}`;
       return li;
     }));
@@ -227,6 +315,15 @@ export class CallView {
 
   #layout() {
     this.tiles.dataset.count = String(this.remote.size);
+    const pinned = this.pinnedId && this.remote.has(this.pinnedId);
+    if (pinned) this.tiles.dataset.pinned = 'true';
+    else delete this.tiles.dataset.pinned;
+    for (const entry of this.remote.values()) if (entry.info) this.#renderTile(entry);
+  }
+
+  /** A short spoken notice (the same as for joins and leaves). */
+  notify(text) {
+    this.#notice(text);
   }
 
   #notice(text) {

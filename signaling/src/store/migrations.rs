@@ -29,6 +29,7 @@ const SQLITE: &[Migration] = &[
     Migration { version: 11, sql: include_str!("migrations/sqlite/0011_notifications.sql") },
     Migration { version: 12, sql: include_str!("migrations/sqlite/0012_symptom_monitoring.sql") },
     Migration { version: 13, sql: include_str!("migrations/sqlite/0013_retention.sql") },
+    Migration { version: 14, sql: include_str!("migrations/sqlite/0014_group_sessions.sql") },
 ];
 
 const POSTGRES: &[Migration] = &[
@@ -38,10 +39,11 @@ const POSTGRES: &[Migration] = &[
     Migration { version: 11, sql: include_str!("migrations/postgres/0011_notifications.sql") },
     Migration { version: 12, sql: include_str!("migrations/postgres/0012_symptom_monitoring.sql") },
     Migration { version: 13, sql: include_str!("migrations/postgres/0013_retention.sql") },
+    Migration { version: 14, sql: include_str!("migrations/postgres/0014_group_sessions.sql") },
 ];
 
 /// The schema version this binary brings a database to.
-pub const LATEST_VERSION: i64 = 13;
+pub const LATEST_VERSION: i64 = 14;
 
 /// A fixed advisory-lock key, so that nodes starting together migrate one
 /// at a time.

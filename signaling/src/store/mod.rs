@@ -39,6 +39,7 @@ use sqlx::{Any, AnyPool, Row};
 mod accounts;
 mod audit;
 mod follow_ups;
+mod group_sessions;
 mod idempotency;
 mod migrations;
 mod monitoring;
@@ -52,6 +53,7 @@ mod visits;
 pub use accounts::{Clinician, RefreshToken, Rotation, Specialty, StaffRole};
 pub use audit::AuditEvent;
 pub use follow_ups::{FollowUp, FollowUpStatus, Priority};
+pub use group_sessions::{ClassEnrolment, GroupSession};
 pub use idempotency::{IdempotencyClaim, IdempotencyKey};
 pub use migrations::LATEST_VERSION;
 pub use monitoring::{CheckIn, Enrolment};
@@ -74,6 +76,9 @@ pub enum StoreError {
     /// The change would give a clinician two live visits at once.
     #[error("the clinician already has a visit at that time")]
     Overlap,
+    /// The group session already holds its capacity of enrolled patients.
+    #[error("the class is full")]
+    ClassFull,
     /// The database stayed busy (locked, or a serialization failure) through
     /// every retry; try again shortly.
     #[error("the database is busy")]
@@ -173,6 +178,9 @@ impl From<sqlx::Error> for StoreError {
 fn classify_database_error(code: &str, message: &str, unique: bool) -> StoreError {
     if message.contains("visit_overlap") || code == "23P01" {
         return StoreError::Overlap;
+    }
+    if message.contains("class_full") {
+        return StoreError::ClassFull;
     }
     if unique {
         return StoreError::Conflict;

@@ -62,6 +62,7 @@ fn link(id: &str, visit: &str, hash: &str) -> Link {
         denied_at: None,
         created_at: 1,
         sealed_token: None,
+        patient_id: None,
     }
 }
 

@@ -147,6 +147,9 @@ pub struct Link {
     /// so reminders can send the same link again; never serialised.
     #[serde(skip)]
     pub sealed_token: Option<String>,
+    /// The enrolled patient a group session's link is for (`None` for a
+    /// visit's own patient and guest links).
+    pub patient_id: Option<String>,
 }
 
 /// What a new visit needs.
@@ -168,8 +171,11 @@ pub struct NewVisit {
 
 const VISIT_COLUMNS: &str = "id, patient_id, clinician_id, scheduled_start, duration_minutes, kind, status, \
      questionnaire, created_at, started_at, ended_at, cancelled_at";
+/// [`VISIT_COLUMNS`] of a query that names the visits table `v`.
+pub(super) const VISIT_COLUMNS_OF_V: &str = "v.id, v.patient_id, v.clinician_id, v.scheduled_start, \
+     v.duration_minutes, v.kind, v.status, v.questionnaire, v.created_at, v.started_at, v.ended_at, v.cancelled_at";
 
-fn patient_from(row: &AnyRow) -> StoreResult<Patient> {
+pub(super) fn patient_from(row: &AnyRow) -> StoreResult<Patient> {
     Ok(Patient {
         id: text(row, "id")?,
         display_name: text(row, "display_name")?,
@@ -213,6 +219,7 @@ fn link_from(row: &AnyRow) -> StoreResult<Link> {
         denied_at: opt_int(row, "denied_at")?,
         created_at: int(row, "created_at")?,
         sealed_token: opt_text(row, "sealed_token")?,
+        patient_id: opt_text(row, "patient_id")?,
     })
 }
 
@@ -593,8 +600,8 @@ impl WriteTx {
     /// Inserts a link.
     pub async fn insert_link(&mut self, link: &Link) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO links (id, visit_id, role, label, token_hash, valid_from, valid_until, created_at, sealed_token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO links (id, visit_id, role, label, token_hash, valid_from, valid_until, created_at, sealed_token, \
+             patient_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(&link.id)
         .bind(&link.visit_id)
@@ -605,6 +612,7 @@ impl WriteTx {
         .bind(link.valid_until)
         .bind(link.created_at)
         .bind(&link.sealed_token)
+        .bind(&link.patient_id)
         .execute(self.conn())
         .await?;
         Ok(())
