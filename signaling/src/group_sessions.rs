@@ -35,7 +35,7 @@ use crate::timefmt::rfc3339;
 use crate::visit_rooms::audit_event;
 use crate::visits::{
     PatientInput, STAFF_WHO_RUN_VISITS, actor, bookable_clinician, check_duration, link_json, link_seal_context,
-    make_link,
+    make_link, resolve_patient,
 };
 use crate::zones;
 
@@ -324,41 +324,7 @@ pub struct Enrol {
 pub async fn enrol(app: &App, staff: &Staff, session_id: &str, input: &Enrol) -> Result<Value, ApiError> {
     let session = session_for(app, staff, session_id).await?;
     let now = app.clock.now();
-    let (patient, is_new) = match (&input.patient.id, &input.patient.display_name) {
-        (Some(id), None) => {
-            if input.patient.hospital_id.is_some() || input.patient.contact.is_some() {
-                return Err(ApiError::invalid("patient", "give only the id of an existing patient"));
-            }
-            let p =
-                app.store.patient_by_id(id).await?.ok_or_else(|| ApiError::invalid("patient.id", "no such patient"))?;
-            // A leader enrols patients they have seen, in a visit or a class; admins any.
-            if staff.0.role != StaffRole::Admin
-                && !app.store.patient_seen_by(id, &staff.0.id).await?
-                && !app.store.patient_enrolled_with(id, &staff.0.id).await?
-            {
-                return Err(ApiError::forbidden());
-            }
-            (p, false)
-        }
-        (None, Some(name)) => {
-            check_text("patient.display_name", name, 1, 200)?;
-            if let Some(h) = &input.patient.hospital_id {
-                check_text("patient.hospital_id", h, 1, 64)?;
-            }
-            if let Some(c) = &input.patient.contact {
-                check_text("patient.contact", c, 1, 200)?;
-            }
-            let p = Patient {
-                id: crate::secret::random_id("pt"),
-                display_name: name.clone(),
-                hospital_id: input.patient.hospital_id.clone(),
-                contact: input.patient.contact.clone(),
-                created_at: now,
-            };
-            (p, true)
-        }
-        _ => return Err(ApiError::invalid("patient", "give either id or display_name")),
-    };
+    let (patient, is_new) = resolve_patient(app, staff, &input.patient, now).await?;
     if patient.id == session.roster_patient_id {
         return Err(ApiError::invalid("patient.id", "no such patient"));
     }

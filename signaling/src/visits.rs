@@ -305,6 +305,51 @@ pub struct CreateVisit {
     pub kind: Option<VisitKind>,
 }
 
+/// The patient a booking or an enrolment is for: an existing patient the
+/// caller has seen (in a visit or a class; admins any), or a new one from
+/// checked details. Returns the patient and whether it is new (to insert).
+pub async fn resolve_patient(
+    app: &App,
+    staff: &Staff,
+    input: &PatientInput,
+    now: i64,
+) -> Result<(Patient, bool), ApiError> {
+    match (&input.id, &input.display_name) {
+        (Some(id), None) => {
+            let p =
+                app.store.patient_by_id(id).await?.ok_or_else(|| ApiError::invalid("patient.id", "no such patient"))?;
+            if staff.0.role != StaffRole::Admin
+                && !app.store.patient_seen_by(id, &staff.0.id).await?
+                && !app.store.patient_enrolled_with(id, &staff.0.id).await?
+            {
+                return Err(ApiError::forbidden());
+            }
+            if input.hospital_id.is_some() || input.contact.is_some() {
+                return Err(ApiError::invalid("patient", "give only the id of an existing patient"));
+            }
+            Ok((p, false))
+        }
+        (None, Some(name)) => {
+            check_text("patient.display_name", name, 1, 200)?;
+            if let Some(h) = &input.hospital_id {
+                check_text("patient.hospital_id", h, 1, 64)?;
+            }
+            if let Some(c) = &input.contact {
+                check_text("patient.contact", c, 1, 200)?;
+            }
+            let p = Patient {
+                id: crate::secret::random_id("pt"),
+                display_name: name.clone(),
+                hospital_id: input.hospital_id.clone(),
+                contact: input.contact.clone(),
+                created_at: now,
+            };
+            Ok((p, true))
+        }
+        _ => Err(ApiError::invalid("patient", "give either id or display_name")),
+    }
+}
+
 /// Creates a visit at an exact time: checks, then [`book`]. The answer is
 /// the visit and its patient link (201), or the first answer again for a
 /// repeated idempotency key.
@@ -323,38 +368,7 @@ pub async fn create(
     let clinician = bookable_clinician(app, &clinician_id).await?;
     let scheduled_start = parse_start(&input.scheduled_start, now)?;
     check_duration(input.duration_minutes)?;
-    let (patient, is_new) = match (&input.patient.id, &input.patient.display_name) {
-        (Some(id), None) => {
-            let p =
-                app.store.patient_by_id(id).await?.ok_or_else(|| ApiError::invalid("patient.id", "no such patient"))?;
-            // A clinician books existing patients they have seen; admins any.
-            if staff.0.role != StaffRole::Admin && !app.store.patient_seen_by(id, &staff.0.id).await? {
-                return Err(ApiError::forbidden());
-            }
-            if input.patient.hospital_id.is_some() || input.patient.contact.is_some() {
-                return Err(ApiError::invalid("patient", "give only the id of an existing patient"));
-            }
-            (p, false)
-        }
-        (None, Some(name)) => {
-            check_text("patient.display_name", name, 1, 200)?;
-            if let Some(h) = &input.patient.hospital_id {
-                check_text("patient.hospital_id", h, 1, 64)?;
-            }
-            if let Some(c) = &input.patient.contact {
-                check_text("patient.contact", c, 1, 200)?;
-            }
-            let p = Patient {
-                id: crate::secret::random_id("pt"),
-                display_name: name.clone(),
-                hospital_id: input.patient.hospital_id.clone(),
-                contact: input.patient.contact.clone(),
-                created_at: now,
-            };
-            (p, true)
-        }
-        _ => return Err(ApiError::invalid("patient", "give either id or display_name")),
-    };
+    let (patient, is_new) = resolve_patient(app, staff, &input.patient, now).await?;
     let new_visit = NewVisit {
         id: crate::secret::random_id("v"),
         patient_id: patient.id.clone(),

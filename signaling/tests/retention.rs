@@ -84,8 +84,34 @@ async fn full_footprint(
     let monitor = r.json()["link"]["url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
     let r = http(server, "POST", &format!("/api/monitor/{monitor}/check-ins"), &[], Some(&json!({"fever": false, "cough": false, "breathlessness": false, "pain": 1, "fatigue": false, "new_symptoms": format!("{name} feels fine")}).to_string())).await;
     assert_eq!(r.status, 201, "{}", r.body);
-    let _ = clock;
+    // A class: enrolled, and at its first occurrence (attendance).
+    let class = class_of(server, bearer).await;
+    let body = json!({"patient": {"id": patient}}).to_string();
+    let r = http(server, "POST", &format!("/api/group-sessions/{class}/enrolments"), &auth, Some(&body)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link = r.json()["links"][0]["id"].as_str().unwrap().to_string();
+    assert!(server.app.store.record_attendance(&link, clock.now()).await.unwrap());
     (visit, patient)
+}
+
+/// A class of the clinician still to come (one occurrence, three days
+/// from the server's now at 10:00 UTC), made when there is none.
+async fn class_of(server: &RunningServer, bearer: &str) -> String {
+    let auth = [("Authorization", bearer)];
+    let list = http(server, "GET", "/api/group-sessions", &auth, None).await.json();
+    let upcoming = list["group_sessions"].as_array().unwrap().iter().find(|s| !s["next_occurrence"].is_null());
+    if let Some(id) = upcoming.and_then(|s| s["id"].as_str()) {
+        return id.to_string();
+    }
+    let day = server.app.clock.now() + 3 * DAY;
+    let first_day = &teleconsult_signaling::timefmt::rfc3339(day)[..10];
+    // 1 January 1970 was a Thursday.
+    let weekday = ["thu", "fri", "sat", "sun", "mon", "tue", "wed"][(day / DAY % 7) as usize];
+    let body = json!({"title": "Gentle strength", "time_zone": "UTC", "weekdays": [weekday], "start_time": "10:00",
+        "duration_minutes": 60, "first_day": first_day, "weeks": 1});
+    let r = http(server, "POST", "/api/group-sessions", &auth, Some(&body.to_string())).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -236,6 +262,8 @@ async fn patient_tables(pool: &sqlx::AnyPool, postgres: bool) -> Vec<String> {
     };
     let mut tables: Vec<String> =
         sqlx::query(sql).fetch_all(pool).await.unwrap().iter().map(|r| r.get::<String, _>(0)).collect();
+    // Which visit is which class's occurrence: no patient's data.
+    tables.retain(|t| t != "group_occurrences");
     tables.push("patients".into());
     tables.sort();
     tables
@@ -278,7 +306,8 @@ async fn export_holds_every_row_of_the_patient_and_erasure_leaves_nothing() {
                 "patients" => count(&pool, "SELECT COUNT(*) FROM patients WHERE id = $1", &carla).await,
                 "monitoring_check_ins" => count(&pool, "SELECT COUNT(*) FROM monitoring_check_ins WHERE enrolment_id IN (SELECT id FROM monitoring_enrolments WHERE patient_id = $1)", &carla).await,
                 "audit_events" => rows.len() as i64, // checked below
-                t if ["visits", "follow_ups", "monitoring_enrolments"].contains(&t) => {
+                "links" => count(&pool, "SELECT COUNT(*) FROM links WHERE patient_id = $1 OR visit_id IN (SELECT id FROM visits WHERE patient_id = $1)", &carla).await,
+                t if ["visits", "follow_ups", "monitoring_enrolments", "group_enrolments", "group_attendance"].contains(&t) => {
                     count(&pool, &format!("SELECT COUNT(*) FROM {t} WHERE patient_id = $1"), &carla).await
                 }
                 t => count(&pool, &format!("SELECT COUNT(*) FROM {t} WHERE visit_id IN (SELECT id FROM visits WHERE patient_id = $1)"), &carla).await,

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, newPage, serverAndChromium, signIn, walkToWaitingRoom } from './harness.mjs';
+import { api, eventually, newPage, publishedRids, serverAndChromium, signIn, walkToWaitingRoom } from './harness.mjs';
 
 const DAYS = ['sun', 'mon', 'tue', 'wed', 'thu', 'fri', 'sat'];
 
@@ -125,15 +125,7 @@ test('a class: grid, pin, hands, mute all, the leader large on a 360 px phone', 
   await phone.waitForSelector('#screen-call', { state: 'visible', timeout: 20000 });
   assert.ok(await eventually(() => phone.evaluate(() => document.querySelector('.tiles .tile.pinned') !== null), 15000),
     'after a reload the leader is large again');
-  const layers = await eventually(async () => {
-    const rids = await phone.evaluate(async () => {
-      const report = await window.teleconsultJoin.state.media.publishPc.getStats();
-      const r = [];
-      report.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) r.push(s.rid); });
-      return r.sort();
-    });
-    return rids.length === 3 ? rids : null;
-  }, 15000);
+  const layers = await publishedRids(phone, 'teleconsultJoin');
   assert.deepEqual(layers, ['f', 'h', 'q'], 'after a reload the phone still publishes three simulcast layers');
   assert.equal(await phone.getAttribute('#raise-hand', 'aria-pressed'), 'false', 'the hand starts down after a reload');
 });

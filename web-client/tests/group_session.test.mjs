@@ -6,7 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { api, eventually, framesRise, newPage, serverAndChromium, signIn, walkToWaitingRoom } from './harness.mjs';
+import { api, eventually, framesRise, newPage, publishedRids, serverAndChromium, signIn, walkToWaitingRoom } from './harness.mjs';
 
 test('in a group session the leader publishes simulcast and the patient page pins the leader', async (t) => {
   const { server, chromium } = await serverAndChromium(t, ['--link-opens-before-mins', '120']);
@@ -38,14 +38,6 @@ test('in a group session the leader publishes simulcast and the patient page pin
     .filter((m) => m.type === 'preferred_size' && m.participant_id === leader);
   assert.ok(await eventually(() => pins().some((m) => m.pinned === true), 10000), `the patient page pins the leader: ${JSON.stringify(pins())}`);
 
-  const rids = await eventually(async () => {
-    const found = await desk.evaluate(async () => {
-      const report = await window.teleconsultConsole.state.media.publishPc.getStats();
-      const r = [];
-      report.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) r.push(s.rid); });
-      return r.sort();
-    });
-    return found.length === 3 ? found : null;
-  }, 15000);
+  const rids = await publishedRids(desk, 'teleconsultConsole');
   assert.deepEqual(rids, ['f', 'h', 'q'], 'the leader publishes three simulcast layers');
 });

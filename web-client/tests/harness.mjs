@@ -273,3 +273,20 @@ export async function axeViolations(page) {
   const violations = await page.evaluate(async () => (await window.axe.run(document)).violations);
   return violations.filter((v) => ['serious', 'critical'].includes(v.impact)).map((v) => `${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
 }
+
+/**
+ * The rids `page` publishes video under (sorted), read from its publish
+ * connection's stats; `reader` is the page's global (`teleconsultJoin`,
+ * `teleconsultConsole`). Waits up to `ms` for three layers.
+ */
+export async function publishedRids(page, reader, ms = 15000) {
+  return eventually(async () => {
+    const rids = await page.evaluate(async (name) => {
+      const report = await window[name].state.media.publishPc.getStats();
+      const r = [];
+      report.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video' && s.rid) r.push(s.rid); });
+      return r.sort();
+    }, reader);
+    return rids.length === 3 ? rids : null;
+  }, ms);
+}

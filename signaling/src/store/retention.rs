@@ -95,13 +95,18 @@ fn placeholders(first: usize, n: usize) -> String {
 
 /// A patient is due for purging when nothing of theirs is live (no visit
 /// to come, no follow-up waiting for a slot) and their last visit ended,
-/// and their last monitoring day passed, before `$1`.
+/// their last class attended, the last occurrence of any class they are
+/// enrolled in, and their last monitoring day passed, before `$1`.
 const DUE_PATIENTS: &str = "SELECT p.id FROM patients p WHERE p.purged_at IS NULL AND p.created_at < $1 \
      AND NOT EXISTS (SELECT 1 FROM visits v WHERE v.patient_id = p.id AND (v.status IN ('scheduled', 'in_progress') \
          OR COALESCE(v.ended_at, v.cancelled_at, v.scheduled_start + v.duration_minutes * 60) >= $1)) \
      AND NOT EXISTS (SELECT 1 FROM monitoring_enrolments e WHERE e.patient_id = p.id \
          AND COALESCE(e.revoked_at, e.ends_at) >= $1) \
      AND NOT EXISTS (SELECT 1 FROM follow_ups f WHERE f.patient_id = p.id AND f.status = 'unplaced') \
+     AND NOT EXISTS (SELECT 1 FROM group_attendance a WHERE a.patient_id = p.id AND a.admitted_at >= $1) \
+     AND NOT EXISTS (SELECT 1 FROM group_enrolments e JOIN group_occurrences o ON o.session_id = e.session_id \
+         JOIN visits v ON v.id = o.visit_id WHERE e.patient_id = p.id AND e.withdrawn_at IS NULL \
+         AND v.status IN ('scheduled', 'in_progress') AND v.scheduled_start + v.duration_minutes * 60 >= $1) \
      ORDER BY p.id LIMIT $2";
 
 impl Store {
@@ -223,7 +228,18 @@ impl Store {
         let queries: Vec<(&str, String)> = vec![
             ("patients", "SELECT * FROM patients WHERE id = $1".into()),
             ("visits", "SELECT * FROM visits WHERE patient_id = $1 ORDER BY scheduled_start, id".into()),
-            ("links", format!("SELECT * FROM links WHERE visit_id IN {visits} ORDER BY created_at, id")),
+            (
+                "links",
+                format!("SELECT * FROM links WHERE visit_id IN {visits} OR patient_id = $1 ORDER BY created_at, id"),
+            ),
+            (
+                "group_enrolments",
+                "SELECT * FROM group_enrolments WHERE patient_id = $1 ORDER BY enrolled_at, session_id".into(),
+            ),
+            (
+                "group_attendance",
+                "SELECT * FROM group_attendance WHERE patient_id = $1 ORDER BY admitted_at, visit_id".into(),
+            ),
             ("follow_ups", "SELECT * FROM follow_ups WHERE patient_id = $1 ORDER BY created_at, id".into()),
             (
                 "monitoring_enrolments",
@@ -242,7 +258,7 @@ impl Store {
                 "audit_events",
                 format!(
                     "SELECT * FROM audit_events WHERE visit_id IN {visits} \
-                     OR actor IN (SELECT 'link:' || id FROM links WHERE visit_id IN {visits}) \
+                     OR actor IN (SELECT 'link:' || id FROM links WHERE visit_id IN {visits} OR patient_id = $1) \
                      OR actor IN (SELECT 'monitoring:' || id FROM monitoring_enrolments WHERE patient_id = $1) \
                      ORDER BY id"
                 ),
@@ -284,6 +300,11 @@ impl Store {
             .bind(patient_id)
             .execute(tx.conn())
             .await?;
+            sqlx::query("UPDATE group_enrolments SET withdrawn_at = $1 WHERE patient_id = $2 AND withdrawn_at IS NULL")
+                .bind(now)
+                .bind(patient_id)
+                .execute(tx.conn())
+                .await?;
             let counts = tx.pseudonymise_patients(&[patient_id.to_string()], now).await?;
             tx.insert_audit(&super::AuditEvent {
                 at: now,
@@ -392,7 +413,11 @@ impl WriteTx {
             ),
             (
                 false,
-                format!("DELETE FROM links WHERE visit_id IN (SELECT id FROM visits WHERE patient_id IN ({alone}))"),
+                // Their visits' links, and their own class links (named after them).
+                format!(
+                    "DELETE FROM links WHERE visit_id IN (SELECT id FROM visits WHERE patient_id IN ({alone})) \
+                     OR patient_id IN ({alone})"
+                ),
             ),
         ];
         for (step, (with_now, sql)) in steps.iter().enumerate() {
