@@ -54,7 +54,8 @@ pub async fn direct_video_latency(video_kbps: u32, window: Duration) -> anyhow::
 
     let mut options = ParticipantOptions::new("", "");
     options.video_bitrate_bps = video_kbps * 1000;
-    let sending = tokio::spawn(send_video(track, ssrc, options, Arc::new(Shared::default())));
+    let layer = crate::participant::VideoLayer::single(ssrc, &options);
+    let sending = tokio::spawn(send_video(track, layer, options, Arc::new(Shared::default())));
     // Warm up until packets flow, then measure.
     let deadline = Instant::now() + Duration::from_secs(15);
     while shared.reception().tracks.is_empty() {

@@ -28,6 +28,10 @@ enum Preset {
     Burst,
     /// 5 rooms x 2 for 10 s: the CI smoke run.
     Smoke,
+    /// 1 class of 13 (a leader and twelve patients), every camera in three
+    /// simulcast layers (1.2 Mbit/s, 400 and 150 kbit/s): what each
+    /// subscriber receives and loses.
+    Class,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -46,6 +50,9 @@ struct RunArgs {
     /// Seconds between keyframes.
     #[arg(long)]
     keyframe_secs: Option<u64>,
+    /// Publish video in three simulcast layers (the `class` preset does).
+    #[arg(long)]
+    simulcast: bool,
     /// Seconds over which rooms are started.
     #[arg(long)]
     ramp_up: Option<u64>,
@@ -331,6 +338,21 @@ async fn forward(
 /// Settings and thresholds of a run, from a preset and the flags.
 fn resolve(args: &RunArgs) -> (LoadOptions, Thresholds) {
     let (rooms, participants, kbps, ramp, duration, th) = match args.preset {
+        Preset::Class => (
+            1,
+            13,
+            1200,
+            10,
+            30,
+            Thresholds {
+                loss_pct: 1.0,
+                latency_p99_ms: 100.0,
+                join_p95_ms: 5000.0,
+                cpu_pct: f64::INFINITY,
+                rss_mib: 300.0,
+                all_joins: true,
+            },
+        ),
         Preset::Consult => (
             50,
             2,
@@ -400,6 +422,7 @@ fn resolve(args: &RunArgs) -> (LoadOptions, Thresholds) {
         keyframe_interval_secs: args.keyframe_secs.unwrap_or(3).clamp(1, 60),
         ramp_up_secs: args.ramp_up.unwrap_or(ramp).min(600),
         duration_secs: args.duration.unwrap_or(duration).clamp(1, 600),
+        simulcast: args.simulcast || matches!(args.preset, Preset::Class),
     };
     let th = Thresholds {
         loss_pct: args.max_loss_pct.unwrap_or(th.loss_pct),

@@ -20,8 +20,13 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use crate::signaling_client::{SignalingClient, SignalingError};
-use crate::synthetic_media::{Reception, TrackReception, build_payload, now_micros, parse_payload};
-use crate::webrtc_peer::{IceSettings, build_peer, is_keyframe_request, local_track};
+use crate::synthetic_media::{
+    Reception, TrackReception, VP8_KEYFRAME_PREFIX_LEN, build_payload, now_micros, parse_payload, vp8_keyframe_prefix,
+};
+use crate::webrtc_peer::{
+    IceSettings, SIMULCAST_RIDS, build_peer, is_keyframe_request, local_simulcast_video, local_track,
+    video_mid_and_extension_ids,
+};
 
 /// Codec prefix of synthetic video: a VP8 payload descriptor (start of
 /// partition) and a byte whose low bit is VP8's inverse keyframe flag.
@@ -52,6 +57,10 @@ pub struct ParticipantOptions {
     /// Send media only through the TURN servers the server hands out
     /// (`iceTransportPolicy: "relay"`).
     pub relay_only: bool,
+    /// Publish video in three simulcast layers (rids `q`, `h`, `f`, marked
+    /// by RTP header extensions as browsers do): `f` at
+    /// `video_bitrate_bps`, `h` at a third of it, `q` at an eighth.
+    pub simulcast: bool,
 }
 
 impl ParticipantOptions {
@@ -67,6 +76,7 @@ impl ParticipantOptions {
             send_nothing: false,
             subscribe_via: None,
             relay_only: false,
+            simulcast: false,
         }
     }
 }
@@ -94,7 +104,9 @@ impl From<webrtc::error::Error> for ParticipantError {
 pub(crate) struct Shared {
     reception: Mutex<Reception>,
     keyframe_requests: AtomicU64,
-    force_keyframe: AtomicBool,
+    /// A keyframe request came: one flag per simulcast layer (the first
+    /// alone without simulcast), each cleared by its layer's sender.
+    force_keyframe: [AtomicBool; 3],
     audio_sent: AtomicU32,
     video_sent: AtomicU32,
     events: Mutex<Vec<ServerMessage>>,
@@ -155,14 +167,22 @@ impl PeerConnectionEventHandler for SubscribeHandler {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
                         let now = now_micros();
-                        let prefix = if video { VIDEO_PREFIX_LEN } else { 0 };
+                        let p = &packet.payload;
+                        let keyframe_start = p.len() > 1 && p[0] & 0x10 != 0 && p[1] & 0x01 == 0;
+                        let prefix = match (video, keyframe_start) {
+                            (false, _) => 0,
+                            (true, true) => VP8_KEYFRAME_PREFIX_LEN,
+                            (true, false) => VIDEO_PREFIX_LEN,
+                        };
                         let Some((seq, sent)) = parse_payload(&packet.payload, prefix) else { continue };
                         let keyframe = video && packet.payload.get(1).is_some_and(|b| b & 1 == 0);
                         if let Ok(mut first) = shared.first_remote_packet_us.lock() {
                             first.get_or_insert(now);
                         }
                         if let Ok(mut r) = shared.reception.lock() {
-                            r.tracks.entry(key.clone()).or_default().record(seq, sent, now, keyframe);
+                            let t = r.tracks.entry(key.clone()).or_default();
+                            t.record(seq, sent, now, keyframe);
+                            t.rtp.record(packet.header.sequence_number, packet.payload.len());
                         }
                     }
                     TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
@@ -245,7 +265,7 @@ impl Participant {
         let pc = build_peer(Arc::new(PublishHandler { state: state_tx }), true, &self.ice(options)).await?;
         self.publish_state = state_rx;
         let audio_ssrc: u32 = rand::random();
-        let video_ssrc: u32 = rand::random();
+        let video_ssrcs: [u32; 3] = rand::random();
         let send_only =
             || Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() });
         let stream_id = format!("synthetic-{}", self.participant_id);
@@ -257,13 +277,18 @@ impl Participant {
         }
         let mut video_track = None;
         if options.video_bitrate_bps > 0 {
-            let track = local_track(RtpCodecKind::Video, video_ssrc, &stream_id);
+            let track = if options.simulcast {
+                local_simulcast_video(video_ssrcs, &stream_id)
+            } else {
+                local_track(RtpCodecKind::Video, video_ssrcs[0], &stream_id)
+            };
             pc.add_transceiver_from_track(track.clone() as Arc<dyn TrackLocal>, send_only()).await?;
             video_track = Some(track);
         }
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        let layers = video_layers(options, video_ssrcs, &sdp)?;
         let reply = self.signaling.request(ClientMessage::PublishOffer { id: None, sdp }).await?;
         let ServerMessage::PublishAnswer { sdp, .. } = reply else {
             return Err(SignalingError::Unexpected(format!("{reply:?}")).into());
@@ -280,7 +305,9 @@ impl Participant {
         }
         if let Some(track) = video_track {
             self.tasks.push(tokio::spawn(watch_keyframe_requests(track.clone(), self.shared.clone())));
-            self.tasks.push(tokio::spawn(send_video(track, video_ssrc, options.clone(), self.shared.clone())));
+            for layer in layers {
+                self.tasks.push(tokio::spawn(send_video(track.clone(), layer, options.clone(), self.shared.clone())));
+            }
         }
         Ok(())
     }
@@ -450,7 +477,9 @@ async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, shared: Arc<Sh
             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
         {
             shared.keyframe_requests.fetch_add(1, Ordering::SeqCst);
-            shared.force_keyframe.store(true, Ordering::SeqCst);
+            for layer in &shared.force_keyframe {
+                layer.store(true, Ordering::SeqCst);
+            }
         }
     }
 }
@@ -496,22 +525,68 @@ fn rtp_packet(
     }
 }
 
+/// One video stream a publisher sends: a single layer, or one simulcast
+/// layer with the header extensions that name it.
+#[derive(Debug, Clone)]
+pub(crate) struct VideoLayer {
+    /// Which keyframe-request flag it clears (0 without simulcast).
+    pub index: usize,
+    pub ssrc: u32,
+    pub bitrate_bps: u32,
+    /// The picture size its keyframes announce.
+    pub size: (u16, u16),
+    /// (`sdes:mid` id, mid, `sdes:rtp-stream-id` id, rid) for a simulcast layer.
+    pub marks: Option<(u8, String, u8, &'static str)>,
+}
+
+impl VideoLayer {
+    /// A single-layer video at the participant's bitrate.
+    pub(crate) fn single(ssrc: u32, options: &ParticipantOptions) -> Self {
+        VideoLayer { index: 0, ssrc, bitrate_bps: options.video_bitrate_bps, size: (1280, 720), marks: None }
+    }
+}
+
+/// The video streams to send: one, or three simulcast layers marked with
+/// the mid and extension ids of our own offer `sdp`.
+fn video_layers(options: &ParticipantOptions, ssrcs: [u32; 3], sdp: &str) -> Result<Vec<VideoLayer>, ParticipantError> {
+    if !options.simulcast {
+        return Ok(vec![VideoLayer::single(ssrcs[0], options)]);
+    }
+    let (mid, mid_id, rid_id) = video_mid_and_extension_ids(sdp)
+        .ok_or_else(|| ParticipantError::WebRtc("the simulcast offer has no mid or rid extension".into()))?;
+    let shares = [(8, (320, 180)), (3, (640, 360)), (1, (1280, 720))];
+    Ok(SIMULCAST_RIDS
+        .iter()
+        .zip(ssrcs)
+        .zip(shares)
+        .enumerate()
+        .map(|(index, ((rid, ssrc), (divisor, size)))| VideoLayer {
+            index,
+            ssrc,
+            bitrate_bps: options.video_bitrate_bps / divisor,
+            size,
+            marks: Some((mid_id, mid.clone(), rid_id, *rid)),
+        })
+        .collect())
+}
+
 pub(crate) async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
-    ssrc: u32,
+    layer: VideoLayer,
     options: ParticipantOptions,
     shared: Arc<Shared>,
 ) {
     let fps = options.fps.max(1);
     let mut seq: u16 = rand::random();
     let mut timestamp: u32 = rand::random();
-    let frame_bytes = (options.video_bitrate_bps / 8 / fps) as usize;
+    let frame_bytes = (layer.bitrate_bps / 8 / fps) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_keyframe: Option<Instant> = None;
+    let keyframe_prefix = vp8_keyframe_prefix(layer.size.0, layer.size.1);
     loop {
         tick.tick().await;
-        let forced = shared.force_keyframe.swap(false, Ordering::SeqCst);
+        let forced = shared.force_keyframe[layer.index].swap(false, Ordering::SeqCst);
         let keyframe = forced || last_keyframe.is_none_or(|t| t.elapsed() >= options.keyframe_interval);
         if keyframe {
             last_keyframe = Some(Instant::now());
@@ -522,10 +597,22 @@ pub(crate) async fn send_video(
         for i in 0..packets {
             let n = shared.video_sent.fetch_add(1, Ordering::SeqCst);
             let len = if i + 1 == packets { bytes - MAX_PAYLOAD * (packets - 1) } else { MAX_PAYLOAD };
-            // S bit on the first packet of a frame; low bit 0 marks a keyframe.
-            let prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
-            let payload = build_payload(&prefix, n, now_micros(), len.max(VIDEO_PREFIX_LEN + 16));
-            let packet = rtp_packet(96, seq, timestamp, ssrc, i + 1 == packets, payload);
+            // A keyframe starts with a VP8 keyframe header (size included);
+            // otherwise the S bit on a frame's first packet, and the inverse
+            // keyframe bit.
+            let delta_prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
+            let prefix: &[u8] = if keyframe && i == 0 { &keyframe_prefix } else { &delta_prefix };
+            let payload = build_payload(prefix, n, now_micros(), len.max(prefix.len() + 16));
+            let mut packet = rtp_packet(96, seq, timestamp, layer.ssrc, i + 1 == packets, payload);
+            if let Some((mid_id, mid, rid_id, rid)) = &layer.marks {
+                let named = packet.header.set_extension(*mid_id, bytes::Bytes::copy_from_slice(mid.as_bytes()));
+                if named
+                    .and_then(|()| packet.header.set_extension(*rid_id, bytes::Bytes::from_static(rid.as_bytes())))
+                    .is_err()
+                {
+                    return;
+                }
+            }
             if track.write_rtp(packet).await.is_err() {
                 return;
             }

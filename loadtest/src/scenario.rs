@@ -67,6 +67,10 @@ pub struct LoadOptions {
     pub ramp_up_secs: u64,
     /// Measurement window after everyone is in, seconds.
     pub duration_secs: u64,
+    /// Publishers send video in three simulcast layers; video loss is then
+    /// counted on the RTP sequence each subscriber receives (one layer at
+    /// a time, renumbered by the SFU).
+    pub simulcast: bool,
 }
 
 /// Percentiles of one measure.
@@ -110,6 +114,8 @@ pub struct Report {
     /// Send to receive, one way through the SFU, ms. Includes both client
     /// stacks, which share the machine's cores with the server.
     pub latency_ms: Percentiles,
+    /// The same for audio alone (what a conversation feels first).
+    pub audio_latency_ms: Percentiles,
     /// The SFU's own added latency: batch turnaround inside the media
     /// worker, from `/metrics` (bucket upper bounds), ms.
     pub sfu_turnaround_ms: Percentiles,
@@ -136,6 +142,23 @@ pub struct Report {
     pub ws_bridged: f64,
     /// On a cluster: rooms on each node at the start of the window.
     pub rooms_per_node: Vec<f64>,
+    /// What each participant received over the window, as a subscriber.
+    pub subscribers: Vec<SubscriberFigures>,
+}
+
+/// What one participant received from everyone else over the window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SubscriberFigures {
+    /// Its room (index in the run).
+    pub room: usize,
+    /// Its role.
+    pub role: String,
+    /// Audio and video payload received, kbit/s.
+    pub received_kbps: f64,
+    /// Its share of the packets it should have received that never came.
+    pub loss: f64,
+    /// How many others' videos reached it during the window.
+    pub videos_received: usize,
 }
 
 const TURNAROUND: &str = "teleconsult_sfu_batch_turnaround_seconds";
@@ -206,6 +229,7 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
         o.video_bitrate_bps = options.video_kbps * 1000;
         o.fps = options.fps;
         o.keyframe_interval = Duration::from_secs(options.keyframe_interval_secs.max(1));
+        o.simulcast = options.simulcast;
         o
     };
     let mut join_started_us = vec![now_micros()];
@@ -413,6 +437,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     let sent0: Vec<Vec<(u32, u32)>> =
         rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
     let lat0: HashMap<(usize, usize, String), usize> = latency_marks(&rooms);
+    let rtp0 = rtp_marks(&rooms);
     let mut rtts = Vec::new();
     let window = Duration::from_secs(options.duration_secs.max(1));
     while window_start.elapsed() < window {
@@ -447,16 +472,20 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     let rss = server_metric(target, "process_resident_memory_bytes").await;
     let sent1: Vec<Vec<(u32, u32)>> =
         rooms.iter().map(|r| r.people.iter().map(|p| (p.sent_seq(false), p.sent_seq(true))).collect()).collect();
+    let rtp1 = rtp_marks(&rooms);
     tokio::time::sleep(Duration::from_millis(700)).await; // the tail of the window arrives
 
     let (mut expected, mut received) = (0u64, 0u64);
     let mut latencies = Vec::new();
+    let mut audio_latencies = Vec::new();
     let mut jitters = Vec::new();
     let mut keyframes = Vec::new();
     let mut join_times = Vec::new();
+    let mut subscribers = Vec::new();
     for (ri, r) in rooms.iter().enumerate() {
         for (ai, a) in r.people.iter().enumerate() {
             let reception = a.reception();
+            let (mut own_expected, mut own_received, mut own_bytes, mut videos) = (0u64, 0u64, 0u64, 0usize);
             if let Some(first) = a.first_remote_packet_us() {
                 join_times.push(((first.saturating_sub(r.join_started_us[ai])) / 1000).min(u64::from(u32::MAX)) as u32);
             }
@@ -465,14 +494,34 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
                     continue;
                 }
                 for video in [false, true] {
-                    let (s, e) =
-                        if video { (sent0[ri][bi].1, sent1[ri][bi].1) } else { (sent0[ri][bi].0, sent1[ri][bi].0) };
-                    expected += u64::from(e.saturating_sub(s));
-                    received += a.received_in(&b.participant_id, video, s, e);
+                    let mark = |marks: &HashMap<_, (u64, u64, u64)>| {
+                        marks.get(&(ri, ai, bi, video)).copied().unwrap_or_default()
+                    };
+                    let ((e0, d0, b0), (e1, d1, b1)) = (mark(&rtp0), mark(&rtp1));
+                    own_bytes += b1.saturating_sub(b0);
+                    if video && b1 > b0 {
+                        videos += 1;
+                    }
+                    let (want, got) = if video && options.simulcast {
+                        // One layer at a time, renumbered by the SFU: its sequence.
+                        (e1.saturating_sub(e0), d1.saturating_sub(d0))
+                    } else {
+                        let (s, e) =
+                            if video { (sent0[ri][bi].1, sent1[ri][bi].1) } else { (sent0[ri][bi].0, sent1[ri][bi].0) };
+                        (u64::from(e.saturating_sub(s)), a.received_in(&b.participant_id, video, s, e))
+                    };
+                    expected += want;
+                    received += got;
+                    own_expected += want;
+                    own_received += got.min(want);
                     let key = (b.participant_id.clone(), if video { "video" } else { "audio" });
                     if let Some(t) = reception.tracks.get(&key) {
                         let skip = lat0.get(&(ri, ai, format!("{}-{video}", b.participant_id))).copied().unwrap_or(0);
-                        latencies.extend_from_slice(&t.latencies_us[skip.min(t.latencies_us.len())..]);
+                        let window = &t.latencies_us[skip.min(t.latencies_us.len())..];
+                        latencies.extend_from_slice(window);
+                        if !video {
+                            audio_latencies.extend_from_slice(window);
+                        }
                         jitters.push(t.jitter_us.round() as u32);
                         if video && let Some(k) = t.first_keyframe_us {
                             keyframes.push(((k.saturating_sub(r.join_started_us[ai])) / 1000) as u32);
@@ -480,6 +529,13 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
                     }
                 }
             }
+            subscribers.push(SubscriberFigures {
+                room: ri,
+                role: a.role.as_str().to_string(),
+                received_kbps: own_bytes as f64 * 8.0 / 1000.0 / elapsed,
+                loss: if own_expected > 0 { 1.0 - own_received as f64 / own_expected as f64 } else { 1.0 },
+                videos_received: videos,
+            });
         }
     }
     let report = Report {
@@ -489,6 +545,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         join_errors: join_errors.into_iter().take(10).collect(),
         join_time_ms: Percentiles::of(&mut join_times, 1.0),
         latency_ms: Percentiles::of(&mut latencies, 0.001),
+        audio_latency_ms: Percentiles::of(&mut audio_latencies, 0.001),
         sfu_turnaround_ms: histogram_percentiles(&turnaround0, &turnaround1),
         jitter_ms: Percentiles::of(&mut jitters, 0.001),
         first_keyframe_ms: Percentiles::of(&mut keyframes, 1.0),
@@ -501,6 +558,7 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         wall_secs: started.elapsed().as_secs_f64(),
         ws_bridged,
         rooms_per_node,
+        subscribers,
     };
     for r in rooms {
         for p in r.people {
@@ -508,6 +566,24 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
         }
     }
     Ok(report)
+}
+
+/// For every (room, subscriber, publisher, video) the RTP mark of what the
+/// subscriber received from that publisher (see `RtpReception::mark`).
+fn rtp_marks(rooms: &[Room]) -> HashMap<(usize, usize, usize, bool), (u64, u64, u64)> {
+    let mut marks = HashMap::new();
+    for (ri, r) in rooms.iter().enumerate() {
+        for (ai, a) in r.people.iter().enumerate() {
+            for (bi, b) in r.people.iter().enumerate() {
+                for video in [false, true] {
+                    if let Some(t) = a.track_reception(&b.participant_id, video) {
+                        marks.insert((ri, ai, bi, video), t.rtp.mark());
+                    }
+                }
+            }
+        }
+    }
+    marks
 }
 
 fn latency_marks(rooms: &[Room]) -> HashMap<(usize, usize, String), usize> {
@@ -588,6 +664,7 @@ impl Report {
         out += &format!("  joins                      {}/{} succeeded\n", self.joins_succeeded, self.joins_attempted);
         out += &p("join time", &self.join_time_ms, "ms");
         out += &p("media latency (one way)", &self.latency_ms, "ms");
+        out += &p("  of which audio", &self.audio_latency_ms, "ms");
         out += &p("SFU turnaround (added)", &self.sfu_turnaround_ms, "ms");
         out += &p("jitter per track", &self.jitter_ms, "ms");
         out += &p("first keyframe after join", &self.first_keyframe_ms, "ms");
@@ -599,6 +676,22 @@ impl Report {
             self.server_cpu_pct, self.server_rss_mib
         );
         out += &format!("  load generator CPU         {:.1}% of one core\n", self.loadtest_cpu_pct);
+        if !self.subscribers.is_empty() {
+            let mut kbps: Vec<f64> = self.subscribers.iter().map(|s| s.received_kbps).collect();
+            kbps.sort_by(f64::total_cmp);
+            let worst = self.subscribers.iter().map(|s| s.loss).fold(0.0, f64::max);
+            let fewest = self.subscribers.iter().map(|s| s.videos_received).min().unwrap_or(0);
+            out += &format!(
+                "  received per subscriber    min {:.0}  median {:.0}  max {:.0} kbit/s, worst loss {:.3}%, \
+                 fewest videos {fewest} of {}{}\n",
+                kbps[0],
+                kbps[kbps.len() / 2],
+                kbps[kbps.len() - 1],
+                worst * 100.0,
+                self.options.participants_per_room.saturating_sub(1),
+                if self.options.simulcast { " (simulcast publishers)" } else { "" }
+            );
+        }
         out += &format!("  wall time                  {:.1} s\n", self.wall_secs);
         if !self.rooms_per_node.is_empty() {
             let per_node: Vec<String> = self.rooms_per_node.iter().map(|n| format!("{n}")).collect();
@@ -627,12 +720,14 @@ mod tests {
                 keyframe_interval_secs: 2,
                 ramp_up_secs: 10,
                 duration_secs: 15,
+                simulcast: false,
             },
             joins_attempted: attempted,
             joins_succeeded: succeeded,
             join_errors: errors.iter().map(|e| e.to_string()).collect(),
             join_time_ms: Default::default(),
             latency_ms: super::Percentiles { p99, ..Default::default() },
+            audio_latency_ms: Default::default(),
             sfu_turnaround_ms: Default::default(),
             jitter_ms: Default::default(),
             first_keyframe_ms: Default::default(),
@@ -645,6 +740,7 @@ mod tests {
             wall_secs: 30.0,
             ws_bridged: 0.0,
             rooms_per_node: Vec::new(),
+            subscribers: Vec::new(),
         }
     }
 

@@ -88,9 +88,67 @@ impl SeqSet {
     }
 }
 
+/// The start of a VP8 keyframe as the SFU reads it (RFC 6386 §9.1): a
+/// payload descriptor byte (start of partition 0), the 3-byte frame tag
+/// with the inverse keyframe bit clear, the start code, and the picture's
+/// width and height. A synthetic keyframe's first packet begins with it,
+/// so a simulcast layer can be switched to at its keyframes.
+pub fn vp8_keyframe_prefix(width: u16, height: u16) -> [u8; VP8_KEYFRAME_PREFIX_LEN] {
+    let (w, h) = (width.to_le_bytes(), height.to_le_bytes());
+    [0x10, 0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, w[0], w[1], h[0], h[1]]
+}
+
+/// Length of [`vp8_keyframe_prefix`].
+pub const VP8_KEYFRAME_PREFIX_LEN: usize = 11;
+
+/// The RTP sequence numbers one receiver got on one track, as the sender
+/// of that track (the SFU) numbered them: what RFC 3550 loss is counted
+/// from. A simulcast subscriber receives one layer at a time under one
+/// continuous sequence, so this counts its loss across layer switches,
+/// where the publishers' own numbering cannot.
+#[derive(Debug, Default, Clone)]
+pub struct RtpReception {
+    /// Distinct extended sequence numbers, counted from the first received.
+    pub seqs: SeqSet,
+    /// The highest extended sequence number, from the first (0).
+    pub highest: Option<u32>,
+    last: Option<(u16, u32)>,
+    /// RTP payload bytes received, duplicates included.
+    pub bytes: u64,
+}
+
+impl RtpReception {
+    /// Records one packet's sequence number and payload size.
+    pub fn record(&mut self, seq: u16, payload_len: usize) {
+        self.bytes += payload_len as u64;
+        let ext = match self.last {
+            None => 0,
+            // Within half the sequence space of the last one: later or earlier.
+            Some((last, last_ext)) => {
+                let delta = seq.wrapping_sub(last) as i16;
+                (i64::from(last_ext) + i64::from(delta)).max(0) as u32
+            }
+        };
+        if self.last.is_none_or(|(_, last_ext)| ext > last_ext) {
+            self.last = Some((seq, ext));
+        }
+        self.seqs.insert(ext);
+        self.highest = Some(self.highest.map_or(ext, |h| h.max(ext)));
+    }
+
+    /// (numbers the sender used so far, distinct numbers received, bytes):
+    /// the difference of two marks is a window's expected and received
+    /// packets and its bytes.
+    pub fn mark(&self) -> (u64, u64, u64) {
+        (self.highest.map_or(0, |h| u64::from(h) + 1), self.seqs.len(), self.bytes)
+    }
+}
+
 /// What one receiver got from one remote track.
 #[derive(Debug, Default, Clone)]
 pub struct TrackReception {
+    /// The same packets by their RTP sequence numbers, and their bytes.
+    pub rtp: RtpReception,
     /// Distinct synthetic sequence numbers received.
     pub seqs: SeqSet,
     /// Packets received, duplicates included.
@@ -157,6 +215,27 @@ pub fn percentile(samples: &mut [u32], p: f64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtp_reception_counts_gaps_across_wraparound_and_reordering() {
+        let mut r = RtpReception::default();
+        for seq in [65_534u16, 65_535, 1, 0, 3] {
+            r.record(seq, 100);
+        }
+        // 65534..=3 is six numbers; 2 never came.
+        assert_eq!(r.mark(), (6, 5, 500));
+        r.record(3, 100);
+        assert_eq!(r.mark(), (6, 5, 600), "a duplicate is counted once, its bytes twice");
+    }
+
+    #[test]
+    fn the_keyframe_prefix_carries_the_size() {
+        let p = vp8_keyframe_prefix(1280, 720);
+        assert_eq!(p[0] & 0x10, 0x10, "start of partition");
+        assert_eq!(p[1] & 0x01, 0, "a keyframe");
+        assert_eq!(&p[4..7], &[0x9d, 0x01, 0x2a]);
+        assert_eq!(u16::from_le_bytes([p[9], p[10]]), 720);
+    }
 
     #[test]
     fn payload_round_trip() {

@@ -59,7 +59,8 @@ fn rtx(apt: u8) -> RTCRtpCodec {
 }
 
 /// Builds a peer connection bound to 127.0.0.1 only, with Opus (111), VP8
-/// (96) and RTX (97), the default interceptors (NACK, reports, TWCC), and —
+/// (96) and RTX (97), the default interceptors (NACK, reports, TWCC feedback,
+/// the simulcast header extensions), and —
 /// for publishers — an interceptor that hands keyframe requests to the
 /// application.
 pub async fn build_peer(
@@ -71,6 +72,8 @@ pub async fn build_peer(
     media.register_codec(RTCRtpCodecParameters { rtp_codec: opus(), payload_type: 111 }, RtpCodecKind::Audio)?;
     media.register_codec(RTCRtpCodecParameters { rtp_codec: vp8(), payload_type: 96 }, RtpCodecKind::Video)?;
     media.register_codec(RTCRtpCodecParameters { rtp_codec: rtx(96), payload_type: 97 }, RtpCodecKind::Video)?;
+    // The defaults also register the `sdes:mid` and `sdes:rtp-stream-id`
+    // header extensions that simulcast layers are marked with.
     let mut registry = register_default_interceptors(Registry::new(), &mut media)?;
     if surface_keyframe_requests {
         registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
@@ -182,6 +185,62 @@ pub fn local_track(
             }],
         ),
     ))
+}
+
+/// The rids of a simulcast publisher's layers, lowest first (as browsers name them).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
+
+/// A VP8 track sent in three simulcast layers, one SSRC each (`ssrcs`
+/// in the order of [`SIMULCAST_RIDS`]).
+pub fn local_simulcast_video(
+    ssrcs: [u32; 3],
+    stream_id: &str,
+) -> Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP> {
+    use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodingParameters, RTCRtpEncodingParameters};
+    let codings = SIMULCAST_RIDS
+        .iter()
+        .zip(ssrcs)
+        .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: (*rid).to_owned(),
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: vp8(),
+            ..Default::default()
+        })
+        .collect();
+    Arc::new(webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP::new(
+        rtc::media_stream::MediaStreamTrack::new(
+            stream_id.to_owned(),
+            "video".to_owned(),
+            "video".to_owned(),
+            RtpCodecKind::Video,
+            codings,
+        ),
+    ))
+}
+
+/// From an SDP: the video section's `mid`, and the ids it maps the
+/// `sdes:mid` and `sdes:rtp-stream-id` header extensions to.
+pub fn video_mid_and_extension_ids(sdp: &str) -> Option<(String, u8, u8)> {
+    let video = sdp.split("\nm=").find(|section| section.starts_with("video"))?;
+    let mut mid = None;
+    let (mut mid_id, mut rid_id) = (None, None);
+    for line in video.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("a=mid:") {
+            mid = Some(m.to_owned());
+        } else if let Some(map) = line.strip_prefix("a=extmap:") {
+            let mut parts = map.split_whitespace();
+            let id = parts.next().and_then(|i| i.split('/').next()).and_then(|i| i.parse::<u8>().ok());
+            match parts.next() {
+                Some("urn:ietf:params:rtp-hdrext:sdes:mid") => mid_id = id,
+                Some("urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id") => rid_id = id,
+                _ => {}
+            }
+        }
+    }
+    Some((mid?, mid_id?, rid_id?))
 }
 
 struct NoEvents;

@@ -26,6 +26,7 @@ async fn five_rooms_of_two_for_ten_seconds() {
         keyframe_interval_secs: 3,
         ramp_up_secs: 2,
         duration_secs: 10,
+        simulcast: false,
     };
     let report = run(&target, &options).await.expect("the run completes");
     println!("{}", report.table());
@@ -33,5 +34,41 @@ async fn five_rooms_of_two_for_ten_seconds() {
     assert!(report.packets_expected > 5 * 2 * 10 * 50, "enough traffic to judge ({})", report.packets_expected);
     assert!(report.loss < 0.01, "loss {:.3}%", report.loss * 100.0);
     assert!(report.join_time_ms.count == 10 && report.latency_ms.count > 1000);
+    server.shutdown().await;
+}
+
+/// A small class with every camera in three simulcast layers (webrtc-rs
+/// publishers marking their layers as browsers do): every subscriber gets
+/// every other's video through the SFU's layer choice, without loss on its
+/// renumbered sequence.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_of_four_on_simulcast() {
+    let server = server().await;
+    create_staff(&server, "apa@h.fr", StaffRole::Clinician).await;
+    let target = Target {
+        http: server.http_addr,
+        email: "apa@h.fr".into(),
+        password: "a long enough password".into(),
+        nodes: Vec::new(),
+    };
+    let options = LoadOptions {
+        rooms: 1,
+        participants_per_room: 4,
+        video_kbps: 400,
+        fps: 15,
+        keyframe_interval_secs: 2,
+        ramp_up_secs: 0,
+        duration_secs: 8,
+        simulcast: true,
+    };
+    let report = run(&target, &options).await.expect("the run completes");
+    println!("{}", report.table());
+    assert_eq!(report.joins_succeeded, 4, "every join succeeds: {:?}", report.join_errors);
+    assert_eq!(report.subscribers.len(), 4);
+    for s in &report.subscribers {
+        assert_eq!(s.videos_received, 3, "each gets the three others' videos: {s:?}");
+        assert!(s.loss < 0.02, "{s:?}");
+    }
+    assert!(report.loss < 0.01, "loss {:.3}%", report.loss * 100.0);
     server.shutdown().await;
 }

@@ -4,8 +4,12 @@
 //! requests for layers newly chosen, and `VideoPaused` events when a video
 //! stops or resumes for lack of bandwidth.
 //!
-//! Plain (single-layer) tracks are never touched here: they flow as they
-//! come, and only their cost is taken from the budget.
+//! Plain (single-layer) videos flow as they come in rooms without an
+//! estimate. In rooms with one they are one-layer demands like the rest:
+//! a subscriber whose estimate cannot carry them all keeps its audio and
+//! pauses videos, rather than letting the pacer queue grow without end
+//! (a class of thirteen single-layer cameras at 1.2 Mbit/s queued seconds
+//! of video and lost 60% of it; BENCHMARKS.md, "A class of thirteen").
 
 use std::time::Instant;
 
@@ -19,6 +23,9 @@ use crate::simulcast::{LayerSpec, NOMINAL_BPS, Pick, TrackDemand, allocate};
 /// kept out of the video budget so audio is never starved.
 const AUDIO_RESERVE_BPS: u64 = 50_000;
 
+/// The share of a subscriber's estimate the chosen layers may fill.
+const ESTIMATE_USED_PERCENT: u64 = 85;
+
 /// One subscriber track as the allocation sees it.
 struct Demand {
     out: usize,
@@ -26,6 +33,8 @@ struct Demand {
     max_height: Option<u16>,
     keep: bool,
     current: Option<usize>,
+    /// A single-layer video (forwarded as it comes while not paused).
+    plain: bool,
 }
 
 impl MediaCore {
@@ -88,6 +97,7 @@ impl MediaCore {
         let (serial, prefs) = (p.serial, &p.video_prefs);
         let Some(key) = p.subscribe else { return };
         let Some(Peer { side: Side::Subscribe(sub), .. }) = self.peers.get(key) else { return };
+        let bwe = self.rooms.get(p.room).is_some_and(|r| r.bwe);
         let mut reserve = 0u64;
         let mut demands = Vec::new();
         for (out, t) in sub.tracks.iter() {
@@ -102,7 +112,8 @@ impl MediaCore {
                 reserve += AUDIO_RESERVE_BPS;
                 continue;
             }
-            if !track.simulcast() {
+            let plain = !track.simulcast();
+            if plain && !bwe {
                 reserve += track.layers.first().and_then(|l| l.meter.rate_bps()).unwrap_or(0);
                 continue;
             }
@@ -124,12 +135,16 @@ impl MediaCore {
                 max_height: preference.max_height,
                 keep: preference.keep,
                 current: t.current,
+                plain,
             });
         }
         if demands.is_empty() {
             return;
         }
-        let budget = sub.estimate_bps.map(|e| e.saturating_sub(reserve));
+        // Headroom: the layers' meters are averages, and keyframes come in
+        // bursts; filling the estimate to the brim keeps the pacer's queue
+        // (and so the video's delay) from ever draining.
+        let budget = sub.estimate_bps.map(|e| (e * ESTIMATE_USED_PERCENT / 100).saturating_sub(reserve));
         let views: Vec<TrackDemand<'_>> = demands
             .iter()
             .map(|d| TrackDemand { layers: &d.layers, max_height: d.max_height, keep: d.keep, current: d.current })
@@ -154,12 +169,6 @@ impl MediaCore {
             })
             .sum();
 
-        let bwe = self
-            .peers
-            .get(key)
-            .and_then(|peer| self.participants.get(peer.participant))
-            .and_then(|p| self.rooms.get(p.room))
-            .is_some_and(|r| r.bwe);
         let Some(peer) = self.peers.get_mut(key) else { return };
         let Side::Subscribe(sub) = &mut peer.side else { return };
         let connected = sub.connected;
@@ -188,6 +197,11 @@ impl MediaCore {
                 && connected
             {
                 keyframes.push((t.source, t.source_mid, layer));
+            }
+            // A plain video flows again at once (its next packets); the
+            // keyframe asked for above lets the subscriber decode it.
+            if d.plain && pick == Pick::Layer(0) {
+                t.current = Some(0);
             }
         }
         if bwe {
