@@ -568,9 +568,12 @@ pub async fn run(target: &Target, options: &LoadOptions) -> anyhow::Result<Repor
     Ok(report)
 }
 
-/// For every (room, subscriber, publisher, video) the RTP mark of what the
+/// (room, subscriber, publisher, video) → the RTP mark of what the
 /// subscriber received from that publisher (see `RtpReception::mark`).
-fn rtp_marks(rooms: &[Room]) -> HashMap<(usize, usize, usize, bool), (u64, u64, u64)> {
+type RtpMarks = HashMap<(usize, usize, usize, bool), (u64, u64, u64)>;
+
+/// Every subscriber's [`RtpMarks`] now.
+fn rtp_marks(rooms: &[Room]) -> RtpMarks {
     let mut marks = HashMap::new();
     for (ri, r) in rooms.iter().enumerate() {
         for (ai, a) in r.people.iter().enumerate() {
