@@ -693,12 +693,9 @@ mod properties {
     }
 }
 
-#[test]
-fn three_people_each_receive_both_others_on_their_own_tracks() {
-    // Without an estimate (a consultation): every video as it comes. (The
-    // simulated network moves no estimate, and the initial one would not
-    // carry two plain videos; see the test after this one.)
-    let mut sim = Sim::with_config(no_bwe());
+/// Alice, Bob and Carol join with plain (single-layer) media and talk for
+/// 200 steps; returns their indices.
+fn three_in_a_call(sim: &mut Sim) -> Vec<usize> {
     let people: Vec<usize> = [("alice", 2), ("bob", 3), ("carol", 4)]
         .iter()
         .map(|(who, n)| sim.join(who, &format!("127.0.0.{n}:1000"), &format!("127.0.0.{n}:2000")))
@@ -706,6 +703,16 @@ fn three_people_each_receive_both_others_on_their_own_tracks() {
     for n in 0..200 {
         sim.step(n);
     }
+    people
+}
+
+#[test]
+fn three_people_each_receive_both_others_on_their_own_tracks() {
+    // Without an estimate (a consultation): every video as it comes. (The
+    // simulated network moves no estimate, and the initial one would not
+    // carry two plain videos; see the test after this one.)
+    let mut sim = Sim::with_config(no_bwe());
+    let people = three_in_a_call(&mut sim);
     for p in people {
         let got = &sim.subscriber(p).rtp_by_mid;
         assert_eq!(got.len(), 4, "{}: two others' audio and video, each on its own mid: {got:?}", sim.people[p].who);
@@ -745,13 +752,7 @@ fn in_a_room_with_an_estimate_plain_videos_pause_and_resume_audio_never() {
     // Three single-layer publishers; each subscriber's estimate starts at
     // 1 Mbit/s, which the audio reserve and two plain videos overrun.
     let mut sim = Sim::new();
-    let people: Vec<usize> = [("alice", 2), ("bob", 3), ("carol", 4)]
-        .iter()
-        .map(|(who, n)| sim.join(who, &format!("127.0.0.{n}:1000"), &format!("127.0.0.{n}:2000")))
-        .collect();
-    for n in 0..200 {
-        sim.step(n);
-    }
+    let people = three_in_a_call(&mut sim);
     let paused = |sim: &Sim, p: usize| -> Vec<(String, bool)> {
         sim.people[p]
             .events
