@@ -1,6 +1,6 @@
 // The staff scheduling page: weekly availability, the follow-up queue
 // (assign, book sooner, cancel), CSV import with a preview, the calendar
-// feed link, the notification inbox and symptom monitoring.
+// feed link, the notification inbox, group classes and symptom monitoring.
 
 import { StaffSession } from '/js/staff_session.js';
 import { t, toggle, translate, when } from '/js/schedule_i18n.js';
@@ -12,6 +12,11 @@ let importBytes = null;
 let lastQueue = [];
 let lastInbox = [];
 let lastMonitoring = null;
+/** The caller's group classes, each as `GET /api/group-sessions/{id}` answers. */
+let lastClasses = [];
+
+/** Weekday names as the API takes them, Monday first (as `day_0`…`day_6`). */
+const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
 
 /** An element with text and attributes. */
 function el(tag, attrs = {}, ...children) {
@@ -34,7 +39,7 @@ async function api(path, options = {}) {
   const r = await session.fetch(path, options);
   const body = r.status === 204 ? {} : await r.json().catch(() => ({}));
   if (!r.ok && !(options.accept ?? []).includes(r.status)) {
-    throw { status: r.status, code: body.error?.code ?? 'error', message: body.error?.message ?? `HTTP ${r.status}` };
+    throw { status: r.status, code: body.error?.code ?? 'error', message: body.error?.message ?? `HTTP ${r.status}`, details: body.error?.details };
   }
   return { status: r.status, body };
 }
@@ -287,6 +292,99 @@ async function markRead(n) {
   }
 }
 
+// ----- group classes -----
+
+function renderClassDays() {
+  const box = $('class-days');
+  const checked = new Set([...box.querySelectorAll('input:checked')].map((i) => i.value));
+  box.replaceChildren(el('legend', { text: t('class_days') }));
+  WEEKDAYS.forEach((day, i) => {
+    const id = `class-day-${day}`;
+    box.append(el('input', { type: 'checkbox', id, value: day, checked: checked.has(day) }), el('label', { for: id, text: t(`day_${i}`) }), ' ');
+  });
+}
+
+function renderClasses() {
+  const box = $('class-list');
+  box.replaceChildren();
+  if (lastClasses.length === 0) box.append(el('p', { text: t('class_none') }));
+  for (const c of lastClasses) {
+    const days = c.weekdays.map((d) => t(`day_${WEEKDAYS.indexOf(d)}`)).join(', ');
+    const head = el('p', {},
+      t('class_summary', { days, time: c.start_time, minutes: c.duration_minutes, weeks: c.weeks, first: c.first_day }), ' — ',
+      t('class_places', { n: c.enrolled, cap: c.capacity }), ' — ',
+      c.next_occurrence ? t('class_next', { when: when(c.next_occurrence.scheduled_start) }) : t('class_no_next'));
+    const table = el('table', {}, el('caption', { text: c.title }),
+      el('thead', {}, el('tr', {}, ...['col_patient', 'col_attended', 'col_next_link', 'col_actions'].map((k) => el('th', { scope: 'col', text: t(k) })))));
+    const tbody = el('tbody');
+    for (const e of c.enrolments) {
+      const name = e.withdrawn_at ? `${e.patient.display_name} (${t('class_withdrawn')})` : e.patient.display_name;
+      const link = e.next_link ? el('input', { type: 'url', readonly: true, value: e.next_link, 'aria-label': `${t('col_next_link')}: ${e.patient.display_name}` }) : null;
+      const withdraw = e.withdrawn_at ? null : el('button', { type: 'button', class: 'secondary', text: t('class_withdraw'), 'aria-label': `${t('class_withdraw')}: ${e.patient.display_name}`, onclick: () => withdrawFromClass(c, e) });
+      tbody.append(el('tr', { 'data-patient': e.patient.id }, el('td', { text: name }), el('td', { text: String(e.attended) }), el('td', {}, link), el('td', {}, withdraw)));
+    }
+    table.append(tbody);
+    const nameId = `class-enrol-${c.id}`;
+    const enrolForm = el('form', { class: 'row class-enrol', onsubmit: (event) => enrolInClass(event, c) },
+      el('label', { for: nameId, text: t('class_enrol_name') }),
+      el('input', { id: nameId, required: true, maxlength: 200, autocomplete: 'off' }),
+      el('button', { type: 'submit', text: t('class_enrol') }));
+    box.append(el('div', { class: 'group-class', 'data-class': c.id }, el('h3', { text: c.title }), head, el('div', { class: 'scroll' }, table), enrolForm));
+  }
+}
+
+async function loadClasses() {
+  const { body } = await api('/api/group-sessions');
+  lastClasses = await Promise.all(body.group_sessions.map(async (c) => (await api(`/api/group-sessions/${c.id}`)).body));
+  renderClasses();
+}
+
+async function createClass(event) {
+  event.preventDefault();
+  const body = {
+    title: $('class-title').value.trim(),
+    time_zone: availability?.time_zone ?? undefined,
+    weekdays: [...$('class-days').querySelectorAll('input:checked')].map((i) => i.value),
+    start_time: $('class-start').value,
+    duration_minutes: Number($('class-length').value),
+    first_day: $('class-first').value,
+    weeks: Number($('class-weeks').value),
+    capacity: Number($('class-capacity').value),
+  };
+  try {
+    const r = await api('/api/group-sessions', { method: 'POST', body: JSON.stringify(body) });
+    say(t('class_created', { n: r.body.occurrences.length }));
+    $('class-title').value = '';
+    await loadClasses();
+  } catch (e) {
+    if (e.code === 'slot_taken') say(t('class_clash', { when: when(e.details?.scheduled_start) }));
+    else failed(e);
+  }
+}
+
+async function enrolInClass(event, c) {
+  event.preventDefault();
+  const input = event.target.querySelector('input');
+  const name = input.value.trim();
+  try {
+    await api(`/api/group-sessions/${c.id}/enrolments`, { method: 'POST', body: JSON.stringify({ patient: { display_name: name } }) });
+    say(t('class_enrolled', { name }));
+    await loadClasses();
+  } catch (e) {
+    if (e.code === 'class_full') say(t('class_full'));
+    else failed(e);
+  }
+}
+
+async function withdrawFromClass(c, e) {
+  try {
+    await api(`/api/group-sessions/${c.id}/enrolments/${e.patient.id}`, { method: 'DELETE' });
+    await loadClasses();
+  } catch (err) {
+    failed(err);
+  }
+}
+
 // ----- symptom monitoring -----
 
 function renderMonitoring() {
@@ -362,6 +460,8 @@ function rerender() {
   renderQueue();
   renderInbox(lastInbox.filter((n) => !n.read_at).length);
   renderMonitoring();
+  renderClassDays();
+  renderClasses();
 }
 
 async function signedIn() {
@@ -370,7 +470,7 @@ async function signedIn() {
   const visit = new URLSearchParams(location.search).get('visit');
   if (visit) $('monitoring-visit').value = visit;
   try {
-    await Promise.all([loadAvailability(), loadQueue(), loadInbox(), visit ? loadMonitoring() : null]);
+    await Promise.all([loadAvailability(), loadQueue(), loadInbox(), loadClasses(), visit ? loadMonitoring() : null]);
   } catch (e) {
     failed(e);
   }
@@ -385,6 +485,7 @@ $('import-file').addEventListener('change', () => { $('import-commit').disabled 
 $('import-commit').addEventListener('click', () => sendImport(false));
 $('calendar-create').addEventListener('click', createFeed);
 $('calendar-revoke').addEventListener('click', revokeFeed);
+$('class-form').addEventListener('submit', createClass);
 $('monitoring-load').addEventListener('submit', loadMonitoring);
 $('monitoring-enrol').addEventListener('submit', enrol);
 $('signin-form').addEventListener('submit', async (event) => {
@@ -398,5 +499,6 @@ $('signin-form').addEventListener('submit', async (event) => {
 });
 
 translate();
+renderClassDays();
 if (await session.refresh()) await signedIn();
 else $('signin').hidden = false;

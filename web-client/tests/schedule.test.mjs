@@ -1,8 +1,8 @@
 // The staff scheduling page in Chromium, against a real server: the weekly
 // availability editor, the follow-up queue (book sooner, cancel), the
-// notification inbox, the calendar feed link with revoke, and CSV import
-// with a preview and a per-row report; each checked with axe-core, in
-// English and French, on a desktop and a 360-pixel phone.
+// notification inbox, the calendar feed link with revoke, CSV import with
+// a preview and a per-row report, and group classes; each checked with
+// axe-core, in English and French, on a desktop and a 360-pixel phone.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -139,4 +139,52 @@ test('scheduling page: CSV import with a preview and a per-row report', async (t
   await eventually(async () => !(await page.locator('#import-commit').isDisabled()));
   await page.click('#import-commit');
   await page.waitForFunction(() => document.getElementById('import-report').textContent.includes('2 visits imported.'));
+});
+
+test('scheduling page: a group class, enrolments up to its places, a second click refused', async (t) => {
+  const { server, chromium } = await serverAndChromium(t);
+  const page = await openSchedule(chromium, server.base, CLINICIAN);
+  // Tuesdays and Fridays at 10:00 for two weeks, from next Monday.
+  const monday = new Date();
+  monday.setDate(monday.getDate() + ((8 - monday.getDay()) % 7 || 7));
+  const first = `${monday.getFullYear()}-${String(monday.getMonth() + 1).padStart(2, '0')}-${String(monday.getDate()).padStart(2, '0')}`;
+  await page.fill('#class-title', 'Gentle strength');
+  await page.check('#class-day-tue');
+  await page.check('#class-day-fri');
+  await page.fill('#class-start', '10:00');
+  await page.fill('#class-first', first);
+  await page.fill('#class-weeks', '2');
+  await page.fill('#class-capacity', '2');
+  await page.click('#class-form button[type=submit]');
+  const card = page.locator('.group-class', { hasText: 'Gentle strength' });
+  await card.waitFor();
+  assert.match(await page.textContent('#status'), /4 sessions/, 'four sessions booked');
+  assert.match(await card.textContent(), /Tuesday, Friday at 10:00/);
+  assert.match(await card.textContent(), /0 of 2 places taken/);
+
+  // The same class again (a second click): refused, nothing booked twice.
+  await page.fill('#class-title', 'Gentle strength');
+  await page.click('#class-form button[type=submit]');
+  await eventually(async () => /overlap/.test(await page.textContent('#status')), 10000);
+  assert.equal(await page.locator('.group-class').count(), 1, 'still one class');
+
+  // Two patients fill its places; each has a link to the next session. A third finds it full.
+  for (const name of ['Alice Martin', 'Bruno Petit']) {
+    await card.locator('.class-enrol input').fill(name);
+    await card.locator('.class-enrol button').click();
+    await page.locator('.group-class tr', { hasText: name }).waitFor();
+  }
+  const links = await page.locator('.group-class tbody input[type=url]').evaluateAll((inputs) => inputs.map((i) => i.value));
+  assert.equal(links.length, 2);
+  assert.ok(links.every((l) => /\/join\//.test(l)) && links[0] !== links[1], `a link each: ${links}`);
+  assert.match(await page.locator('.group-class').textContent(), /2 of 2 places taken/);
+  await page.locator('.group-class .class-enrol input').fill('Chloé Durand');
+  await page.locator('.group-class .class-enrol button').click();
+  await eventually(async () => /full/.test(await page.textContent('#status')), 10000);
+  assert.equal(await page.locator('.group-class tbody tr').count(), 2);
+  assert.deepEqual(await axeViolations(page), [], 'the classes section has no serious accessibility violations');
+
+  // Withdrawing frees a place.
+  await page.locator('.group-class tr', { hasText: 'Bruno Petit' }).locator('button').click();
+  await eventually(async () => /1 of 2 places taken/.test(await page.locator('.group-class').textContent()), 10000);
 });
