@@ -325,10 +325,13 @@ function renderClasses() {
     }
     table.append(tbody);
     const nameId = `class-enrol-${c.id}`;
+    // One Idempotency-Key per name typed: a double click enrols once; a
+    // new name is a new request.
     const enrolForm = el('form', { class: 'row class-enrol', onsubmit: (event) => enrolInClass(event, c) },
       el('label', { for: nameId, text: t('class_enrol_name') }),
-      el('input', { id: nameId, required: true, maxlength: 200, autocomplete: 'off' }),
+      el('input', { id: nameId, required: true, maxlength: 200, autocomplete: 'off', oninput: (event) => { event.target.form.dataset.key = crypto.randomUUID(); } }),
       el('button', { type: 'submit', text: t('class_enrol') }));
+    enrolForm.dataset.key = crypto.randomUUID();
     box.append(el('div', { class: 'group-class', 'data-class': c.id }, el('h3', { text: c.title }), head, el('div', { class: 'scroll' }, table), enrolForm));
   }
 }
@@ -341,6 +344,9 @@ async function loadClasses() {
 
 async function createClass(event) {
   event.preventDefault();
+  const button = event.target.querySelector('button[type=submit]');
+  if (button.disabled) return;
+  button.disabled = true;
   const body = {
     title: $('class-title').value.trim(),
     time_zone: availability?.time_zone ?? undefined,
@@ -359,6 +365,8 @@ async function createClass(event) {
   } catch (e) {
     if (e.code === 'slot_taken') say(t('class_clash', { when: when(e.details?.scheduled_start) }));
     else failed(e);
+  } finally {
+    button.disabled = false;
   }
 }
 
@@ -367,7 +375,11 @@ async function enrolInClass(event, c) {
   const input = event.target.querySelector('input');
   const name = input.value.trim();
   try {
-    await api(`/api/group-sessions/${c.id}/enrolments`, { method: 'POST', body: JSON.stringify({ patient: { display_name: name } }) });
+    await api(`/api/group-sessions/${c.id}/enrolments`, {
+      method: 'POST',
+      headers: { 'Idempotency-Key': event.target.dataset.key },
+      body: JSON.stringify({ patient: { display_name: name } }),
+    });
     say(t('class_enrolled', { name }));
     await loadClasses();
   } catch (e) {

@@ -26,16 +26,17 @@ use serde_json::{Value, json};
 use crate::api_extract::Staff;
 use crate::app::App;
 use crate::http_error::ApiError;
+use crate::idempotency::{Answer, Idempotency};
 use crate::input_checks::check_text;
 use crate::store::{
-    ClassEnrolment, GroupSession, Link, LinkRole, NewVisit, Patient, StaffRole, StoreError, VisitKind, VisitStatus,
-    with_retries,
+    ClassEnrolment, GroupSession, Link, LinkRole, NewVisit, Patient, StaffRole, StoreError, Visit, VisitKind,
+    VisitStatus, with_retries,
 };
 use crate::timefmt::rfc3339;
 use crate::visit_rooms::audit_event;
 use crate::visits::{
-    PatientInput, STAFF_WHO_RUN_VISITS, actor, bookable_clinician, check_duration, link_json, link_seal_context,
-    make_link, resolve_patient,
+    PatientInput, STAFF_WHO_RUN_VISITS, actor, bookable_clinician, check_duration, link_json, make_sealed_link,
+    resolve_patient, sealed_link_url,
 };
 use crate::zones;
 
@@ -225,20 +226,25 @@ pub async fn list(app: &App, staff: &Staff) -> Result<Value, ApiError> {
     let leader = (staff.0.role != StaffRole::Admin).then_some(staff.0.id.as_str());
     let mut out = Vec::new();
     for s in app.store.group_sessions(leader).await? {
-        out.push(summary_json(app, &s).await?);
+        let occurrences = app.store.group_occurrences(&s.id).await?;
+        let enrolments = app.store.group_enrolments(&s.id).await?;
+        out.push(summary_json(app, &s, &occurrences, &enrolments));
     }
     Ok(json!({ "group_sessions": out }))
 }
 
-async fn summary_json(app: &App, s: &GroupSession) -> Result<Value, ApiError> {
-    let enrolled = app.store.group_enrolments(&s.id).await?.iter().filter(|e| e.withdrawn_at.is_none()).count();
-    let occurrences = app.store.group_occurrences(&s.id).await?;
+/// Whether an occurrence is still to come (or running): what gets links
+/// and counts as "next".
+fn still_to_come(v: &Visit, now: i64) -> bool {
+    v.scheduled_end() > now && matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress)
+}
+
+fn summary_json(app: &App, s: &GroupSession, occurrences: &[Visit], enrolments: &[ClassEnrolment]) -> Value {
+    let enrolled = enrolments.iter().filter(|e| e.withdrawn_at.is_none()).count();
     let now = app.clock.now();
-    let next = occurrences
-        .iter()
-        .find(|v| v.scheduled_end() > now && matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress));
+    let next = occurrences.iter().find(|v| still_to_come(v, now));
     let tz = zones::zone_or_utc(&s.time_zone);
-    Ok(json!({
+    json!({
         "id": s.id,
         "title": s.title,
         "leader_id": s.leader_id,
@@ -252,16 +258,17 @@ async fn summary_json(app: &App, s: &GroupSession) -> Result<Value, ApiError> {
         "enrolled": enrolled,
         "occurrence_count": occurrences.len(),
         "next_occurrence": next.map(|v| json!({"visit_id": v.id, "scheduled_start": zones::rfc3339_in(v.scheduled_start, &tz)})),
-    }))
+    })
 }
 
 /// The full view of a session: occurrences (local times, status, who
 /// came), enrolments (with each patient's link to the next occurrence).
 pub async fn session_json(app: &App, s: &GroupSession) -> Result<Value, ApiError> {
-    let mut view = summary_json(app, s).await?;
-    let tz = zones::zone_or_utc(&s.time_zone);
-    let attendance = app.store.group_attendance(&s.id).await?;
     let occurrences = app.store.group_occurrences(&s.id).await?;
+    let enrolments = app.store.group_enrolments(&s.id).await?;
+    let attendance = app.store.group_attendance(&s.id).await?;
+    let mut view = summary_json(app, s, &occurrences, &enrolments);
+    let tz = zones::zone_or_utc(&s.time_zone);
     view["occurrences"] = occurrences
         .iter()
         .map(|v| {
@@ -277,37 +284,28 @@ pub async fn session_json(app: &App, s: &GroupSession) -> Result<Value, ApiError
         })
         .collect();
     let now = app.clock.now();
-    let next = occurrences
-        .iter()
-        .find(|v| v.scheduled_end() > now && matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress));
-    let next_links = match next {
+    let next_links = match occurrences.iter().find(|v| still_to_come(v, now)) {
         Some(v) => app.store.links_of_visit(&v.id).await?,
         None => Vec::new(),
     };
-    let mut enrolments = Vec::new();
-    for e in app.store.group_enrolments(&s.id).await? {
-        let attended = attendance.iter().filter(|(_, p)| *p == e.patient.id).count();
-        let link = next_links
-            .iter()
-            .find(|l| l.patient_id.as_deref() == Some(&e.patient.id) && l.revoked_at.is_none())
-            .and_then(|l| open_link(app, l));
-        enrolments.push(json!({
-            "patient": {"id": e.patient.id, "display_name": e.patient.display_name, "hospital_id": e.patient.hospital_id},
-            "enrolled_at": rfc3339(e.enrolled_at),
-            "withdrawn_at": e.withdrawn_at.map(rfc3339),
-            "attended": attended,
-            "next_link": link,
-        }));
-    }
-    view["enrolments"] = json!(enrolments);
+    view["enrolments"] = enrolments
+        .iter()
+        .map(|e| {
+            let attended = attendance.iter().filter(|(_, p)| *p == e.patient.id).count();
+            let link = next_links
+                .iter()
+                .find(|l| l.patient_id.as_deref() == Some(&e.patient.id) && l.revoked_at.is_none())
+                .and_then(|l| sealed_link_url(app, l));
+            json!({
+                "patient": {"id": e.patient.id, "display_name": e.patient.display_name, "hospital_id": e.patient.hospital_id},
+                "enrolled_at": rfc3339(e.enrolled_at),
+                "withdrawn_at": e.withdrawn_at.map(rfc3339),
+                "attended": attended,
+                "next_link": link,
+            })
+        })
+        .collect();
     Ok(view)
-}
-
-/// The URL of a class link whose token was sealed at issue.
-fn open_link(app: &App, link: &Link) -> Option<String> {
-    let sealed = link.sealed_token.as_ref()?;
-    let token = app.link_sealer.open(&link_seal_context(&link.id), sealed)?;
-    Some(app.link_url(&String::from_utf8(token).ok()?))
 }
 
 /// `POST /api/group-sessions/{id}/enrolments` body.
@@ -320,49 +318,31 @@ pub struct Enrol {
 
 /// Enrols a patient: one link per occurrence not yet over, shown once
 /// here (and kept sealed for reminders). 409 `class_full` at capacity,
-/// 409 `already_enrolled`.
-pub async fn enrol(app: &App, staff: &Staff, session_id: &str, input: &Enrol) -> Result<Value, ApiError> {
+/// 409 `already_enrolled`. With an `Idempotency-Key`, a repeat gets the
+/// first answer (one patient, one enrolment).
+pub async fn enrol(
+    app: &App,
+    staff: &Staff,
+    session_id: &str,
+    input: &Enrol,
+    idempotency: &Idempotency,
+) -> Result<Answer, ApiError> {
     let session = session_for(app, staff, session_id).await?;
     let now = app.clock.now();
     let (patient, is_new) = resolve_patient(app, staff, &input.patient, now).await?;
     if patient.id == session.roster_patient_id {
         return Err(ApiError::invalid("patient.id", "no such patient"));
     }
-    let upcoming: Vec<_> = app
-        .store
-        .group_occurrences(&session.id)
-        .await?
-        .into_iter()
-        .filter(|v| v.scheduled_end() > now && matches!(v.status, VisitStatus::Scheduled | VisitStatus::InProgress))
-        .collect();
+    let upcoming: Vec<_> =
+        app.store.group_occurrences(&session.id).await?.into_iter().filter(|v| still_to_come(v, now)).collect();
     let links: Vec<(Link, String)> = upcoming
         .iter()
         .map(|v| class_link(app, &v.id, (v.scheduled_start, v.scheduled_end()), &patient, now))
         .collect();
-    let who = actor(staff);
-    let (session_ref, patient_ref, links_ref, who) = (&session, &patient, &links, who.as_str());
-    let result = with_retries(|| async move {
-        let mut tx = app.store.begin_write().await?;
-        if is_new {
-            tx.insert_patient(patient_ref).await?;
-        }
-        tx.enrol(&session_ref.id, &patient_ref.id, now).await?;
-        for (link, _) in links_ref {
-            tx.insert_link(link).await?;
-            tx.insert_audit(&audit_event(app, who, "class_link_issued", &link.visit_id, Some(link.id.clone()))).await?;
-        }
-        tx.commit().await
-    })
-    .await;
-    match result {
-        Ok(()) => {}
-        Err(StoreError::Conflict) => {
-            return Err(ApiError::conflict("already_enrolled", "this patient is already enrolled in the class"));
-        }
-        Err(e) => return Err(e.into()),
-    }
     let tz = zones::zone_or_utc(&session.time_zone);
-    Ok(json!({
+    // The answer is known before the write: it is recorded with it, so a
+    // repeated request (a double click) gets the same patient and links.
+    let answer = Answer::created(json!({
         "patient": {"id": patient.id, "display_name": patient.display_name, "hospital_id": patient.hospital_id},
         "links": links.iter().zip(&upcoming).map(|((link, token), v)| {
             let mut l = link_json(app, link, Some(token));
@@ -370,17 +350,40 @@ pub async fn enrol(app: &App, staff: &Staff, session_id: &str, input: &Enrol) ->
             l["scheduled_start"] = json!(zones::rfc3339_in(v.scheduled_start, &tz));
             l
         }).collect::<Vec<_>>(),
-    }))
+    }));
+    let who = actor(staff);
+    let (session_ref, patient_ref, links_ref, who, answer_ref) = (&session, &patient, &links, who.as_str(), &answer);
+    with_retries(|| async move {
+        let mut tx = app.store.begin_write().await?;
+        if let Some(replay) = idempotency.claim(&mut tx, &app.sealer, now).await? {
+            return Ok(replay);
+        }
+        if is_new {
+            tx.insert_patient(patient_ref).await?;
+        }
+        tx.enrol(&session_ref.id, &patient_ref.id, now).await.map_err(|e| match e {
+            StoreError::Conflict => {
+                ApiError::conflict("already_enrolled", "this patient is already enrolled in the class")
+            }
+            e => e.into(),
+        })?;
+        for (link, _) in links_ref {
+            tx.insert_link(link).await?;
+            tx.insert_audit(&audit_event(app, who, "class_link_issued", &link.visit_id, Some(link.id.clone()))).await?;
+        }
+        idempotency.record(&mut tx, &app.sealer, answer_ref).await?;
+        tx.commit().await?;
+        Ok(answer_ref.clone())
+    })
+    .await
 }
 
 /// A class link: a guest link named after the patient, naming them for
 /// attendance and reminders, its token sealed.
 fn class_link(app: &App, visit_id: &str, window: (i64, i64), patient: &Patient, now: i64) -> (Link, String) {
-    let settings = app.link_settings();
-    let (mut link, token) =
-        make_link(visit_id, window, settings.margins, LinkRole::Guest, Some(patient.display_name.clone()), now);
+    let name = Some(patient.display_name.clone());
+    let (mut link, token) = make_sealed_link(visit_id, window, app.link_settings(), LinkRole::Guest, name, now);
     link.patient_id = Some(patient.id.clone());
-    link.sealed_token = Some(settings.sealer.seal(&link_seal_context(&link.id), token.as_bytes()));
     (link, token)
 }
 
@@ -418,11 +421,13 @@ pub async fn record_attendance(app: &App, subject: &str) {
 }
 
 /// The enrolled patients a class occurrence's reminders go to: `None` for
-/// a visit that is not a class occurrence.
-pub async fn reminder_recipients(app: &App, visit_id: &str) -> Result<Option<Vec<String>>, StoreError> {
-    let Some(session) = app.store.group_session_of_visit(visit_id).await? else { return Ok(None) };
-    let enrolled: Vec<ClassEnrolment> = app.store.group_enrolments(&session.id).await?;
-    Ok(Some(enrolled.into_iter().filter(|e| e.withdrawn_at.is_none()).map(|e| e.patient.id).collect()))
+/// a visit that is not a class occurrence (only a visit of kind `group`
+/// may be one, so others cost no query).
+pub async fn reminder_recipients(app: &App, visit: &Visit) -> Result<Option<Vec<String>>, StoreError> {
+    if visit.kind != VisitKind::Group {
+        return Ok(None);
+    }
+    app.store.class_recipients(&visit.id).await
 }
 
 /// The URL of `patient_id`'s own link to a class occurrence, if they hold
@@ -433,7 +438,7 @@ pub async fn class_link_url(app: &App, visit_id: &str, patient_id: &str) -> Resu
         .iter()
         .rev()
         .filter(|l| l.patient_id.as_deref() == Some(patient_id) && l.revoked_at.is_none())
-        .find_map(|l| open_link(app, l)))
+        .find_map(|l| sealed_link_url(app, l)))
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::api_extract::{ApiJson, Staff};
+use crate::api_extract::{ApiJson, IdempotentJson, Staff};
 use crate::app::App;
 use crate::group_sessions::{self, CreateSession, Enrol};
 use crate::http_error::ApiError;
+use crate::idempotency::Idempotency;
 
 /// `POST /api/group-sessions`: 201 with the session and its occurrences.
 pub async fn create(
@@ -35,15 +36,16 @@ pub async fn get(State(app): State<Arc<App>>, staff: Staff, Path(id): Path<Strin
     Ok(Json(group_sessions::session_json(&app, &session).await?))
 }
 
-/// `POST /api/group-sessions/{id}/enrolments`: 201 with the patient's links.
+/// `POST /api/group-sessions/{id}/enrolments`: 201 with the patient's links
+/// (idempotent with `Idempotency-Key`).
 pub async fn enrol(
     State(app): State<Arc<App>>,
     staff: Staff,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<Enrol>,
+    IdempotentJson(body, fingerprint): IdempotentJson<Enrol>,
 ) -> Result<Response, ApiError> {
-    let view = group_sessions::enrol(&app, &staff, &id, &body).await?;
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let idempotency = Idempotency::new(fingerprint, &crate::visits::actor(&staff));
+    Ok(group_sessions::enrol(&app, &staff, &id, &body, &idempotency).await?.into_response())
 }
 
 /// `DELETE /api/group-sessions/{id}/enrolments/{patient_id}`: 204.

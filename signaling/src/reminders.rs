@@ -18,10 +18,10 @@
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::store::{LinkRole, OutboxEntry, VisitStatus};
+use crate::store::{LinkRole, OutboxEntry, VisitKind, VisitStatus};
 use crate::timefmt::rfc3339;
 use crate::visit_rooms::audit_event;
-use crate::visits::{link_seal_context, make_patient_link};
+use crate::visits::{make_patient_link, sealed_link_url};
 
 /// What became of one delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,7 +105,9 @@ async fn message(app: &App, entry: &OutboxEntry, now: i64) -> Result<Option<Valu
             }
             // A class occurrence's roster record has no one to tell; its
             // enrolled patients are not yet told of a cancellation one by one.
-            if store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?.is_some() {
+            if visit.kind == VisitKind::Group
+                && store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?.is_some()
+            {
                 return Ok(None);
             }
             let mut body = base("cancelled");
@@ -121,7 +123,11 @@ async fn message(app: &App, entry: &OutboxEntry, now: i64) -> Result<Option<Valu
             {
                 return Ok(None);
             }
-            let class = store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?;
+            // Only a visit of kind `group` may be a class occurrence.
+            let class = match visit.kind {
+                VisitKind::Group => store.group_session_of_visit(&visit.id).await.map_err(|e| e.to_string())?,
+                _ => None,
+            };
             if let Some(class) = class {
                 // A class occurrence: to one enrolled patient, with their
                 // own link; none once they have withdrawn.
@@ -168,13 +174,9 @@ async fn clinician_json(app: &App, id: &str) -> Result<Value, String> {
 /// opening) a new link, sealed and audited.
 async fn patient_link(app: &App, visit: &crate::store::Visit, key: &str, now: i64) -> Result<String, String> {
     let links = app.store.links_of_visit(&visit.id).await.map_err(|e| e.to_string())?;
-    for link in links.iter().rev().filter(|l| l.role == LinkRole::Patient && l.revoked_at.is_none()) {
-        if let Some(sealed) = &link.sealed_token
-            && let Some(token) = app.link_sealer.open(&link_seal_context(&link.id), sealed)
-            && let Ok(token) = String::from_utf8(token)
-        {
-            return Ok(app.link_url(&token));
-        }
+    let live = links.iter().rev().filter(|l| l.role == LinkRole::Patient && l.revoked_at.is_none());
+    if let Some(url) = live.filter_map(|l| sealed_link_url(app, l)).next() {
+        return Ok(url);
     }
     let (link, token) =
         make_patient_link(&visit.id, (visit.scheduled_start, visit.scheduled_end()), app.link_settings(), now);

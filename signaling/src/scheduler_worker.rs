@@ -173,7 +173,7 @@ impl SchedulerWorker {
                     let key = format!("reminder:{}:{kind}:{}", visit.id, visit.scheduled_start);
                     // A class occurrence: one reminder per enrolled patient,
                     // each with their own link (keyed by patient).
-                    let recipients = match crate::group_sessions::reminder_recipients(app, &visit.id).await? {
+                    let recipients = match crate::group_sessions::reminder_recipients(app, &visit).await? {
                         Some(patients) => patients
                             .into_iter()
                             .map(|p| (format!("{key}:{p}"), Some(serde_json::json!({ "patient_id": p }).to_string())))

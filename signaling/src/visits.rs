@@ -121,11 +121,32 @@ pub fn link_seal_context(link_id: &str) -> String {
     format!("link:{link_id}")
 }
 
-/// A patient link for a visit, its token sealed for later reminders.
-pub fn make_patient_link(visit_id: &str, window: (i64, i64), links: LinkSettings<'_>, now: i64) -> (Link, String) {
-    let (mut link, token) = make_link(visit_id, window, links.margins, LinkRole::Patient, None, now);
+/// A link whose token is also kept sealed, so reminders (and the class
+/// view) can give out the same link again: [`sealed_link_url`] opens it.
+pub fn make_sealed_link(
+    visit_id: &str,
+    window: (i64, i64),
+    links: LinkSettings<'_>,
+    role: LinkRole,
+    label: Option<String>,
+    now: i64,
+) -> (Link, String) {
+    let (mut link, token) = make_link(visit_id, window, links.margins, role, label, now);
     link.sealed_token = Some(links.sealer.seal(&link_seal_context(&link.id), token.as_bytes()));
     (link, token)
+}
+
+/// A patient link for a visit, its token sealed for later reminders.
+pub fn make_patient_link(visit_id: &str, window: (i64, i64), links: LinkSettings<'_>, now: i64) -> (Link, String) {
+    make_sealed_link(visit_id, window, links, LinkRole::Patient, None, now)
+}
+
+/// The URL of a link whose token was sealed when it was made, if the
+/// server's key still opens it.
+pub fn sealed_link_url(app: &App, link: &Link) -> Option<String> {
+    let sealed = link.sealed_token.as_ref()?;
+    let token = app.link_sealer.open(&link_seal_context(&link.id), sealed)?;
+    Some(app.link_url(&String::from_utf8(token).ok()?))
 }
 
 /// The API form of a link; with its URL when the token is at hand.

@@ -179,7 +179,8 @@ async fn a_class_across_the_spring_change_with_links_reminders_and_attendance() 
         leader.request(ClientMessage::Admit { id: None, participant_id: participant.clone() }).await.expect("admit");
         seats.push((client, events));
     }
-    // A second admission of the same patient (a reload) counts once.
+    // A reload: the patient comes straight back into the class (the
+    // admission holds) and is not counted twice.
     let (client, _events, participant, _, admitted) = common::join_ws(
         &url,
         http(&server, "POST", &format!("/api/join/{}", token_of(&first_links[0])), &[], None).await.json()["join_token"]
@@ -188,10 +189,19 @@ async fn a_class_across_the_spring_change_with_links_reminders_and_attendance() 
             .to_string(),
     )
     .await;
-    if !admitted {
-        leader.request(ClientMessage::Admit { id: None, participant_id: participant }).await.expect("admit again");
-    }
+    assert!(admitted, "back in the class without waiting");
+    let _ = participant;
     drop(client);
+    // Recording the same patient's attendance again changes nothing.
+    let alice_link = first_links[0].clone();
+    let link = server
+        .app
+        .store
+        .link_by_token_hash(&teleconsult_signaling::staff_auth::token_hash(&token_of(&alice_link)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!server.app.store.record_attendance(&link.id, clock.now()).await.unwrap(), "one attendance per occurrence");
     assert_eq!(http(&server, "POST", &format!("/api/visits/{}/end", occurrences[0]), &auth, None).await.status, 200);
 
     let view = http(&server, "GET", &format!("/api/group-sessions/{id}"), &auth, None).await.json();
@@ -253,6 +263,59 @@ async fn concurrent_enrolments_never_pass_the_capacity() {
         .await;
         assert_eq!(r.status, 201, "{backend}: {}", r.body);
         let id = r.json()["id"].as_str().unwrap().to_string();
+
+        // The same class created four times at once (four clicks): one series.
+        let mut again = class(2, 12);
+        again["title"] = json!("Twice");
+        again["start_time"] = json!("14:00");
+        let creates: Vec<_> = (0..4)
+            .map(|_| {
+                let (addr, bearer, body) = (server.http_addr, bearer.clone(), again.to_string());
+                tokio::spawn(async move {
+                    common::http_to(addr, "POST", "/api/group-sessions", &[("Authorization", &bearer)], Some(&body))
+                        .await
+                        .status
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for t in creates {
+            statuses.push(t.await.unwrap());
+        }
+        statuses.sort_unstable();
+        assert_eq!(statuses, [201, 409, 409, 409], "{backend}: one series, the others refused as overlapping");
+
+        // A double click: the same enrolment twice at once, under one key: one patient, one place.
+        let body = json!({"patient": {"display_name": "Double Click"}}).to_string();
+        let twice: Vec<_> = (0..2)
+            .map(|_| {
+                let (addr, bearer, id, body) = (server.http_addr, bearer.clone(), id.clone(), body.clone());
+                tokio::spawn(async move {
+                    let r = common::http_to(
+                        addr,
+                        "POST",
+                        &format!("/api/group-sessions/{id}/enrolments"),
+                        &[("Authorization", &bearer), ("Idempotency-Key", "enrol-double-click")],
+                        Some(&body),
+                    )
+                    .await;
+                    (r.status, r.json()["patient"]["id"].as_str().map(str::to_owned))
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in twice {
+            answers.push(t.await.unwrap());
+        }
+        assert_eq!(answers[0], answers[1], "{backend}: the same answer twice");
+        assert_eq!(answers[0].0, 201, "{backend}");
+        let view = http(&server, "GET", &format!("/api/group-sessions/{id}"), &[("Authorization", &bearer)], None)
+            .await
+            .json();
+        assert_eq!(view["enrolled"], 1, "{backend}: one place taken");
+        let withdraw = format!("/api/group-sessions/{id}/enrolments/{}", answers[0].1.as_deref().unwrap());
+        assert_eq!(http(&server, "DELETE", &withdraw, &[("Authorization", &bearer)], None).await.status, 204);
+
         let tasks: Vec<_> = (0..16)
             .map(|i| {
                 let (addr, bearer, id) = (server.http_addr, bearer.clone(), id.clone());

@@ -51,9 +51,9 @@ impl MediaCore {
             let Side::Subscribe(sub) = &mut peer.side else { continue };
             let Some(out) = sub.tracks.get_mut(fan.out) else { continue };
             let OutState::Open(out_mid) = out.state else { continue };
-            if !packet.simulcast && out.target == Pick::Paused {
-                // A plain video paused for want of bandwidth (audio is never
-                // paused: it is not in the allocation).
+            if out.target == Pick::Paused {
+                // A video paused for want of bandwidth, plain or simulcast
+                // (audio is never paused: it is not in the allocation).
                 continue;
             }
             if packet.simulcast && out.current != Some(packet.layer) {

@@ -4,7 +4,7 @@
 
 use sqlx::any::AnyRow;
 
-use super::{Patient, Store, StoreResult, Visit, WriteTx, int, opt_int, text};
+use super::{Patient, Store, StoreResult, Visit, WriteTx, int, opt_int, opt_text, text};
 
 /// A recurring class led by one clinician.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +158,26 @@ impl Store {
             })
             .await?;
         Ok(row.is_some())
+    }
+
+    /// The patients enrolled (not withdrawn) in the class `visit_id` is an
+    /// occurrence of; `None` when it is no class's occurrence. One query.
+    pub async fn class_recipients(&self, visit_id: &str) -> StoreResult<Option<Vec<String>>> {
+        let rows = self
+            .retrying_query(|| {
+                sqlx::query(
+                    "SELECT e.patient_id FROM group_occurrences o LEFT JOIN group_enrolments e \
+                     ON e.session_id = o.session_id AND e.withdrawn_at IS NULL WHERE o.visit_id = $1 \
+                     ORDER BY e.patient_id",
+                )
+                .bind(visit_id)
+                .fetch_all(self.pool())
+            })
+            .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(rows.iter().filter_map(|r| opt_text(r, "patient_id").transpose()).collect::<StoreResult<_>>()?))
     }
 
     /// (occurrence visit id, patient id) of every attendance in a session.
