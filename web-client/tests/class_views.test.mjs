@@ -85,7 +85,11 @@ test('a class: grid, pin, hands, mute all, the leader large on a 360 px phone', 
   // The leader pins Bruno large.
   const bruno = desk.locator('.tiles .tile', { hasText: 'Bruno Petit' });
   await bruno.locator('button.pin').click();
-  assert.equal(await bruno.getAttribute('class'), 'tile pinned');
+  // A tile may also read "video-paused" for a moment while the leader's
+  // bandwidth estimate ramps up at the start of the class.
+  assert.ok((await bruno.getAttribute('class')).split(' ').includes('pinned'), 'Bruno’s tile is pinned');
+  assert.ok(await eventually(async () => !(await bruno.getAttribute('class')).includes('video-paused'), 15000),
+    'Bruno’s video plays once the estimate has ramped up');
   const widths = await desk.evaluate(() => [...document.querySelectorAll('.tiles .tile')]
     .map((tile) => ({ pinned: tile.classList.contains('pinned'), width: tile.getBoundingClientRect().width })));
   const big = widths.find((w) => w.pinned).width;
