@@ -1,6 +1,7 @@
-//! Synthetic Teleconsult participants on webrtc-rs (a WebRTC stack
-//! independent of the SFU's str0m), for integration tests, benchmarks and
-//! load tests. They speak the public WebSocket protocol only.
+//! Synthetic Teleconsult participants for integration tests, benchmarks
+//! and load tests, on webrtc-rs (a WebRTC stack independent of the SFU's
+//! str0m, for interop) or on str0m (light, for capacity). They speak the
+//! public WebSocket protocol only.
 
 pub mod baseline;
 pub mod http_client;
@@ -10,8 +11,9 @@ pub mod participant;
 pub mod scenario;
 pub mod server_process;
 pub mod signaling_client;
+pub mod str0m_peer;
 pub mod synthetic_media;
 pub mod webrtc_peer;
 
-pub use participant::{Participant, ParticipantError, ParticipantOptions};
+pub use participant::{MediaStack, Participant, ParticipantError, ParticipantOptions};
 pub use signaling_client::{SignalingClient, SignalingError};

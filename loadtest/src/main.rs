@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use teleconsult_loadtest::scenario::{self, LoadOptions, Report, Target};
 use teleconsult_loadtest::server_process::ServerProcess;
 use teleconsult_loadtest::synthetic_media::percentile;
-use teleconsult_loadtest::{Participant, ParticipantOptions};
+use teleconsult_loadtest::{MediaStack, Participant, ParticipantOptions};
 
 #[derive(Parser)]
 #[command(name = "teleconsult-loadtest", about = "Synthetic webrtc-rs participants against a Teleconsult server")]
@@ -53,6 +53,10 @@ struct RunArgs {
     /// Publish video in three simulcast layers (the `class` preset does).
     #[arg(long)]
     simulcast: bool,
+    /// The participants' WebRTC stack: str0m (light; what a capacity search
+    /// should use) or webrtc-rs (independent of the server's stack).
+    #[arg(long, value_enum, default_value = "webrtc")]
+    stack: MediaStack,
     /// Seconds over which rooms are started.
     #[arg(long)]
     ramp_up: Option<u64>,
@@ -131,6 +135,9 @@ enum Command {
         /// Write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// The publisher's and subscribers' WebRTC stack.
+        #[arg(long, value_enum, default_value = "webrtc")]
+        stack: MediaStack,
     },
     /// What junk costs: datagrams from unknown sources to the media port
     /// during a live call, CPU against a quiet window of the same length.
@@ -162,8 +169,8 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run(args) => load_run(args).await,
         Command::Capacity { run, start, step, max_rooms } => capacity(run, start, step, max_rooms).await,
-        Command::Forward { subscribers, duration, video_kbps, server_bin, json } => {
-            forward(subscribers, Duration::from_secs(duration.clamp(1, 600)), video_kbps, server_bin, json).await
+        Command::Forward { subscribers, duration, video_kbps, server_bin, json, stack } => {
+            forward(subscribers, Duration::from_secs(duration.clamp(1, 600)), video_kbps, server_bin, json, stack).await
         }
         Command::Junk { datagrams, window, runs, server_bin } => {
             junk(datagrams, Duration::from_secs(window.clamp(1, 120)), runs.clamp(1, 20), server_bin).await
@@ -213,6 +220,7 @@ async fn forward(
     video_kbps: u32,
     server_bin: Option<PathBuf>,
     json: Option<PathBuf>,
+    stack: MediaStack,
 ) -> anyhow::Result<()> {
     let subscribers = subscribers.clamp(1, 49);
     // Baseline first, on a quiet machine: the same stream peer to peer.
@@ -232,11 +240,13 @@ async fn forward(
 
     let mut publisher_opts = ParticipantOptions::new(url.clone(), server.mint_token(room, "clinician", "Publisher")?);
     publisher_opts.video_bitrate_bps = video_kbps * 1000;
+    publisher_opts.stack = stack;
     let publisher = Participant::connect(&publisher_opts).await.context("publisher")?;
     let mut viewers = Vec::new();
     for i in 0..subscribers {
         let mut o = ParticipantOptions::new(url.clone(), server.mint_token(room, "guest", &format!("Viewer {i}"))?);
         o.send_nothing = true;
+        o.stack = stack;
         viewers.push(Participant::connect(&o).await.with_context(|| format!("viewer {i}"))?);
     }
     // Warm-up: every viewer receives video.
@@ -282,7 +292,8 @@ async fn forward(
     let per_cpu_second = if cpu > 0.0 { forwarded / cpu } else { f64::NAN };
 
     println!(
-        "forward benchmark: 1 publisher ({video_kbps} kbit/s video + audio) -> {subscribers} subscribers, {elapsed:.1} s"
+        "forward benchmark: 1 publisher ({video_kbps} kbit/s video + audio) -> {subscribers} subscribers, {elapsed:.1} s, \
+         participants on {stack:?}"
     );
     println!("  packets forwarded        {forwarded:.0} ({:.0}/s)", forwarded / elapsed);
     println!("  server CPU               {cpu:.2} s ({:.1}% of one core)", 100.0 * cpu / elapsed);
@@ -308,6 +319,7 @@ async fn forward(
     if let Some(path) = json {
         let report = serde_json::json!({
             "benchmark": "forward",
+            "stack": stack,
             "subscribers": subscribers,
             "video_kbps": video_kbps,
             "window_secs": elapsed,
@@ -423,6 +435,7 @@ fn resolve(args: &RunArgs) -> (LoadOptions, Thresholds) {
         ramp_up_secs: args.ramp_up.unwrap_or(ramp).min(600),
         duration_secs: args.duration.unwrap_or(duration).clamp(1, 600),
         simulcast: args.simulcast || matches!(args.preset, Preset::Class),
+        stack: args.stack,
     };
     let th = Thresholds {
         loss_pct: args.max_loss_pct.unwrap_or(th.loss_pct),

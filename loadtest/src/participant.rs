@@ -20,6 +20,7 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use crate::signaling_client::{SignalingClient, SignalingError};
+use crate::str0m_peer::{PublishOffer, SubscribeConnection};
 use crate::synthetic_media::{
     Reception, TrackReception, VP8_KEYFRAME_PREFIX_LEN, build_payload, now_micros, parse_payload, vp8_keyframe_prefix,
 };
@@ -61,6 +62,21 @@ pub struct ParticipantOptions {
     /// by RTP header extensions as browsers do): `f` at
     /// `video_bitrate_bps`, `h` at a third of it, `q` at an eighth.
     pub simulcast: bool,
+    /// Which WebRTC stack carries the media.
+    pub stack: MediaStack,
+}
+
+/// The WebRTC stack a synthetic participant's media runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaStack {
+    /// webrtc-rs: a WebRTC implementation independent of the SFU's, for
+    /// interop; costs several times the server's CPU per packet.
+    #[default]
+    Webrtc,
+    /// str0m, sans-IO, one task per connection: light enough that a
+    /// capacity search measures the server (see [`crate::str0m_peer`]).
+    Str0m,
 }
 
 impl ParticipantOptions {
@@ -77,6 +93,7 @@ impl ParticipantOptions {
             subscribe_via: None,
             relay_only: false,
             simulcast: false,
+            stack: MediaStack::Webrtc,
         }
     }
 }
@@ -135,6 +152,8 @@ pub struct Participant {
     shared: Arc<Shared>,
     publish_pc: Option<Arc<dyn PeerConnection>>,
     subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
+    /// The str0m subscribe connection, with [`MediaStack::Str0m`].
+    str0m_subscribe: Arc<tokio::sync::Mutex<Option<SubscribeConnection>>>,
     publish_state: watch::Receiver<RTCPeerConnectionState>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -162,28 +181,10 @@ impl PeerConnectionEventHandler for SubscribeHandler {
         let shared = self.shared.clone();
         // Callbacks run on the connection's driver: read in a task of our own.
         tokio::spawn(async move {
-            let key = (publisher, if video { "video" } else { "audio" });
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnRtpPacket(packet) => {
-                        let now = now_micros();
-                        let p = &packet.payload;
-                        let keyframe_start = p.len() > 1 && p[0] & 0x10 != 0 && p[1] & 0x01 == 0;
-                        let prefix = match (video, keyframe_start) {
-                            (false, _) => 0,
-                            (true, true) => VP8_KEYFRAME_PREFIX_LEN,
-                            (true, false) => VIDEO_PREFIX_LEN,
-                        };
-                        let Some((seq, sent)) = parse_payload(&packet.payload, prefix) else { continue };
-                        let keyframe = video && packet.payload.get(1).is_some_and(|b| b & 1 == 0);
-                        if let Ok(mut first) = shared.first_remote_packet_us.lock() {
-                            first.get_or_insert(now);
-                        }
-                        if let Ok(mut r) = shared.reception.lock() {
-                            let t = r.tracks.entry(key.clone()).or_default();
-                            t.record(seq, sent, now, keyframe);
-                            t.rtp.record(packet.header.sequence_number, packet.payload.len());
-                        }
+                        shared.record_rtp(&publisher, video, packet.header.sequence_number, &packet.payload);
                     }
                     TrackRemoteEvent::OnEnded | TrackRemoteEvent::OnError => break,
                     _ => {}
@@ -196,6 +197,82 @@ impl PeerConnectionEventHandler for SubscribeHandler {
 impl Shared {
     pub(crate) fn reception(&self) -> Reception {
         self.reception.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Records one RTP packet received from `publisher`'s audio or video,
+    /// whichever stack received it: its synthetic sequence number and send
+    /// time, and its RTP sequence number.
+    pub(crate) fn record_rtp(&self, publisher: &str, video: bool, rtp_seq: u16, payload: &[u8]) {
+        let now = now_micros();
+        let keyframe_start = payload.len() > 1 && payload[0] & 0x10 != 0 && payload[1] & 0x01 == 0;
+        let prefix = match (video, keyframe_start) {
+            (false, _) => 0,
+            (true, true) => VP8_KEYFRAME_PREFIX_LEN,
+            (true, false) => VIDEO_PREFIX_LEN,
+        };
+        let Some((seq, sent)) = parse_payload(payload, prefix) else { return };
+        let keyframe = video && payload.get(1).is_some_and(|b| b & 1 == 0);
+        if let Ok(mut first) = self.first_remote_packet_us.lock() {
+            first.get_or_insert(now);
+        }
+        if let Ok(mut r) = self.reception.lock() {
+            let key = (publisher.to_string(), if video { "video" } else { "audio" });
+            let t = r.tracks.entry(key).or_default();
+            t.record(seq, sent, now, keyframe);
+            t.rtp.record(rtp_seq, payload.len());
+        }
+    }
+
+    /// A keyframe request arrived: every layer sends one next.
+    pub(crate) fn keyframe_requested(&self) {
+        self.keyframe_requests.fetch_add(1, Ordering::SeqCst);
+        for layer in &self.force_keyframe {
+            layer.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// The next synthetic audio payload (~32 kbit/s Opus: 80 bytes every 20 ms).
+    pub(crate) fn next_audio_payload(&self) -> (Vec<u8>, bool) {
+        let n = self.audio_sent.fetch_add(1, Ordering::SeqCst);
+        (build_payload(&[], n, now_micros(), 80), n == 0)
+    }
+}
+
+/// The payloads of one synthetic video frame of `layer` and whether each
+/// ends the frame. A keyframe starts with a VP8 keyframe header (size
+/// included) and is about three times a delta frame's size; otherwise the
+/// first packet has the S bit, and every packet the inverse keyframe bit.
+pub(crate) fn video_frame(shared: &Shared, layer: &VideoLayer, fps: u32, keyframe: bool) -> Vec<(Vec<u8>, bool)> {
+    let frame_bytes = (layer.bitrate_bps / 8 / fps.max(1)) as usize;
+    let bytes = if keyframe { frame_bytes * 3 } else { frame_bytes }.max(60);
+    let packets = bytes.div_ceil(MAX_PAYLOAD);
+    let keyframe_prefix = vp8_keyframe_prefix(layer.size.0, layer.size.1);
+    (0..packets)
+        .map(|i| {
+            let n = shared.video_sent.fetch_add(1, Ordering::SeqCst);
+            let len = if i + 1 == packets { bytes - MAX_PAYLOAD * (packets - 1) } else { MAX_PAYLOAD };
+            let delta_prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
+            let prefix: &[u8] = if keyframe && i == 0 { &keyframe_prefix } else { &delta_prefix };
+            (build_payload(prefix, n, now_micros(), len.max(prefix.len() + 16)), i + 1 == packets)
+        })
+        .collect()
+}
+
+/// When a layer sends keyframes: at the interval, and when asked.
+#[derive(Debug, Default)]
+pub(crate) struct KeyframeClock {
+    last: Option<Instant>,
+}
+
+impl KeyframeClock {
+    /// Whether the next frame of layer `index` is a keyframe.
+    pub(crate) fn next_is_keyframe(&mut self, shared: &Shared, index: usize, interval: Duration) -> bool {
+        let forced = shared.force_keyframe[index].swap(false, Ordering::SeqCst);
+        let keyframe = forced || self.last.is_none_or(|t| t.elapsed() >= interval);
+        if keyframe {
+            self.last = Some(Instant::now());
+        }
+        keyframe
     }
 }
 
@@ -224,6 +301,7 @@ impl Participant {
                 shared: Arc::new(Shared::default()),
                 publish_pc: None,
                 subscribe_pc: Arc::new(tokio::sync::Mutex::new(None)),
+                str0m_subscribe: Arc::new(tokio::sync::Mutex::new(None)),
                 publish_state,
                 tasks: Vec::new(),
             },
@@ -245,15 +323,34 @@ impl Participant {
         options: &ParticipantOptions,
         events: mpsc::UnboundedReceiver<ServerMessage>,
     ) -> Result<(), ParticipantError> {
-        self.tasks.push(tokio::spawn(event_loop(
-            events,
-            self.signaling.clone(),
-            self.shared.clone(),
-            self.subscribe_pc.clone(),
-            options.subscribe_via,
-            self.ice(options),
-        )));
-        self.publish(options).await
+        let subscriber = match options.stack {
+            MediaStack::Webrtc => Subscriber::Webrtc {
+                slot: self.subscribe_pc.clone(),
+                via: options.subscribe_via,
+                ice: self.ice(options),
+            },
+            MediaStack::Str0m => {
+                if options.subscribe_via.is_some() || options.relay_only {
+                    return Err(ParticipantError::WebRtc("relays and TURN need the webrtc-rs stack".into()));
+                }
+                Subscriber::Str0m { slot: self.str0m_subscribe.clone(), ws_url: options.ws_url.clone() }
+            }
+        };
+        self.tasks.push(tokio::spawn(event_loop(events, self.signaling.clone(), self.shared.clone(), subscriber)));
+        match options.stack {
+            MediaStack::Webrtc => self.publish(options).await,
+            MediaStack::Str0m => self.publish_on_str0m(options).await,
+        }
+    }
+
+    async fn publish_on_str0m(&mut self, options: &ParticipantOptions) -> Result<(), ParticipantError> {
+        let offer = PublishOffer::new(options, &self.participant_id).await?;
+        let reply = self.signaling.request(ClientMessage::PublishOffer { id: None, sdp: offer.sdp.clone() }).await?;
+        let ServerMessage::PublishAnswer { sdp, .. } = reply else {
+            return Err(SignalingError::Unexpected(format!("{reply:?}")).into());
+        };
+        self.tasks.push(offer.start(&sdp, options, self.shared.clone()).await?);
+        Ok(())
     }
 
     fn ice(&self, options: &ParticipantOptions) -> IceSettings {
@@ -413,8 +510,23 @@ impl Participant {
         if let Some(pc) = self.subscribe_pc.lock().await.take() {
             let _ = pc.close().await;
         }
+        self.str0m_subscribe.lock().await.take();
         self.signaling.close();
     }
+}
+
+/// Where a participant's subscribe offers are answered.
+enum Subscriber {
+    Webrtc {
+        slot: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
+        /// (server media address, relay address) to redirect the server's candidates.
+        via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+        ice: IceSettings,
+    },
+    Str0m {
+        slot: Arc<tokio::sync::Mutex<Option<SubscribeConnection>>>,
+        ws_url: String,
+    },
 }
 
 /// Answers subscribe offers and records events.
@@ -422,9 +534,7 @@ async fn event_loop(
     mut events: mpsc::UnboundedReceiver<ServerMessage>,
     signaling: Arc<SignalingClient>,
     shared: Arc<Shared>,
-    subscribe_pc: Arc<tokio::sync::Mutex<Option<Arc<dyn PeerConnection>>>>,
-    via: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
-    ice: IceSettings,
+    subscriber: Subscriber,
 ) {
     while let Some(event) = events.recv().await {
         if let Ok(mut log) = shared.events.lock() {
@@ -434,15 +544,38 @@ async fn event_loop(
             if let Ok(mut last) = shared.last_subscribe_offer.lock() {
                 *last = Some(sdp.clone());
             }
-            let sdp = match via {
-                Some((server, relay)) => crate::lossy_relay::redirect_candidates(&sdp, server, relay),
-                None => sdp,
+            let answered = match &subscriber {
+                Subscriber::Webrtc { slot, via, ice } => {
+                    let sdp = match via {
+                        Some((server, relay)) => crate::lossy_relay::redirect_candidates(&sdp, *server, *relay),
+                        None => sdp,
+                    };
+                    answer_subscribe(&signaling, &shared, slot, sdp, ice).await
+                }
+                Subscriber::Str0m { slot, ws_url } => answer_on_str0m(&signaling, &shared, slot, ws_url, sdp).await,
             };
-            if answer_subscribe(&signaling, &shared, &subscribe_pc, sdp, &ice).await.is_err() {
+            if answered.is_err() {
                 shared.subscribe_errors.fetch_add(1, Ordering::SeqCst);
             }
         }
     }
+}
+
+async fn answer_on_str0m(
+    signaling: &SignalingClient,
+    shared: &Arc<Shared>,
+    slot: &tokio::sync::Mutex<Option<SubscribeConnection>>,
+    ws_url: &str,
+    sdp: String,
+) -> Result<(), ParticipantError> {
+    let mut slot = slot.lock().await;
+    if slot.is_none() {
+        *slot = Some(SubscribeConnection::open(ws_url, shared.clone()).await?);
+    }
+    let Some(connection) = slot.as_ref() else { return Ok(()) };
+    let sdp = connection.answer(sdp).await?;
+    signaling.request(ClientMessage::SubscribeAnswer { id: None, sdp }).await?;
+    Ok(())
 }
 
 async fn answer_subscribe(
@@ -476,10 +609,7 @@ async fn watch_keyframe_requests(track: Arc<TrackLocalStaticRTP>, shared: Arc<Sh
         if let TrackLocalEvent::OnRtcpPacket(packets) = event
             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
         {
-            shared.keyframe_requests.fetch_add(1, Ordering::SeqCst);
-            for layer in &shared.force_keyframe {
-                layer.store(true, Ordering::SeqCst);
-            }
+            shared.keyframe_requested();
         }
     }
 }
@@ -491,10 +621,8 @@ async fn send_audio(track: Arc<TrackLocalStaticRTP>, ssrc: u32, shared: Arc<Shar
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let n = shared.audio_sent.fetch_add(1, Ordering::SeqCst);
-        // ~32 kbit/s Opus: 80-byte frames every 20 ms.
-        let payload = build_payload(&[], n, now_micros(), 80);
-        if track.write_rtp(rtp_packet(111, seq, timestamp, ssrc, n == 0, payload)).await.is_err() {
+        let (payload, first) = shared.next_audio_payload();
+        if track.write_rtp(rtp_packet(111, seq, timestamp, ssrc, first, payload)).await.is_err() {
             break;
         }
         seq = seq.wrapping_add(1);
@@ -546,6 +674,25 @@ impl VideoLayer {
     }
 }
 
+impl VideoLayer {
+    /// The three simulcast layers, low to high: an eighth, a third and all of
+    /// the participant's bitrate, unmarked and without an SSRC (str0m marks
+    /// and numbers its own).
+    pub(crate) fn simulcast(options: &ParticipantOptions) -> Vec<Self> {
+        [(8, (320, 180)), (3, (640, 360)), (1, (1280, 720))]
+            .into_iter()
+            .enumerate()
+            .map(|(index, (divisor, size))| VideoLayer {
+                index,
+                ssrc: 0,
+                bitrate_bps: options.video_bitrate_bps / divisor,
+                size,
+                marks: None,
+            })
+            .collect()
+    }
+}
+
 /// The video streams to send: one, or three simulcast layers marked with
 /// the mid and extension ids of our own offer `sdp`.
 fn video_layers(options: &ParticipantOptions, ssrcs: [u32; 3], sdp: &str) -> Result<Vec<VideoLayer>, ParticipantError> {
@@ -554,19 +701,10 @@ fn video_layers(options: &ParticipantOptions, ssrcs: [u32; 3], sdp: &str) -> Res
     }
     let (mid, mid_id, rid_id) = video_mid_and_extension_ids(sdp)
         .ok_or_else(|| ParticipantError::WebRtc("the simulcast offer has no mid or rid extension".into()))?;
-    let shares = [(8, (320, 180)), (3, (640, 360)), (1, (1280, 720))];
-    Ok(SIMULCAST_RIDS
-        .iter()
-        .zip(ssrcs)
-        .zip(shares)
-        .enumerate()
-        .map(|(index, ((rid, ssrc), (divisor, size)))| VideoLayer {
-            index,
-            ssrc,
-            bitrate_bps: options.video_bitrate_bps / divisor,
-            size,
-            marks: Some((mid_id, mid.clone(), rid_id, *rid)),
-        })
+    Ok(VideoLayer::simulcast(options)
+        .into_iter()
+        .zip(SIMULCAST_RIDS.iter().zip(ssrcs))
+        .map(|(layer, (rid, ssrc))| VideoLayer { ssrc, marks: Some((mid_id, mid.clone(), rid_id, *rid)), ..layer })
         .collect())
 }
 
@@ -579,31 +717,14 @@ pub(crate) async fn send_video(
     let fps = options.fps.max(1);
     let mut seq: u16 = rand::random();
     let mut timestamp: u32 = rand::random();
-    let frame_bytes = (layer.bitrate_bps / 8 / fps) as usize;
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_keyframe: Option<Instant> = None;
-    let keyframe_prefix = vp8_keyframe_prefix(layer.size.0, layer.size.1);
+    let mut keyframes = KeyframeClock::default();
     loop {
         tick.tick().await;
-        let forced = shared.force_keyframe[layer.index].swap(false, Ordering::SeqCst);
-        let keyframe = forced || last_keyframe.is_none_or(|t| t.elapsed() >= options.keyframe_interval);
-        if keyframe {
-            last_keyframe = Some(Instant::now());
-        }
-        // Keyframes are about three times the size of delta frames.
-        let bytes = if keyframe { frame_bytes * 3 } else { frame_bytes }.max(60);
-        let packets = bytes.div_ceil(MAX_PAYLOAD);
-        for i in 0..packets {
-            let n = shared.video_sent.fetch_add(1, Ordering::SeqCst);
-            let len = if i + 1 == packets { bytes - MAX_PAYLOAD * (packets - 1) } else { MAX_PAYLOAD };
-            // A keyframe starts with a VP8 keyframe header (size included);
-            // otherwise the S bit on a frame's first packet, and the inverse
-            // keyframe bit.
-            let delta_prefix = [if i == 0 { 0x10 } else { 0x00 }, if keyframe { 0x00 } else { 0x01 }];
-            let prefix: &[u8] = if keyframe && i == 0 { &keyframe_prefix } else { &delta_prefix };
-            let payload = build_payload(prefix, n, now_micros(), len.max(prefix.len() + 16));
-            let mut packet = rtp_packet(96, seq, timestamp, layer.ssrc, i + 1 == packets, payload);
+        let keyframe = keyframes.next_is_keyframe(&shared, layer.index, options.keyframe_interval);
+        for (payload, last) in video_frame(&shared, &layer, fps, keyframe) {
+            let mut packet = rtp_packet(96, seq, timestamp, layer.ssrc, last, payload);
             if let Some((mid_id, mid, rid_id, rid)) = &layer.marks {
                 let named = packet.header.set_extension(*mid_id, bytes::Bytes::copy_from_slice(mid.as_bytes()));
                 if named

@@ -18,7 +18,7 @@ use teleconsult_protocol::{ClientMessage, ServerMessage};
 use tokio::sync::Mutex;
 
 use crate::http_client::request;
-use crate::participant::{Participant, ParticipantOptions};
+use crate::participant::{MediaStack, Participant, ParticipantOptions};
 use crate::synthetic_media::{now_micros, percentile};
 
 /// Where and as whom to run.
@@ -71,6 +71,8 @@ pub struct LoadOptions {
     /// counted on the RTP sequence each subscriber receives (one layer at
     /// a time, renumbered by the SFU).
     pub simulcast: bool,
+    /// The WebRTC stack of the synthetic participants.
+    pub stack: MediaStack,
 }
 
 /// Percentiles of one measure.
@@ -230,6 +232,7 @@ async fn open_room(target: &Target, bearer: &str, options: &LoadOptions, index: 
         o.fps = options.fps;
         o.keyframe_interval = Duration::from_secs(options.keyframe_interval_secs.max(1));
         o.simulcast = options.simulcast;
+        o.stack = options.stack;
         o
     };
     let mut join_started_us = vec![now_micros()];
@@ -724,6 +727,7 @@ mod tests {
                 ramp_up_secs: 10,
                 duration_secs: 15,
                 simulcast: false,
+                stack: crate::MediaStack::Webrtc,
             },
             joins_attempted: attempted,
             joins_succeeded: succeeded,

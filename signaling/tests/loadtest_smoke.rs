@@ -1,15 +1,27 @@
 //! The CI smoke load: 5 rooms x 2 for 10 s through the full public flow
 //! (sign-in, booking, link exchange, waiting room, admit, media), against a
 //! server started here. Every join must succeed and loss stay under 1%.
+//! Each scenario runs with both of the load generator's WebRTC stacks:
+//! webrtc-rs and str0m.
 
 mod common;
 
 use common::{create_staff, server};
+use teleconsult_loadtest::MediaStack;
 use teleconsult_loadtest::scenario::{LoadOptions, Target, run};
 use teleconsult_signaling::store::StaffRole;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_rooms_of_two_for_ten_seconds() {
+    five_rooms_of_two(MediaStack::Webrtc).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_rooms_of_two_for_ten_seconds_on_str0m() {
+    five_rooms_of_two(MediaStack::Str0m).await;
+}
+
+async fn five_rooms_of_two(stack: MediaStack) {
     let server = server().await;
     create_staff(&server, "load@h.fr", StaffRole::Clinician).await;
     let target = Target {
@@ -27,6 +39,7 @@ async fn five_rooms_of_two_for_ten_seconds() {
         ramp_up_secs: 2,
         duration_secs: 10,
         simulcast: false,
+        stack,
     };
     let report = run(&target, &options).await.expect("the run completes");
     println!("{}", report.table());
@@ -43,6 +56,16 @@ async fn five_rooms_of_two_for_ten_seconds() {
 /// renumbered sequence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_class_of_four_on_simulcast() {
+    class_of_four(MediaStack::Webrtc).await;
+}
+
+/// The same class with str0m publishers, whose layers str0m itself marks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_of_four_on_simulcast_on_str0m() {
+    class_of_four(MediaStack::Str0m).await;
+}
+
+async fn class_of_four(stack: MediaStack) {
     let server = server().await;
     create_staff(&server, "apa@h.fr", StaffRole::Clinician).await;
     let target = Target {
@@ -60,6 +83,7 @@ async fn a_class_of_four_on_simulcast() {
         ramp_up_secs: 0,
         duration_secs: 8,
         simulcast: true,
+        stack,
     };
     let report = run(&target, &options).await.expect("the run completes");
     println!("{}", report.table());
