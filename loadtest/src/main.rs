@@ -258,6 +258,7 @@ async fn forward(
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let cpu0 = server.cpu_seconds().context("server cpu")?;
+    let own0 = scenario::own_cpu_seconds();
     let fwd0 = server.metric("teleconsult_sfu_packets_forwarded_total").await?;
     let seq0 = (publisher.sent_seq(false), publisher.sent_seq(true));
     let lat0: Vec<usize> = viewers
@@ -268,6 +269,7 @@ async fn forward(
     tokio::time::sleep(window).await;
     let elapsed = started.elapsed().as_secs_f64();
     let cpu1 = server.cpu_seconds().context("server cpu")?;
+    let own = scenario::own_cpu_seconds() - own0;
     let fwd1 = server.metric("teleconsult_sfu_packets_forwarded_total").await?;
     let seq1 = (publisher.sent_seq(false), publisher.sent_seq(true));
     let rss = server.rss_bytes().unwrap_or(0);
@@ -297,7 +299,8 @@ async fn forward(
     );
     println!("  packets forwarded        {forwarded:.0} ({:.0}/s)", forwarded / elapsed);
     println!("  server CPU               {cpu:.2} s ({:.1}% of one core)", 100.0 * cpu / elapsed);
-    println!("  forwarded per CPU-second {per_cpu_second:.0}");
+    println!("  forwarded per CPU-second {per_cpu_second:.0} ({:.1} us each)", 1e6 / per_cpu_second);
+    println!("  load generator CPU       {own:.2} s ({:.1}% of one core)", 100.0 * own / elapsed);
     let ms = |us: u32| f64::from(us) / 1000.0;
     println!(
         "  latency through the SFU  p50 {:.2} ms, p99 {:.2} ms (video, publisher send to subscriber receive)",
@@ -326,6 +329,7 @@ async fn forward(
             "packets_forwarded": forwarded,
             "server_cpu_secs": cpu,
             "forwarded_per_cpu_second": per_cpu_second,
+            "loadtest_cpu_secs": own,
             "latency_p50_ms": ms(p50),
             "latency_p99_ms": ms(p99),
             "direct_latency_p50_ms": ms(direct_p50),

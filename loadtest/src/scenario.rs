@@ -289,8 +289,8 @@ fn time_rfc3339_at(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-/// CPU seconds of this process.
-fn own_cpu_seconds() -> f64 {
+/// CPU seconds of this process (the load generator).
+pub fn own_cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
     let f: Vec<&str> = rest.split_whitespace().collect();

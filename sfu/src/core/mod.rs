@@ -61,6 +61,17 @@ const SILENCE_CHECK: Duration = Duration::from_millis(500);
 /// (subscribers send RTCP every second and STUN checks every few).
 const HEARD_AGAIN_AFTER: Duration = Duration::from_secs(2);
 
+/// How long a subscriber's sent packets are kept to answer its NACKs.
+/// str0m keeps three seconds; libwebrtc keeps its own sent packets for
+/// max(1 s, 3 × RTT), and a resend later than that comes after the
+/// receiver has given up on the frame. Three seconds of every subscriber's
+/// video was most of the server's memory in a clinic's busy hour.
+const RTX_CACHE_AGE: Duration = Duration::from_secs(1);
+/// The packet cap of that cache: over two seconds of a 4 Mbit/s video.
+const RTX_CACHE_PACKETS: usize = 1000;
+/// str0m's default: resends are dropped while they exceed 15% of the stream.
+const RTX_RATIO_CAP: Option<f32> = Some(0.15);
+
 /// Settings the core needs.
 #[derive(Debug, Clone)]
 pub(crate) struct CoreConfig {
@@ -555,6 +566,13 @@ impl MediaCore {
             Err(Fault) => return Err(self.fault(now, pix)),
         }
         let opened = negotiation::settle_answered(sub);
+        for k in &opened {
+            if let Some(OutState::Open(mid)) = sub.tracks.get(*k).map(|t| t.state)
+                && let Some(tx) = peer.rtc.direct_api().stream_tx_by_mid(mid, None)
+            {
+                tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, RTX_RATIO_CAP);
+            }
+        }
         let connected = sub.connected;
         self.register_ufrag(key);
         self.drain(now, key);
