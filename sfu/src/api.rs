@@ -353,6 +353,10 @@ pub struct WorkerStats {
     pub nacks_received: u64,
     /// PLIs and FIRs received from subscribers.
     pub keyframe_requests_received: u64,
+    /// Times the worker woke: a batch of datagrams, a timer, a command.
+    pub wakes: u64,
+    /// str0m timeouts handled, one per peer whose timer fell due.
+    pub peer_timeouts: u64,
     /// Batch turnaround: from reading the first datagram of a batch to
     /// having sent everything it produced ([`TURNAROUND_BUCKETS_SECS`]).
     pub turnaround: Histogram,

@@ -257,6 +257,7 @@ impl Worker {
                 }
                 _ = &mut sleep => {}
             }
+            self.core.counters.wakes += 1;
             let now = Instant::now();
             if now >= self.core.next_wake() {
                 self.core.handle_timeout(now);

@@ -212,7 +212,7 @@ impl Metrics {
         }
 
         type Field = fn(&WorkerStats) -> u64;
-        let worker_metrics: [(&str, &str, &str, Field); 12] = [
+        let worker_metrics: [(&str, &str, &str, Field); 14] = [
             ("teleconsult_sfu_rooms", "gauge", "Rooms on the media worker.", |w| w.rooms),
             ("teleconsult_sfu_participants", "gauge", "Participants on the media worker.", |w| w.participants),
             ("teleconsult_sfu_datagrams_received_total", "counter", "UDP datagrams received.", |w| w.datagrams_in),
@@ -242,6 +242,18 @@ impl Metrics {
                 "counter",
                 "Keyframe requests (PLI) sent to publishers.",
                 |w| w.keyframe_requests,
+            ),
+            (
+                "teleconsult_sfu_wakes_total",
+                "counter",
+                "Times the media worker woke (datagrams, timers, commands).",
+                |w| w.wakes,
+            ),
+            (
+                "teleconsult_sfu_peer_timeouts_total",
+                "counter",
+                "str0m timeouts handled, one per peer timer due.",
+                |w| w.peer_timeouts,
             ),
             ("teleconsult_sfu_udp_send_errors_total", "counter", "UDP sends that failed.", |w| w.send_errors),
             ("teleconsult_sfu_peer_faults_total", "counter", "Peers dropped after an internal fault.", |w| {
@@ -354,13 +366,15 @@ mod tests {
         m.admitted_after(Duration::from_secs(45));
         let mut figures = RoomFigures { rooms: 1, waiting: 1, ..Default::default() };
         figures.in_call.insert("clinician", 1);
-        let mut w = WorkerStats { packets_forwarded: 7, ..Default::default() };
+        let mut w = WorkerStats { packets_forwarded: 7, wakes: 3, peer_timeouts: 5, ..Default::default() };
         w.turnaround.observe(&TURNAROUND_BUCKETS_SECS, 0.0003);
         let paths = std::collections::BTreeMap::from([("relay", 1)]);
         let text = m.render(&figures, &[(crate::store::VisitStatus::Completed, 4)], &[w], &paths);
         assert!(text.contains("teleconsult_ws_connections 2"));
         assert!(text.contains("teleconsult_ws_errors_total{code=\"room_full\"} 1"));
         assert!(text.contains("teleconsult_sfu_packets_forwarded_total{worker=\"0\"} 7"));
+        assert!(text.contains("teleconsult_sfu_wakes_total{worker=\"0\"} 3"));
+        assert!(text.contains("teleconsult_sfu_peer_timeouts_total{worker=\"0\"} 5"));
         assert!(text.contains("teleconsult_participants{role=\"clinician\"} 1"));
         assert!(text.contains("teleconsult_waiting_room_participants 1"));
         assert!(text.contains("teleconsult_media_connections{path=\"relay\"} 1"));

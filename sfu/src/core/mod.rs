@@ -862,6 +862,7 @@ impl MediaCore {
                 Timer::Peer(key, serial) => {
                     let Some(peer) = self.peers.get_mut(key).filter(|p| p.serial == serial) else { continue };
                     peer.scheduled = None;
+                    self.counters.peer_timeouts += 1;
                     if guarded(|| peer.rtc.handle_input(Input::Timeout(now))).is_err() {
                         let pix = peer.participant;
                         self.fault(now, pix);

@@ -392,6 +392,8 @@ fn two_publishers_exchange_media_on_simulated_time() {
         assert!(!requests.contains_key(&p.audio), "no keyframe request for audio: {requests:?}");
     }
     assert_eq!(sim.core.counters.peer_faults, 0);
+    // str0m's timers fell due and were counted (its NACK check alone is every 33 ms).
+    assert!(sim.core.counters.peer_timeouts >= 4 * 4_000 / 100, "{} str0m timeouts", sim.core.counters.peer_timeouts);
     // The timer heap stays near one entry per peer, however long the call.
     assert!(sim.core.timer_entries() <= 3 * 4, "{} timer entries for 4 peers", sim.core.timer_entries());
 }
