@@ -24,7 +24,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt, Rid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, Input, Output, Rtc};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -272,6 +272,9 @@ impl Connection {
     async fn drain(&mut self) -> Option<Instant> {
         loop {
             match self.rtc.poll_output().ok()? {
+                // A connection str0m has closed (ICE failed for good) is over;
+                // a passing disconnection is not, as for a browser.
+                Output::Timeout(_) if !self.rtc.is_alive() => return None,
                 Output::Timeout(at) => return Some(at),
                 Output::Transmit(t) => {
                     // A full socket buffer drops the datagram, as the network would.
@@ -283,7 +286,6 @@ impl Connection {
                             let _ = tell.send(());
                         }
                     }
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => return None,
                     Event::RtpPacket(packet) => {
                         let mid = self.rtc.direct_api().stream_rx(&packet.header.ssrc).map(|s| s.mid());
                         if let Some((publisher, video)) = mid.and_then(|m| self.tracks.get(&m)) {
