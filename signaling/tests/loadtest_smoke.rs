@@ -8,8 +8,25 @@ mod common;
 
 use common::{create_staff, server};
 use teleconsult_loadtest::MediaStack;
-use teleconsult_loadtest::scenario::{LoadOptions, Target, run};
+use teleconsult_loadtest::scenario::{LoadOptions, Report, Target, run};
 use teleconsult_signaling::store::StaffRole;
+
+/// Runs `options` against a fresh server with one clinician, prints the
+/// table and returns the report.
+async fn smoke_run(options: LoadOptions) -> Report {
+    let server = server().await;
+    create_staff(&server, "load@h.fr", StaffRole::Clinician).await;
+    let target = Target {
+        http: server.http_addr,
+        email: "load@h.fr".into(),
+        password: "a long enough password".into(),
+        nodes: Vec::new(),
+    };
+    let report = run(&target, &options).await.expect("the run completes");
+    println!("{}", report.table());
+    server.shutdown().await;
+    report
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_rooms_of_two_for_ten_seconds() {
@@ -22,14 +39,6 @@ async fn five_rooms_of_two_for_ten_seconds_on_str0m() {
 }
 
 async fn five_rooms_of_two(stack: MediaStack) {
-    let server = server().await;
-    create_staff(&server, "load@h.fr", StaffRole::Clinician).await;
-    let target = Target {
-        http: server.http_addr,
-        email: "load@h.fr".into(),
-        password: "a long enough password".into(),
-        nodes: Vec::new(),
-    };
     let options = LoadOptions {
         rooms: 5,
         participants_per_room: 2,
@@ -41,13 +50,11 @@ async fn five_rooms_of_two(stack: MediaStack) {
         simulcast: false,
         stack,
     };
-    let report = run(&target, &options).await.expect("the run completes");
-    println!("{}", report.table());
+    let report = smoke_run(options).await;
     assert_eq!(report.joins_succeeded, 10, "every join succeeds: {:?}", report.join_errors);
     assert!(report.packets_expected > 5 * 2 * 10 * 50, "enough traffic to judge ({})", report.packets_expected);
     assert!(report.loss < 0.01, "loss {:.3}%", report.loss * 100.0);
     assert!(report.join_time_ms.count == 10 && report.latency_ms.count > 1000);
-    server.shutdown().await;
 }
 
 /// A small class with every camera in three simulcast layers (webrtc-rs
@@ -66,14 +73,6 @@ async fn a_class_of_four_on_simulcast_on_str0m() {
 }
 
 async fn class_of_four(stack: MediaStack) {
-    let server = server().await;
-    create_staff(&server, "apa@h.fr", StaffRole::Clinician).await;
-    let target = Target {
-        http: server.http_addr,
-        email: "apa@h.fr".into(),
-        password: "a long enough password".into(),
-        nodes: Vec::new(),
-    };
     let options = LoadOptions {
         rooms: 1,
         participants_per_room: 4,
@@ -85,8 +84,7 @@ async fn class_of_four(stack: MediaStack) {
         simulcast: true,
         stack,
     };
-    let report = run(&target, &options).await.expect("the run completes");
-    println!("{}", report.table());
+    let report = smoke_run(options).await;
     assert_eq!(report.joins_succeeded, 4, "every join succeeds: {:?}", report.join_errors);
     assert_eq!(report.subscribers.len(), 4);
     for s in &report.subscribers {
@@ -94,5 +92,4 @@ async fn class_of_four(stack: MediaStack) {
         assert!(s.loss < 0.02, "{s:?}");
     }
     assert!(report.loss < 0.01, "loss {:.3}%", report.loss * 100.0);
-    server.shutdown().await;
 }
